@@ -1,0 +1,2 @@
+//! Placeholder until the database ingest benchmark lands.
+fn main() {}

@@ -1,0 +1,220 @@
+//! The event model shared by the daemon side, the fan-out, the database and the handlers.
+//!
+//! An [`Event`] is what the daemon side produces after decoding and enrichment: the coin, the
+//! event name, the wallet key (if any) and the client-facing `data` object of SPEC §4. The
+//! pipeline gives it a sequence number and turns it into a [`Published`]: the `data` object
+//! serialised **once** ([`Published::payload`]), and the complete WebSocket text frame built
+//! from it **once** ([`Published::frame`]), shared by every client that receives it.
+//!
+//! Invariant: `Published::frame` is exactly the unmasked server frame carrying
+//! `{"type":"event","seq":N,"data":<payload>,"timestamp":T}`.
+
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Event names the worker knows today (SPEC §4). Others are passed through to `"*"`.
+pub const KNOWN_EVENTS: [&str; 5] = [
+    "new_block",
+    "new_transaction",
+    "new_payment",
+    "verified_tx",
+    "daemon_status",
+];
+
+/// A normalised event before it has a sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Upper-case coin symbol, e.g. `BTC`.
+    pub coin: Arc<str>,
+    /// Event name, e.g. `new_transaction`.
+    pub name: String,
+    /// Wallet key (`xpub` or `xpub_contract`) for wallet-scoped events.
+    pub wallet: Option<String>,
+    /// The client-facing `data` object, including `event`, `coin` and (if any) `wallet`.
+    pub data: Map<String, Value>,
+}
+
+impl Event {
+    /// Builds an event whose `data` starts with `event`, `coin` and, when given, `wallet`.
+    pub fn new(coin: Arc<str>, name: &str, wallet: Option<String>) -> Event {
+        let mut data = Map::new();
+        data.insert("event".into(), Value::String(name.to_string()));
+        data.insert("coin".into(), Value::String(coin.to_string()));
+        if let Some(w) = &wallet {
+            data.insert("wallet".into(), Value::String(w.clone()));
+        }
+        Event {
+            coin,
+            name: name.to_string(),
+            wallet,
+            data,
+        }
+    }
+
+    /// Sets one field of `data`.
+    pub fn with(mut self, key: &str, value: Value) -> Event {
+        self.data.insert(key.to_string(), value);
+        self
+    }
+
+    /// The filter-relevant facts of this event.
+    pub fn meta(&self) -> EventMeta {
+        EventMeta::from_data(&self.data)
+    }
+}
+
+/// What subscription filters look at: name, coin, wallet and every address the event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventMeta {
+    /// Event name.
+    pub name: Box<str>,
+    /// Upper-case coin.
+    pub coin: Box<str>,
+    /// Wallet key, if the event is wallet-scoped.
+    pub wallet: Option<Box<str>>,
+    /// Every address the event carries: `from_address`, `to_address`, output addresses and a
+    /// payment's `address` (SPEC §4 "Subscription semantics").
+    pub addresses: Vec<Box<str>>,
+}
+
+impl EventMeta {
+    /// Extracts the meta from a client `data` object (also used for events read back from the
+    /// database event log).
+    pub fn from_data(data: &Map<String, Value>) -> EventMeta {
+        let text = |k: &str| data.get(k).and_then(Value::as_str).map(Box::from);
+        let name = text("event").unwrap_or_default();
+        let mut addresses: Vec<Box<str>> = Vec::new();
+        let mut push = |a: Option<&str>| {
+            if let Some(a) = a
+                && !a.is_empty()
+                && !addresses.iter().any(|x| &**x == a)
+            {
+                addresses.push(a.into());
+            }
+        };
+        if &*name == "new_payment" {
+            push(data.get("address").and_then(Value::as_str));
+        }
+        if let Some(Value::Object(inner)) = data.get("data") {
+            push(inner.get("from_address").and_then(Value::as_str));
+            push(inner.get("to_address").and_then(Value::as_str));
+            if let Some(Value::Array(outs)) = inner.get("outputs") {
+                for o in outs {
+                    push(o.get("address").and_then(Value::as_str));
+                }
+            }
+        }
+        push(data.get("from_address").and_then(Value::as_str));
+        push(data.get("to_address").and_then(Value::as_str));
+        EventMeta {
+            name,
+            coin: text("coin").unwrap_or_default(),
+            wallet: text("wallet"),
+            addresses,
+        }
+    }
+}
+
+/// A sequenced event, serialised once and shared by every receiver.
+#[derive(Debug)]
+pub struct Published {
+    /// Epoch this sequence number belongs to.
+    pub epoch: Arc<str>,
+    /// Sequence number within the epoch (one per event, no gaps).
+    pub seq: u64,
+    /// Filter facts.
+    pub meta: EventMeta,
+    /// The `data` object as JSON text (stored as the event log's `payload`).
+    pub payload: Box<str>,
+    /// Unix seconds with millisecond precision.
+    pub timestamp: f64,
+    /// The complete WebSocket text frame for clients.
+    pub frame: Arc<[u8]>,
+}
+
+impl Published {
+    /// Serialises `event` once and frames it.
+    pub fn new(epoch: Arc<str>, seq: u64, event: &Event, timestamp: f64) -> Published {
+        let payload = Value::Object(event.data.clone()).to_string();
+        Published::from_payload(epoch, seq, event.meta(), payload.into(), timestamp)
+    }
+
+    /// Frames an already serialised payload (used for replays from the event log).
+    pub fn from_payload(
+        epoch: Arc<str>,
+        seq: u64,
+        meta: EventMeta,
+        payload: Box<str>,
+        timestamp: f64,
+    ) -> Published {
+        let text = format!(
+            "{{\"type\":\"event\",\"seq\":{seq},\"data\":{payload},\"timestamp\":{}}}",
+            format_timestamp(timestamp)
+        );
+        let frame = crate::ws::frame::text_frame(text.as_bytes()).into();
+        Published {
+            epoch,
+            seq,
+            meta,
+            payload,
+            timestamp,
+            frame,
+        }
+    }
+}
+
+/// Formats Unix seconds with exactly three decimals (SPEC: millisecond precision).
+pub fn format_timestamp(t: f64) -> String {
+    format!("{t:.3}")
+}
+
+/// Current Unix time in seconds, millisecond precision.
+pub fn now_unix() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn meta_collects_every_address_once() {
+        let ev = Event::new("BTC".into(), "new_transaction", Some("zpub1".into())).with(
+            "data",
+            json!({"from_address": null, "to_address": "a1",
+                   "outputs": [{"address": "a1"}, {"address": "a2"}]}),
+        );
+        let m = ev.meta();
+        assert_eq!(&*m.name, "new_transaction");
+        assert_eq!(&*m.coin, "BTC");
+        assert_eq!(m.wallet.as_deref(), Some("zpub1"));
+        let addrs: Vec<&str> = m.addresses.iter().map(|a| &**a).collect();
+        assert_eq!(addrs, ["a1", "a2"]);
+    }
+
+    #[test]
+    fn payment_address_is_an_address() {
+        let ev = Event::new("BTC".into(), "new_payment", Some("w".into()))
+            .with("address", json!("3f9a0c1b7e"));
+        assert_eq!(ev.meta().addresses, vec![Box::from("3f9a0c1b7e")]);
+    }
+
+    #[test]
+    fn published_frame_is_the_spec_envelope() {
+        let ev = Event::new("BTC".into(), "new_block", None).with("height", json!(800000));
+        let p = Published::new("e1".into(), 7, &ev, 1640995200.456);
+        // Unmasked text frame, short length.
+        assert_eq!(p.frame[0], 0x81);
+        let len = p.frame[1] as usize;
+        let body: Value = serde_json::from_slice(&p.frame[2..2 + len]).unwrap();
+        assert_eq!(body["type"], "event");
+        assert_eq!(body["seq"], 7);
+        assert_eq!(body["data"]["event"], "new_block");
+        assert_eq!(body["data"]["height"], 800000);
+        assert_eq!(body["timestamp"], 1640995200.456);
+    }
+}

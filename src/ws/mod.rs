@@ -1,0 +1,3 @@
+//! WebSocket plumbing: frame encoding for shared broadcast bytes.
+
+pub mod frame;
