@@ -5,3 +5,18 @@
 pub mod config;
 pub mod event;
 pub mod ws;
+pub mod reactor;
+pub mod server;
+pub mod daemon;
+pub mod util;
+pub mod client;
+pub mod fanout;
+pub mod pipeline;
+pub mod http;
+pub mod cli;
+pub mod auth;
+pub mod metrics;
+pub mod worker;
+pub mod logging;
+pub mod client_cli;
+// pub mod demo; (wired once the simulator lands)

@@ -1,3 +1,5 @@
-//! WebSocket plumbing: frame encoding for shared broadcast bytes.
+//! WebSocket plumbing: frame encoding for shared broadcast bytes, and the tungstenite-backed
+//! reader for client connections.
 
 pub mod frame;
+pub mod server;

@@ -1,0 +1,248 @@
+//! Where a setting's text comes from: CLI flags first, then the environment.
+//!
+//! Invariants: a flag always wins over the variable it names (the last occurrence of a repeated
+//! flag wins); an empty value, from a flag or the environment, counts as unset (so an empty flag
+//! also hides the variable); every value remembers its source (flag as typed, or variable name) so
+//! that errors name what the user actually wrote.
+
+use super::ConfigError;
+use super::vars;
+
+/// One `--flag value` or `--flag=value` from the command line.
+#[derive(Debug, Clone)]
+struct Flag {
+    /// The flag as typed, with its dashes (`--port`), for error messages.
+    typed: String,
+    /// The variable it sets (`WORKER_PORT`); per-coin flags are resolved once coins are known.
+    var: String,
+    value: String,
+}
+
+/// A setting's text and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Value {
+    /// The raw text (never empty).
+    pub text: String,
+    /// The flag as typed or the variable name; what an error about this value must name.
+    pub source: String,
+}
+
+/// The flags of one command line plus an environment lookup.
+pub(crate) struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    flags: Vec<Flag>,
+}
+
+impl<'a> Sources<'a> {
+    /// Parses `args` into flags. Refuses positional arguments and flags without a value; flag
+    /// names are checked later by [`Sources::check_flags`], once the coin list is known.
+    pub fn new(
+        env: &'a dyn Fn(&str) -> Option<String>,
+        args: &[String],
+    ) -> Result<Sources<'a>, ConfigError> {
+        let mut flags = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(body) = arg.strip_prefix("--").filter(|b| !b.is_empty()) else {
+                return Err(ConfigError::new(
+                    short(arg),
+                    "unexpected argument; settings are given as --flag VALUE (see --help)",
+                ));
+            };
+            let (name, value) = match body.split_once('=') {
+                Some((name, value)) => (name, value.to_string()),
+                None => match it.next() {
+                    Some(v) if !v.starts_with("--") => (body, v.clone()),
+                    _ => {
+                        return Err(ConfigError::new(
+                            short(arg),
+                            "needs a value (write --flag=VALUE for a value starting with --)",
+                        ));
+                    }
+                },
+            };
+            let name = name.to_ascii_lowercase();
+            let var = match vars::global_for_flag(&name) {
+                Some(spec) => spec.name.to_string(),
+                None => name.to_ascii_uppercase().replace('-', "_"),
+            };
+            flags.push(Flag {
+                typed: format!("--{name}"),
+                var,
+                value,
+            });
+        }
+        Ok(Sources { env, flags })
+    }
+
+    /// The value of variable `var`: the last flag naming it, else the environment.
+    pub fn get(&self, var: &str) -> Option<Value> {
+        if let Some(flag) = self.flags.iter().rev().find(|f| f.var == var) {
+            return non_empty(&flag.value, &flag.typed);
+        }
+        (self.env)(var).and_then(|text| non_empty(&text, var))
+    }
+
+    /// Like [`Sources::get`], falling back to the variable's default from the table in `vars`.
+    /// Returns an empty value (which every parser refuses) for a variable without a default.
+    pub fn get_or_default(&self, var: &str) -> Value {
+        self.get(var).unwrap_or_else(|| Value {
+            text: vars::global(var)
+                .and_then(|v| v.default)
+                .unwrap_or("")
+                .to_string(),
+            source: var.to_string(),
+        })
+    }
+
+    /// The non-empty value from flags only (for the `WORKER_COINS` / `BITCART_CRYPTOS` fallback).
+    pub fn flag(&self, var: &str) -> Option<Value> {
+        let flag = self.flags.iter().rev().find(|f| f.var == var)?;
+        non_empty(&flag.value, &flag.typed)
+    }
+
+    /// The value from the environment only.
+    pub fn env(&self, var: &str) -> Option<Value> {
+        (self.env)(var).and_then(|text| non_empty(&text, var))
+    }
+
+    /// Refuses every flag that names neither a global variable nor a per-coin variable of one
+    /// of `coins` (upper-case symbols).
+    pub fn check_flags(&self, coins: &[String]) -> Result<(), ConfigError> {
+        for flag in &self.flags {
+            if vars::global(&flag.var).is_some() {
+                continue;
+            }
+            let coin_var = vars::COIN_VARS.iter().find_map(|spec| {
+                let coin = flag.var.strip_suffix(spec.suffix)?.strip_suffix('_')?;
+                Some(coin).filter(|c| !c.is_empty())
+            });
+            let message = match coin_var {
+                Some(coin) if coins.iter().any(|c| c == coin) => continue,
+                Some(coin) => format!("unknown flag: {coin} is not in WORKER_COINS"),
+                None => "unknown flag (see --help for the flags)".to_string(),
+            };
+            return Err(ConfigError::new(short(&flag.typed), message));
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(text: &str, source: &str) -> Option<Value> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(Value {
+        text: text.to_string(),
+        source: source.to_string(),
+    })
+}
+
+/// An argument shortened for an error message (arguments may be long or hostile).
+fn short(arg: &str) -> String {
+    const MAX: usize = 64;
+    match arg.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &arg[..i]),
+        None => arg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "WORKER_PORT" => Some("9000".into()),
+            "LOG_LEVEL" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn flag_forms_and_aliases_map_to_variables() {
+        let a = args(&["--port", "1", "--worker-max-clients=5", "--BTC-HOST", "h"]);
+        let s = Sources::new(&env, &a).unwrap();
+        let port = s.get("WORKER_PORT").unwrap();
+        assert_eq!((port.text.as_str(), port.source.as_str()), ("1", "--port"));
+        assert_eq!(s.get("WORKER_MAX_CLIENTS").unwrap().text, "5");
+        assert_eq!(s.get("BTC_HOST").unwrap().source, "--btc-host");
+    }
+
+    #[test]
+    fn env_is_used_without_flag_and_empty_counts_as_unset() {
+        let s = Sources::new(&env, &[]).unwrap();
+        assert_eq!(s.get("WORKER_PORT").unwrap().source, "WORKER_PORT");
+        assert_eq!(s.get("LOG_LEVEL"), None);
+        let a = args(&["--port="]);
+        let s = Sources::new(&env, &a).unwrap();
+        assert_eq!(
+            s.get("WORKER_PORT"),
+            None,
+            "an empty flag hides the variable"
+        );
+    }
+
+    #[test]
+    fn last_repeated_flag_wins() {
+        let a = args(&["--port=1", "--worker-port", "2"]);
+        let s = Sources::new(&env, &a).unwrap();
+        assert_eq!(s.get("WORKER_PORT").unwrap().text, "2");
+    }
+
+    #[test]
+    fn value_with_equals_sign_is_kept_whole() {
+        let a = args(&["--database-url=postgres://u:p=q@h/db"]);
+        let s = Sources::new(&env, &a).unwrap();
+        assert_eq!(s.get("DATABASE_URL").unwrap().text, "postgres://u:p=q@h/db");
+    }
+
+    #[test]
+    fn missing_value_and_positional_are_refused() {
+        let e = Sources::new(&env, &args(&["--port"])).err().unwrap();
+        assert_eq!(e.variable, "--port");
+        let e = Sources::new(&env, &args(&["--port", "--host", "x"]))
+            .err()
+            .unwrap();
+        assert_eq!(e.variable, "--port");
+        let e = Sources::new(&env, &args(&["stray"])).err().unwrap();
+        assert_eq!(e.variable, "stray");
+        assert!(Sources::new(&env, &args(&["--"])).is_err());
+        assert!(Sources::new(&env, &args(&["-p", "1"])).is_err());
+    }
+
+    #[test]
+    fn check_flags_accepts_known_and_configured_coin_flags() {
+        let a = args(&["--coins", "btc", "--btc-port=1", "--db-pool-size=3"]);
+        let s = Sources::new(&env, &a).unwrap();
+        assert!(s.check_flags(&["BTC".into()]).is_ok());
+    }
+
+    #[test]
+    fn check_flags_names_unknown_flag_and_unconfigured_coin() {
+        let s = Sources::new(&env, &args(&["--bogus=1"])).unwrap();
+        let e = s.check_flags(&["BTC".into()]).unwrap_err();
+        assert_eq!(e.variable, "--bogus");
+        let s = Sources::new(&env, &args(&["--eth-port=1"])).unwrap();
+        let e = s.check_flags(&["BTC".into()]).unwrap_err();
+        assert_eq!(e.variable, "--eth-port");
+        assert!(
+            e.message.contains("ETH is not in WORKER_COINS"),
+            "{}",
+            e.message
+        );
+        let s = Sources::new(&env, &args(&["--port-x=1"])).unwrap();
+        assert!(s.check_flags(&["BTC".into()]).is_err());
+    }
+
+    #[test]
+    fn long_arguments_are_shortened_in_errors() {
+        let long = format!("x{}", "y".repeat(1000));
+        let e = Sources::new(&env, &[long]).err().unwrap();
+        assert!(e.variable.len() < 80);
+    }
+}

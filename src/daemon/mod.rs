@@ -1,0 +1,4 @@
+//! The daemon side: decoding daemon pushes, and the connection state machine per coin.
+
+pub mod decode;
+pub mod link;

@@ -1,0 +1,12 @@
+//! Fan-out: deciding who receives an event and keeping recent events for resume.
+//!
+//! - [`filter`]: one connection's subscription and the exact SPEC §4 matching rules;
+//! - [`index`]: the subscription index that finds matching connections without scanning all;
+//! - [`ring`]: the bounded in-memory history that `subscribe` with `since` replays from.
+//!
+//! Each event is serialised once (`crate::event::Published`) and the same bytes are shared by
+//! every receiver; nothing here copies an event per client.
+
+pub mod filter;
+pub mod index;
+pub mod ring;

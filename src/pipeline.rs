@@ -1,0 +1,183 @@
+//! The event pipeline between the daemon side and the fan-out: de-duplication, sequence numbers,
+//! serialise-once, and the resume ring.
+//!
+//! Invariants: `last_seq` increases by exactly one per published event; every published event
+//! is pushed to the ring in sequence order; a duplicate (SPEC §4 "Duplicates are dropped") never
+//! consumes a sequence number.
+
+use crate::event::{Event, Published, now_unix};
+use crate::fanout::ring::Ring;
+use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+/// How many recent event keys the de-duplicator remembers.
+pub const DEDUP_CAPACITY: usize = 200_000;
+
+/// A bounded memory of recently seen event keys (FIFO eviction).
+#[derive(Debug)]
+pub struct Dedup {
+    seen: HashSet<Box<str>>,
+    order: VecDeque<Box<str>>,
+    capacity: usize,
+}
+
+impl Dedup {
+    /// Remembers at most `capacity` keys.
+    pub fn new(capacity: usize) -> Dedup {
+        Dedup { seen: HashSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
+    pub fn is_duplicate(&mut self, ev: &Event) -> bool {
+        let Some(key) = dedup_key(ev) else {
+            return false;
+        };
+        if self.seen.contains(key.as_str()) {
+            return true;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        let key: Box<str> = key.into();
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        false
+    }
+}
+
+/// The identity of an event for de-duplication (SPEC §4), or `None` when it is never deduplicated.
+fn dedup_key(ev: &Event) -> Option<String> {
+    let s = |k: &str| match ev.data.get(k) {
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let wallet = ev.wallet.as_deref().unwrap_or("");
+    let key = match ev.name.as_str() {
+        "new_transaction" => format!("t|{}|{wallet}|{}", ev.coin, s("tx_hash")),
+        "new_payment" => format!(
+            "p|{}|{wallet}|{}|{}|{}",
+            ev.coin,
+            s("address"),
+            s("status"),
+            s("sent_amount")
+        ),
+        "verified_tx" => format!("v|{}|{wallet}|{}|{}", ev.coin, s("tx_hash"), s("height")),
+        "new_block" => format!("b|{}|{}", ev.coin, s("height")),
+        _ => return None,
+    };
+    Some(key)
+}
+
+/// Sequencing and history.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub epoch: Arc<str>,
+    pub last_seq: u64,
+    pub ring: Ring,
+    pub dedup: Dedup,
+    /// Events published so far in this run.
+    pub published: u64,
+    /// Duplicates dropped so far in this run.
+    pub duplicates: u64,
+}
+
+impl Pipeline {
+    /// Continues `epoch` after `last_seq`.
+    pub fn new(epoch: Arc<str>, last_seq: u64, ring_size: usize) -> Pipeline {
+        Pipeline {
+            epoch,
+            last_seq,
+            ring: Ring::new(ring_size),
+            dedup: Dedup::new(DEDUP_CAPACITY),
+            published: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Sequences and serialises `ev` once, or returns `None` for a duplicate.
+    pub fn publish(&mut self, ev: &Event) -> Option<Arc<Published>> {
+        if self.dedup.is_duplicate(ev) {
+            self.duplicates += 1;
+            log::debug!("[WORKER] Dropped duplicate {} for {}", ev.name, ev.coin);
+            return None;
+        }
+        self.last_seq += 1;
+        self.published += 1;
+        let p = Arc::new(Published::new(self.epoch.clone(), self.last_seq, ev, now_unix()));
+        self.ring.push(p.clone());
+        Some(p)
+    }
+}
+
+/// A fresh epoch id: time-based, unique per run.
+pub fn new_epoch() -> String {
+    let mut rng = crate::util::rng::Rng::from_entropy();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{t:x}-{:08x}", rng.next_u64() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tx(wallet: &str, hash: &str) -> Event {
+        Event::new("BTC".into(), "new_transaction", Some(wallet.into())).with("tx_hash", json!(hash))
+    }
+
+    #[test]
+    fn sequence_increases_by_one_and_duplicates_take_none() {
+        let mut p = Pipeline::new("e".into(), 41, 10);
+        assert_eq!(p.publish(&tx("w", "a")).unwrap().seq, 42);
+        assert!(p.publish(&tx("w", "a")).is_none());
+        assert_eq!(p.publish(&tx("w2", "a")).unwrap().seq, 43, "another wallet is another event");
+        let block = |h: u64| Event::new("ETH".into(), "new_block", None).with("height", json!(h));
+        assert_eq!(p.publish(&block(10)).unwrap().seq, 44);
+        assert_eq!(p.publish(&block(9)).unwrap().seq, 45, "lower, unseen heights still go out");
+        assert!(p.publish(&block(10)).is_none());
+        assert_eq!(p.last_seq, 45);
+        assert_eq!(p.duplicates, 2);
+        assert_eq!(p.ring.last_seq(), Some(45));
+    }
+
+    #[test]
+    fn payments_dedup_on_status_and_amount() {
+        let pay = |status: i64, amount: &str| {
+            Event::new("BTC".into(), "new_payment", Some("w".into()))
+                .with("address", json!("r1"))
+                .with("status", json!(status))
+                .with("sent_amount", json!(amount))
+        };
+        let mut p = Pipeline::new("e".into(), 0, 10);
+        assert!(p.publish(&pay(7, "1")).is_some());
+        assert!(p.publish(&pay(7, "1")).is_none());
+        assert!(p.publish(&pay(3, "1")).is_some());
+        assert!(p.publish(&pay(0, "0.5")).is_some());
+    }
+
+    #[test]
+    fn dedup_memory_is_bounded() {
+        let mut d = Dedup::new(3);
+        for h in ["a", "b", "c", "d"] {
+            assert!(!d.is_duplicate(&tx("w", h)));
+        }
+        assert_eq!(d.seen.len(), 3);
+        assert!(!d.is_duplicate(&tx("w", "a")), "evicted keys are forgotten");
+        assert!(d.is_duplicate(&tx("w", "d")));
+    }
+
+    #[test]
+    fn unknown_events_are_never_deduplicated() {
+        let mut p = Pipeline::new("e".into(), 0, 10);
+        let ev = Event::new("BTC".into(), "daemon_status", None).with("connected", json!(true));
+        assert!(p.publish(&ev).is_some());
+        assert!(p.publish(&ev).is_some());
+    }
+}

@@ -1,0 +1,330 @@
+//! The reactor: one thread, one `mio::Poll`, every socket.
+//!
+//! Each turn: poll (timeout = the earliest timer), handle every readiness event — daemon frames
+//! are decoded, sequenced and *queued* to matching clients, client messages are answered — then
+//! flush every client that has output **once** (all its frames in one `writev`), then fire the
+//! timers that are due. Other threads talk to the reactor only through channels plus the
+//! [`mio::Waker`].
+//!
+//! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
+//! per-client queue is bounded; a connection's writable interest is registered exactly while its
+//! outbox is non-empty; client slab keys are removed from the subscription index before the slot
+//! is freed.
+
+pub mod conn_id;
+pub mod timers;
+
+mod clients;
+mod daemons;
+mod status;
+
+use crate::config::Config;
+use crate::daemon::link::DaemonLink;
+use crate::event::Published;
+use crate::fanout::index::SubscriptionIndex;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::server::conn::ClientConn;
+use conn_id::{ConnId, Generations};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::Value;
+use slab::Slab;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timers::Timers;
+
+/// Token of the client listener.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the cross-thread waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Daemon link `i` uses token `DAEMON_BASE + i`.
+pub const DAEMON_BASE: usize = 1 << 40;
+/// Messages read from one client per turn before it is carried over (fairness).
+const MAX_MESSAGES_PER_TURN: usize = 64;
+/// How long shutdown waits for clients to take their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Requests from other threads (the [`crate::worker::WorkerHandle`]).
+#[derive(Debug)]
+pub enum Control {
+    /// Graceful shutdown: stop accepting, close clients with 1001, flush, exit.
+    Shutdown,
+    /// Reply with the `get_status` data object.
+    Status(Sender<Value>),
+}
+
+/// Whose timer fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerOwner {
+    Client(ConnId),
+    Daemon(usize),
+    Shutdown,
+}
+
+/// A daemon link plus what the reactor knows about its coin.
+#[derive(Debug)]
+struct Daemon {
+    link: DaemonLink,
+    /// Highest block height seen for this coin.
+    height: Option<u64>,
+    /// Events published for this coin.
+    events: u64,
+    last_event_at: Option<f64>,
+}
+
+/// Everything the reactor thread owns.
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    pub(crate) local_addr: SocketAddr,
+    clients: Slab<ClientConn>,
+    gens: Generations,
+    index: SubscriptionIndex<usize>,
+    per_ip: HashMap<IpAddr, u32>,
+    open_clients: usize,
+    daemons: Vec<Daemon>,
+    pipeline: Pipeline,
+    timers: Timers<TimerOwner>,
+    /// Clients with queued output to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// Clients that hit the per-turn message cap and still have input.
+    carry: Vec<usize>,
+    control: Receiver<Control>,
+    resolved: (Sender<(usize, io::Result<SocketAddr>)>, Receiver<(usize, io::Result<SocketAddr>)>),
+    waker: Arc<Waker>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    handlers: Option<Sender<Arc<Published>>>,
+    started: Instant,
+    shutdown_deadline: Option<Instant>,
+    known_coins: Vec<String>,
+    scratch: Vec<usize>,
+}
+
+/// What `Reactor::new` needs besides the config.
+pub struct ReactorParts {
+    pub poll: Poll,
+    pub waker: Arc<Waker>,
+    pub control: Receiver<Control>,
+    pub metrics: Arc<Metrics>,
+    pub handlers: Option<Sender<Arc<Published>>>,
+    pub epoch: Arc<str>,
+    pub last_seq: u64,
+}
+
+impl Reactor {
+    /// Binds the listener and prepares the daemon links (they connect on the first turn).
+    pub fn new(config: Arc<Config>, parts: ReactorParts) -> io::Result<Reactor> {
+        let addr = resolve_listen_addr(&config.worker_host, config.worker_port)?;
+        let mut listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        parts.poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let daemons = config
+            .coins
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                timers.schedule(now, TimerOwner::Daemon(i));
+                Daemon {
+                    link: DaemonLink::new(c.clone(), config.daemon_ping_interval, now),
+                    height: None,
+                    events: 0,
+                    last_event_at: None,
+                }
+            })
+            .collect();
+        let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();
+        Ok(Reactor {
+            poll: parts.poll,
+            listener: Some(listener),
+            local_addr,
+            clients: Slab::new(),
+            gens: Generations::default(),
+            index: SubscriptionIndex::new(),
+            per_ip: HashMap::new(),
+            open_clients: 0,
+            daemons,
+            pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size),
+            timers,
+            dirty: Vec::new(),
+            carry: Vec::new(),
+            control: parts.control,
+            resolved: crossbeam_channel::unbounded(),
+            waker: parts.waker,
+            config,
+            metrics: parts.metrics,
+            handlers: parts.handlers,
+            started: now,
+            shutdown_deadline: None,
+            known_coins,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Runs until a graceful shutdown completes.
+    pub fn run(mut self) -> io::Result<()> {
+        log::info!("[WORKER] Starting worker for coins: {:?}", self.known_coins);
+        log::info!("[WORKER] Listening for clients on ws://{}/", self.local_addr);
+        let mut events = Events::with_capacity(1024);
+        let mut expired = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout = if self.carry.is_empty() { self.timers.timeout(now) } else { Some(Duration::ZERO) };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event.token(), now);
+            }
+            for key in std::mem::take(&mut self.carry) {
+                self.client_readable(key, now);
+            }
+            self.flush_dirty(now);
+            self.timers.expired(now, &mut expired);
+            for owner in expired.drain(..) {
+                self.on_timer(owner, now);
+            }
+            self.flush_dirty(now);
+            if self.shutdown_complete(now) {
+                break;
+            }
+        }
+        self.finish_shutdown();
+        Ok(())
+    }
+
+    fn dispatch(&mut self, token: Token, now: Instant) {
+        match token {
+            LISTENER => self.accept(now),
+            WAKER => self.on_wake(now),
+            Token(t) if t >= DAEMON_BASE => self.daemon_ready(t - DAEMON_BASE, now),
+            Token(key) => self.client_ready(key, now),
+        }
+    }
+
+    fn on_wake(&mut self, now: Instant) {
+        while let Ok(msg) = self.control.try_recv() {
+            match msg {
+                Control::Shutdown => self.begin_shutdown(now),
+                Control::Status(reply) => {
+                    let _ = reply.send(self.status_json());
+                }
+            }
+        }
+        while let Ok((i, result)) = self.resolved.1.try_recv() {
+            self.daemon_resolved(i, result, now);
+        }
+    }
+
+    fn on_timer(&mut self, owner: TimerOwner, now: Instant) {
+        match owner {
+            TimerOwner::Client(id) if self.gens.is_current(id) => {
+                self.client_timer(id.key as usize, now)
+            }
+            TimerOwner::Client(_) => {}
+            TimerOwner::Daemon(i) => self.daemon_timer(i, now),
+            TimerOwner::Shutdown => {}
+        }
+    }
+
+    /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, clients.
+    fn fan_out(&mut self, p: Arc<Published>, now: Instant) {
+        self.metrics.event_published(&p.meta.coin, &p.meta.name);
+        if let Some(h) = &self.handlers
+            && h.try_send(p.clone()).is_err()
+        {
+            self.metrics.inc(&self.metrics.handler_dropped);
+        }
+        let mut matched = std::mem::take(&mut self.scratch);
+        matched.clear();
+        self.index.matching(&p.meta, &mut matched);
+        let limit = self.config.limits.client_queue_bytes;
+        for &key in &matched {
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if !client.is_open() {
+                continue;
+            }
+            self.metrics.inc(&self.metrics.deliveries);
+            if client.enqueue(p.clone(), limit) {
+                self.mark_dirty(key);
+            } else {
+                self.metrics.inc(&self.metrics.slow_consumer_closes);
+                log::warn!("[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008");
+                self.close_client(key, 4008, "slow consumer", now);
+            }
+        }
+        self.scratch = matched;
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        log::info!("[WORKER] Shutting down: closing {} clients with 1001", self.open_clients);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_client(key, 1001, "worker shutting down", now);
+        }
+        for d in &mut self.daemons {
+            d.link.close();
+        }
+        let deadline = now + SHUTDOWN_GRACE;
+        self.shutdown_deadline = Some(deadline);
+        self.timers.schedule(deadline, TimerOwner::Shutdown);
+    }
+
+    fn shutdown_complete(&self, now: Instant) -> bool {
+        match self.shutdown_deadline {
+            Some(deadline) => self.clients.is_empty() || now >= deadline,
+            None => false,
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove_client(key);
+        }
+        log::info!("[WORKER] Stopped after {} events", self.pipeline.published);
+    }
+}
+
+/// Parses `host:port` for the listener (an IP literal or `localhost`; names are refused rather
+/// than resolved on the reactor).
+fn resolve_listen_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("WORKER_HOST {host:?} is not an IP address"),
+            )
+        })?
+    };
+    Ok(SocketAddr::new(ip, port))
+}

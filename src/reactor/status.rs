@@ -1,0 +1,93 @@
+//! What the reactor reports: the `get_status` data object and the plain HTTP endpoints
+//! (`/health`, `/ready`, `/metrics`, the dashboard page).
+
+use super::Reactor;
+use crate::http::server::{RequestHead, response};
+use crate::metrics::Gauges;
+use serde_json::{Map, Value, json};
+
+/// The dashboard page served on `GET /` without an upgrade.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+impl Reactor {
+    /// The `status.data` object of SPEC §4.
+    pub(super) fn status_json(&self) -> Value {
+        let mut daemons = Map::new();
+        for d in &self.daemons {
+            let s = &d.link.stats;
+            daemons.insert(
+                d.link.coin.to_string(),
+                json!({
+                    "connected": s.connected,
+                    "url": d.link.url(),
+                    "network": d.link.config.network,
+                    "height": d.height,
+                    "last_event_at": d.last_event_at,
+                    "reconnects": s.reconnects,
+                    "events": d.events,
+                }),
+            );
+        }
+        let db = self.db_gauges();
+        json!({
+            "running": self.shutdown_deadline.is_none(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "coins": self.known_coins,
+            "clients": self.open_clients,
+            "events_processed": self.pipeline.published,
+            "epoch": &*self.pipeline.epoch,
+            "last_seq": self.pipeline.last_seq,
+            "daemons": daemons,
+            "db": {
+                "enabled": db.db_enabled,
+                "connected": db.db_connected,
+                "queue_depth": db.db_queue_depth,
+                "written": db.db_written,
+                "spooled": db.db_spooled,
+            },
+        })
+    }
+
+    fn db_gauges(&self) -> Gauges {
+        Gauges {
+            clients: self.open_clients,
+            daemons: self
+                .daemons
+                .iter()
+                .map(|d| (d.link.coin.to_string(), d.link.stats.connected, d.link.stats.reconnects))
+                .collect(),
+            last_seq: self.pipeline.last_seq,
+            ..Gauges::default()
+        }
+    }
+
+    /// Whether the worker is ready: a daemon connected and the database (if on) reachable.
+    fn is_ready(&self) -> bool {
+        let g = self.db_gauges();
+        let daemon_up = self.daemons.iter().any(|d| d.link.stats.connected);
+        daemon_up && (!g.db_enabled || g.db_connected)
+    }
+
+    /// Answers a plain HTTP GET.
+    pub(super) fn http_endpoint(&self, head: &RequestHead) -> Vec<u8> {
+        let json_response = |status: u16, v: Value| response(status, "application/json", v.to_string().as_bytes(), &[]);
+        match head.path.as_str() {
+            "/health" => json_response(200, json!({"status": "ok", "uptime_s": self.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION")})),
+            "/ready" => {
+                let ready = self.is_ready();
+                json_response(if ready { 200 } else { 503 }, json!({"ready": ready}))
+            }
+            "/metrics" => {
+                let keys = &self.config.api_keys;
+                if !keys.is_empty() && !head.bearer_token().is_some_and(|k| crate::auth::key_matches(keys, k)) {
+                    return response(401, "text/plain", b"metrics need an API key as a Bearer token\n", &[("WWW-Authenticate", "Bearer")]);
+                }
+                let body = self.metrics.render(&self.db_gauges());
+                response(200, "text/plain; version=0.0.4", body.as_bytes(), &[])
+            }
+            "/" => response(200, "text/html; charset=utf-8", DASHBOARD.as_bytes(), &[]),
+            _ => response(404, "text/plain", b"not found\n", &[]),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The reactor's one timer structure: a min-heap of deadlines.
+//!
+//! Timers are never removed eagerly. Each entry names its owner and the owner checks, when the
+//! entry fires, whether the deadline still applies (lazy cancellation by generation: a reused slab
+//! slot has a new generation, so a stale entry for its predecessor is ignored). The poll timeout is
+//! the earliest deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// A min-heap of `(deadline, owner)` entries; `T` identifies the owner.
+#[derive(Debug)]
+pub struct Timers<T: Ord> {
+    heap: BinaryHeap<Reverse<(Instant, T)>>,
+}
+
+impl<T: Ord + Copy> Default for Timers<T> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Timers<T> {
+    /// Schedules `owner` to be woken at `at`.
+    pub fn schedule(&mut self, at: Instant, owner: T) {
+        self.heap.push(Reverse((at, owner)));
+    }
+
+    /// How long the poll may sleep: until the earliest deadline (zero when one has passed), or
+    /// `None` when there is no timer.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.heap
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+    }
+
+    /// Pops every owner whose deadline is `<= now` into `out`.
+    pub fn expired(&mut self, now: Instant, out: &mut Vec<T>) {
+        while let Some(Reverse((at, owner))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            out.push(owner);
+        }
+    }
+
+    /// Number of pending entries (including stale ones).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when no entry is pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_in_deadline_order_and_only_when_due() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.schedule(t0 + Duration::from_millis(30), 3u32);
+        timers.schedule(t0 + Duration::from_millis(10), 1u32);
+        timers.schedule(t0 + Duration::from_millis(20), 2u32);
+        assert_eq!(timers.timeout(t0), Some(Duration::from_millis(10)));
+        let mut out = Vec::new();
+        timers.expired(t0 + Duration::from_millis(5), &mut out);
+        assert!(out.is_empty());
+        timers.expired(t0 + Duration::from_millis(20), &mut out);
+        assert_eq!(out, vec![1, 2]);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(
+            timers.timeout(t0 + Duration::from_millis(40)),
+            Some(Duration::ZERO)
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Small helpers for the simulated daemon: a seeded SplitMix64 generator, random identifiers in
+//! the shapes real daemons use, decimal amounts in smallest units, and the coin table.
+//!
+//! Amounts are integers of the coin's smallest unit (`u128`) everywhere inside the simulator and
+//! become decimal strings only at the edge, so no float ever touches money.
+
+use crate::config::Family;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// SplitMix64: tiny, fast, good enough for ids and amounts (not for cryptography).
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    /// A generator whose sequence is fully determined by `seed`.
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n` > 0; returns 0 for `n` = 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// `len` characters drawn from `alphabet`.
+    pub(crate) fn string(&mut self, alphabet: &[u8], len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(alphabet[self.below(alphabet.len() as u64) as usize]))
+            .collect()
+    }
+
+    /// `len` lower-case hex digits.
+    pub(crate) fn hex(&mut self, len: usize) -> String {
+        self.string(b"0123456789abcdef", len)
+    }
+}
+
+/// Characters of `secrets.token_urlsafe()` output.
+pub(crate) const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// Characters of bech32 data parts.
+pub(crate) const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+/// Characters of base58 (Tron, Monero addresses).
+pub(crate) const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// The family a known coin belongs to (SPEC §2), `None` for a coin outside the table.
+pub(crate) fn family_of(coin: &str) -> Option<Family> {
+    match coin.to_ascii_uppercase().as_str() {
+        "BTC" | "LTC" | "GRS" | "BCH" | "XRG" => Some(Family::Btc),
+        "ETH" | "BNB" | "MATIC" | "TRX" => Some(Family::Eth),
+        "XMR" => Some(Family::Xmr),
+        _ => None,
+    }
+}
+
+/// The default daemon port of a known coin (SPEC §2), `None` for a coin outside the table.
+pub(crate) fn default_port(coin: &str) -> Option<u16> {
+    let port = match coin.to_ascii_uppercase().as_str() {
+        "BTC" => 5000,
+        "LTC" => 5001,
+        "ETH" => 5002,
+        "BCH" => 5004,
+        "XRG" => 5005,
+        "BNB" => 5006,
+        "MATIC" => 5008,
+        "TRX" => 5009,
+        "GRS" => 5010,
+        "XMR" => 5011,
+        _ => return None,
+    };
+    Some(port)
+}
+
+/// Decimals of the coin's native unit (8 for Electrum coins, 18 for EVM coins, 6 for TRX, 12 for
+/// XMR). Token wallets (`xpub_contract`) use 6, like USDT.
+pub(crate) fn decimals_of(coin: &str, family: Family, token: bool) -> u32 {
+    match (family, coin.to_ascii_uppercase().as_str()) {
+        (Family::Eth, _) if token => 6,
+        (Family::Eth, "TRX") => 6,
+        (Family::Eth, _) => 18,
+        (Family::Xmr, _) => 12,
+        (Family::Btc, _) => 8,
+    }
+}
+
+/// Why a decimal amount was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AmountError {
+    /// Not `digits[.digits]`.
+    Syntax,
+    /// More fractional digits than the unit has, or too large.
+    Range,
+}
+
+/// Parses a non-negative decimal string (`"0.00018"`, `"12"`) into smallest units.
+pub(crate) fn parse_amount(text: &str, decimals: u32) -> Result<u128, AmountError> {
+    let text = text.trim();
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits_ok(int) || !digits_ok(frac) {
+        return Err(AmountError::Syntax);
+    }
+    if frac.len() > decimals as usize || int.len() > 20 {
+        return Err(AmountError::Range);
+    }
+    let scale = 10u128.pow(decimals);
+    let int_part: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| AmountError::Range)? };
+    let mut frac_part: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| AmountError::Range)? };
+    frac_part *= 10u128.pow(decimals - frac.len() as u32);
+    int_part
+        .checked_mul(scale)
+        .and_then(|v| v.checked_add(frac_part))
+        .ok_or(AmountError::Range)
+}
+
+/// Formats smallest units as a decimal string with exactly `decimals` fractional digits.
+pub(crate) fn format_amount(units: u128, decimals: u32) -> String {
+    if decimals == 0 {
+        return units.to_string();
+    }
+    let scale = 10u128.pow(decimals);
+    format!("{}.{:0width$}", units / scale, units % scale, width = decimals as usize)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_per_seed() {
+        let (mut a, mut b, mut c) = (Rng::new(7), Rng::new(7), Rng::new(8));
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs[0], c.next_u64());
+        let h = a.hex(64);
+        assert_eq!(h.len(), 64);
+        assert!(h.bytes().all(|x| x.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn amounts_round_trip_in_smallest_units() {
+        assert_eq!(parse_amount("0.00018", 8), Ok(18_000));
+        assert_eq!(parse_amount("12", 8), Ok(1_200_000_000));
+        assert_eq!(parse_amount(".5", 2), Ok(50));
+        assert_eq!(format_amount(18_000, 8), "0.00018000");
+        assert_eq!(format_amount(100_000_000_000_000_000, 18), "0.100000000000000000");
+        assert_eq!(format_amount(7, 0), "7");
+    }
+
+    #[test]
+    fn bad_amounts_are_refused() {
+        assert_eq!(parse_amount("", 8), Err(AmountError::Syntax));
+        assert_eq!(parse_amount("1e-5", 8), Err(AmountError::Syntax));
+        assert_eq!(parse_amount("-1", 8), Err(AmountError::Syntax));
+        assert_eq!(parse_amount("0.123456789", 8), Err(AmountError::Range));
+        assert_eq!(parse_amount("999999999999999999999999", 8), Err(AmountError::Range));
+    }
+
+    #[test]
+    fn coin_table() {
+        assert_eq!(family_of("btc"), Some(Family::Btc));
+        assert_eq!(family_of("MATIC"), Some(Family::Eth));
+        assert_eq!(family_of("XMR"), Some(Family::Xmr));
+        assert_eq!(family_of("DOGE"), None);
+        assert_eq!(default_port("grs"), Some(5010));
+        assert_eq!(decimals_of("TRX", Family::Eth, false), 6);
+        assert_eq!(decimals_of("ETH", Family::Eth, false), 18);
+        assert_eq!(decimals_of("ETH", Family::Eth, true), 6);
+    }
+}

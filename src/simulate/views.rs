@@ -1,0 +1,157 @@
+//! Result shapes of the RPC methods, per family (BITCART-DAEMON.md §1.8): payment requests,
+//! transactions and `getinfo`. Pure functions of the chain state.
+
+use super::chain::{Chain, Request, Tx, split_key, status_str};
+use super::util::format_amount;
+use crate::config::Family;
+use serde_json::{Value, json};
+
+/// An integer amount as a JSON number when it fits in `u64`, else as a decimal string.
+fn units(v: u128) -> Value {
+    u64::try_from(v).map_or_else(|_| json!(v.to_string()), |n| json!(n))
+}
+
+/// `get_request` / `add_request` result.
+pub(crate) fn request(chain: &Chain, wallet: &str, r: &Request) -> Value {
+    let d = chain.decimals(wallet);
+    let amount = format_amount(r.amount, d);
+    let mut v = match chain.family {
+        Family::Btc => json!({
+            "is_lightning": false,
+            format!("amount_{}", chain.coin): amount,
+            "amount_sat": units(r.amount),
+            "message": r.memo,
+            "timestamp": r.created,
+            "expiry": r.expiry,
+            "address": r.address,
+            "URI": format!("bitcoin:{}?amount={amount}", r.address),
+        }),
+        Family::Eth | Family::Xmr => json!({
+            "id": r.id,
+            "is_lightning": false,
+            format!("amount_{}", chain.coin): amount,
+            "amount_wei": units(r.amount),
+            "message": r.memo,
+            "timestamp": r.created,
+            "expiration": r.expiry,
+            "payment_address": r.payer,
+            "address": r.address,
+            "contract": split_key(wallet).1,
+            "URI": format!("{}:{}?value={amount}", chain.coin.to_lowercase(), r.address),
+        }),
+    };
+    v["request_id"] = json!(r.id);
+    v["status"] = json!(r.status);
+    v["status_str"] = json!(status_str(r.status));
+    v["sent_amount"] = json!(format_amount(r.sent, d));
+    v["tx_hashes"] = json!(r.tx_hashes);
+    let first_mined = r.tx_hashes.first().and_then(|h| chain.tx(h)).filter(|t| t.height.is_some());
+    if let Some(tx) = first_mined {
+        v["confirmations"] = json!(chain.confirmations(tx));
+    }
+    v
+}
+
+/// btc family `get_transaction` result: Electrum's deserialised tx plus `confirmations`.
+pub(crate) fn btc_tx(chain: &Chain, tx: &Tx) -> Value {
+    let fee = 1_000u128;
+    let prevout: String = tx.hash.chars().rev().collect();
+    json!({
+        "txid": tx.hash,
+        "version": 2,
+        "locktime": 0,
+        "inputs": [{
+            "prevout_hash": prevout,
+            "prevout_n": 0,
+            "address": tx.from,
+            "value_sats": units(tx.value + fee),
+            "sequence": 4_294_967_293u64,
+        }],
+        "outputs": [{"address": tx.to, "value_sats": units(tx.value), "scriptpubkey": tx.script}],
+        "confirmations": chain.confirmations(tx),
+    })
+}
+
+/// eth/xmr family `gettransaction` result: the chain's tx object plus `confirmations`.
+pub(crate) fn chain_tx(chain: &Chain, tx: &Tx) -> Value {
+    json!({
+        "hash": tx.hash,
+        "from": tx.from,
+        "to": tx.to,
+        "value": units(tx.value),
+        "blockNumber": tx.height,
+        "contract": split_key(&tx.wallet).1.filter(|_| chain.family == Family::Eth),
+        "confirmations": chain.confirmations(tx),
+    })
+}
+
+/// `getinfo` result, per family.
+pub(crate) fn getinfo(chain: &Chain, loaded: usize) -> Value {
+    let h = chain.height;
+    let path = format!("/simulated/{}", chain.coin.to_lowercase());
+    match chain.family {
+        Family::Btc => json!({
+            "network": "mainnet", "path": path, "server": "simulated", "blockchain_height": h,
+            "server_height": h, "spv_nodes": 8, "connected": true, "auto_connect": true,
+            "version": "4.5.0", "fee_estimates": {}, "synchronized": true, "total_wallets": loaded,
+        }),
+        Family::Eth | Family::Xmr => {
+            let mut v = json!({
+                "blockchain_height": h, "connected": true, "gas_price": 20_000_000_000u64,
+                "path": path, "server": "simulated", "server_height": h, "spv_nodes": 0,
+                "synchronized": true, "total_wallets": loaded, "version": "4.5.0",
+            });
+            if chain.coin == "ETH" {
+                v["trace_enabled"] = json!(false);
+            }
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btc_request_shape_and_confirmations_once_mined() {
+        let mut c = Chain::new("BTC", Family::Btc, &["w".into()], true, 3);
+        c.pay_step(0);
+        let (w, id) = ("w", c.pay_step(0)[0].update["address"].as_str().unwrap().to_string());
+        let v = request(&c, w, c.request(w, &id).unwrap());
+        assert_eq!(v["request_id"], json!(id));
+        assert_eq!(v["status"], 7);
+        assert!(v.get("confirmations").is_none());
+        assert!(v["amount_BTC"].is_string() && v["amount_sat"].is_u64());
+        c.mine();
+        let v = request(&c, w, c.request(w, &id).unwrap());
+        assert_eq!((v["status"].clone(), v["confirmations"].clone()), (json!(3), json!(1)));
+        let tx = c.tx(v["tx_hashes"][0].as_str().unwrap()).unwrap();
+        let t = btc_tx(&c, tx);
+        assert_eq!(t["outputs"][0]["value_sats"], json!(c.request(w, &id).unwrap().amount as u64));
+        assert_eq!(t["outputs"][0]["address"], v["address"]);
+        assert_eq!(t["confirmations"], 1);
+    }
+
+    #[test]
+    fn eth_shapes() {
+        let mut c = Chain::new("ETH", Family::Eth, &[], false, 3);
+        let id = c.add_request("0xa_0xc", 5, "m", 60, 9);
+        let v = request(&c, "0xa_0xc", c.request("0xa_0xc", &id).unwrap());
+        assert_eq!(v["id"], json!(id));
+        assert_eq!(v["amount_ETH"], "0.000005");
+        assert_eq!(v["contract"], "0xc");
+        assert_eq!(v["address"], "0xa");
+        assert_eq!(v["expiration"], 60);
+        let info = getinfo(&c, 0);
+        assert_eq!(info["blockchain_height"], 20_000_000);
+        assert_eq!(info["trace_enabled"], false);
+        assert_eq!(getinfo(&Chain::new("BTC", Family::Btc, &[], false, 1), 2)["total_wallets"], 2);
+    }
+
+    #[test]
+    fn huge_amounts_become_strings() {
+        assert_eq!(units(5), json!(5));
+        assert_eq!(units(u128::from(u64::MAX) + 1), json!("18446744073709551616"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Small shared helpers: a seeded random generator and reconnect backoff.
+
+pub mod backoff;
+pub mod rng;
