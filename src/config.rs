@@ -315,13 +315,17 @@ fn coin(s: &Sources, coin: &str) -> Result<CoinConfig, ConfigError> {
         Some(v) => values::wallets(&v)?,
         None => Vec::new(),
     };
+    let login = match get("LOGIN") {
+        Some(v) => values::login(&v)?,
+        None => "electrum".to_string(),
+    };
     let text = |suffix: &str, default: &str| get(suffix).map_or(default.to_string(), |v| v.text);
     Ok(CoinConfig {
         coin: coin.to_string(),
         family,
         host,
         port,
-        login: text("LOGIN", "electrum"),
+        login,
         password: text("PASSWORD", "electrumz"),
         network: text("NETWORK", "mainnet").trim().to_string(),
         wallets,

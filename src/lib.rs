@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod event;
+pub mod db;
 pub mod ws;
 pub mod reactor;
 pub mod server;
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod worker;
 pub mod logging;
 pub mod client_cli;
-// pub mod demo; (wired once the simulator lands)
+pub mod simulate;
+pub mod demo;

@@ -10,6 +10,9 @@ pub fn init(level: LevelFilter) {
         .set_thread_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off)
         .set_time_format_rfc3339()
+        .add_filter_ignore_str("tungstenite")
+        .add_filter_ignore_str("tokio_postgres")
+        .add_filter_ignore_str("postgres")
         .build();
     let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never);
 }

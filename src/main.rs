@@ -26,7 +26,12 @@ fn main() -> ExitCode {
         }
         Command::Run => run(&rest),
         Command::Client => cryptoworker::client_cli::run(&rest),
-        Command::Check | Command::Migrate | Command::Demo | Command::Simulate => {
+        Command::Demo => cryptoworker::demo::run(&rest),
+        Command::Simulate => {
+            cryptoworker::logging::init(cryptoworker::logging::level_from_env());
+            cryptoworker::simulate::run_cli(&rest)
+        }
+        Command::Check | Command::Migrate => {
             eprintln!("cryptoworker: `{}` is being wired in", command.name());
             ExitCode::from(2)
         }

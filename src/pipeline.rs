@@ -91,7 +91,7 @@ impl Pipeline {
         Pipeline {
             epoch,
             last_seq,
-            ring: Ring::new(ring_size),
+            ring: Ring::starting_after(ring_size, last_seq),
             dedup: Dedup::new(DEDUP_CAPACITY),
             published: 0,
             duplicates: 0,

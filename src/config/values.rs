@@ -183,13 +183,34 @@ pub(crate) fn host(v: &Value) -> Result<String, ConfigError> {
         && bare
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'));
-    if !valid {
+    let ipv6_ok = || {
+        let addr = bare.split('%').next().unwrap_or(bare);
+        addr.parse::<std::net::Ipv6Addr>().is_ok()
+    };
+    if !valid || (bare.contains(':') && !ipv6_ok()) {
         return Err(error(
             v,
-            format!("{} is not a host name or IP address", quoted(text)),
+            format!(
+                "{} is not a host name or IP address (the port is a separate setting)",
+                quoted(text)
+            ),
         ));
     }
     Ok(bare.to_string())
+}
+
+/// A Basic auth user name (`{COIN}_LOGIN`): no `:` (RFC 7617) and no control characters.
+pub(crate) fn login(v: &Value) -> Result<String, ConfigError> {
+    if v.text.chars().any(|c| c == ':' || c.is_control()) {
+        return Err(error(
+            v,
+            format!(
+                "{} must not contain ':' or control characters",
+                quoted(&v.text)
+            ),
+        ));
+    }
+    Ok(v.text.clone())
 }
 
 /// `LOG_LEVEL`: error, warn, info, debug or trace, case-insensitive.
@@ -317,6 +338,13 @@ mod tests {
         assert!(host(&val("a b")).is_err());
         assert!(host(&val("a/b")).is_err());
         assert!(host(&val("[]")).is_err());
+        assert!(
+            host(&val("localhost:5000"))
+                .unwrap_err()
+                .message
+                .contains("port")
+        );
+        assert_eq!(host(&val("fe80::1%eth0")).unwrap(), "fe80::1%eth0");
     }
 
     #[test]
@@ -325,6 +353,13 @@ mod tests {
         assert_eq!(log_level(&val(" warn ")).unwrap(), log::LevelFilter::Warn);
         assert!(log_level(&val("verbose")).is_err());
         assert!(log_level(&val("off")).is_err());
+    }
+
+    #[test]
+    fn login_refuses_colons() {
+        assert_eq!(login(&val("electrum")).unwrap(), "electrum");
+        assert!(login(&val("a:b")).is_err());
+        assert!(login(&val("a\nb")).is_err());
     }
 
     #[test]

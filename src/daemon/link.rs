@@ -83,6 +83,8 @@ pub struct DaemonLink {
     pub stats: LinkStats,
     /// Resolved address, cached for reconnects of IP-literal hosts.
     addr: Option<SocketAddr>,
+    /// The address of the current or last connection (the RPC pool connects there too).
+    pub peer: Option<SocketAddr>,
     backoff: Backoff,
     authorization: String,
     /// Last time any byte arrived on the open link.
@@ -107,6 +109,7 @@ impl DaemonLink {
             state: LinkState::Backoff { until: now },
             stats: LinkStats::default(),
             addr,
+            peer: addr,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             authorization,
             last_rx: now,
@@ -199,6 +202,7 @@ impl DaemonLink {
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant, out: &mut Vec<LinkOutput>) {
+        self.peer = Some(addr);
         match TcpStream::connect(addr) {
             Ok(stream) => {
                 self.state = LinkState::Connecting { stream, since: now };

@@ -185,6 +185,8 @@ pub(crate) struct Shared {
     pub wake: Arc<dyn Fn() + Send + Sync>,
     /// Set by `shutdown`: background loops (supervisor, listener, reader) end.
     pub stop: AtomicBool,
+    /// Set by the dispatcher when it closes the writers' queue: idle writers end.
+    pub closing: AtomicBool,
     /// Shutdown deadline in ms after `base`; `u64::MAX` while running.
     deadline_ms: AtomicU64,
     base: Instant,
@@ -204,6 +206,7 @@ impl Shared {
             messages,
             wake,
             stop: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             deadline_ms: AtomicU64::new(u64::MAX),
             base: Instant::now(),
         }

@@ -169,7 +169,7 @@ pub(crate) fn write_batch(
 }
 
 /// A column of the batch.
-fn col<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
+fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(f).collect()
 }
 

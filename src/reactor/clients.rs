@@ -319,6 +319,10 @@ impl Reactor {
         }
         self.leave_session(key);
         let mut c = self.clients.remove(key);
+        if !c.outbox.is_empty() {
+            // Best effort: a close reply or final frame already queued (never blocks).
+            let _ = c.flush();
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.gens.retire(key);
     }

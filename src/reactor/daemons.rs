@@ -1,35 +1,99 @@
-//! The reactor's daemon side: driving each coin's link, and turning its frames into published
-//! events.
+//! The reactor's daemon side: driving each coin's link and RPC pool, enrichment in order,
+//! catch-up on every (re)connect, and turning frames into published events.
+//!
+//! Tokens: daemon `i` owns `DAEMON_BASE + i * DAEMON_STRIDE` for its event link and the next
+//! [`rpc::POOL_SIZE`] tokens for its RPC connections.
 
 use super::{DAEMON_BASE, Reactor, TimerOwner};
+use crate::daemon::catchup::{self, Purpose};
 use crate::daemon::decode::decode_frame;
-use crate::daemon::link::LinkOutput;
+use crate::daemon::enrich::{self, OrderedQueue};
+use crate::daemon::link::{DaemonLink, LinkOutput};
+use crate::daemon::rpc::{self, RpcDone, RpcPool};
 use crate::event::{Event, now_unix};
 use mio::{Interest, Token};
 use serde_json::json;
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
+/// Tokens reserved per daemon (1 link + the RPC pool).
+pub const DAEMON_STRIDE: usize = 16;
+
+/// A daemon link plus what the reactor knows about its coin.
+#[derive(Debug)]
+pub(super) struct Daemon {
+    pub link: DaemonLink,
+    pub rpc: RpcPool<Purpose>,
+    /// Events in arrival order, some waiting for enrichment.
+    pub queue: OrderedQueue,
+    /// Wallet keys to load on every (re)connect.
+    pub wallets: Vec<String>,
+    /// Open payment requests to reconcile on reconnect, by request id.
+    pub requests: HashMap<String, catchup::OpenRequest>,
+    /// Highest block height seen for this coin.
+    pub height: Option<u64>,
+    /// Events published for this coin.
+    pub events: u64,
+    pub last_event_at: Option<f64>,
+}
+
+impl Daemon {
+    pub fn new(link: DaemonLink, rpc_timeout: std::time::Duration) -> Daemon {
+        let c = &link.config;
+        let auth = crate::http::client::basic_auth(&c.login, &c.password);
+        Daemon {
+            rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout),
+            wallets: c.wallets.clone(),
+            link,
+            queue: OrderedQueue::default(),
+            requests: HashMap::new(),
+            height: None,
+            events: 0,
+            last_event_at: None,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let link = self.link.deadline();
+        self.rpc.deadline().map_or(link, |r| r.min(link))
+    }
+}
+
 impl Reactor {
-    pub(super) fn daemon_ready(&mut self, i: usize, now: Instant) {
+    pub(super) fn daemon_ready(&mut self, offset: usize, now: Instant) {
+        let (i, slot) = (offset / DAEMON_STRIDE, offset % DAEMON_STRIDE);
         let mut out = Vec::new();
-        if let Some(d) = self.daemons.get_mut(i) {
+        let mut done = Vec::new();
+        let Some(d) = self.daemons.get_mut(i) else {
+            return;
+        };
+        if slot == 0 {
             d.link.on_ready(now, &mut out);
+        } else {
+            d.rpc.on_ready(slot - 1, &mut done);
         }
         self.daemon_outputs(i, out, now);
+        self.rpc_results(i, done, now);
+        if slot != 0 {
+            self.rpc_dispatch(i, now);
+        }
     }
 
     pub(super) fn daemon_timer(&mut self, i: usize, now: Instant) {
         let mut out = Vec::new();
+        let mut done = Vec::new();
         let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
-        if now < d.link.deadline() {
-            return;
+        d.rpc.expire(now, &mut done);
+        if now >= d.link.deadline() {
+            d.link.on_timer(now, &mut out);
         }
-        d.link.on_timer(now, &mut out);
+        self.rpc_results(i, done, now);
         self.daemon_outputs(i, out, now);
+        self.rpc_dispatch(i, now);
     }
 
     pub(super) fn daemon_resolved(&mut self, i: usize, result: io::Result<SocketAddr>, now: Instant) {
@@ -43,31 +107,41 @@ impl Reactor {
     fn daemon_outputs(&mut self, i: usize, outputs: Vec<LinkOutput>, now: Instant) {
         for output in outputs {
             match output {
-                LinkOutput::Register => self.register_daemon(i),
+                LinkOutput::Register => self.register_daemon(i, 0),
                 LinkOutput::Resolve(host, port) => self.resolve(i, host, port),
                 LinkOutput::Connected => {
                     self.daemon_status(i, true, None, now);
                     self.log_connected_daemons();
+                    self.catch_up(i, now);
                 }
                 LinkOutput::Disconnected(reason) => {
+                    self.link_down(i, &reason, now);
                     self.daemon_status(i, false, Some(reason), now);
                     self.log_connected_daemons();
                 }
                 LinkOutput::Frame(text) => self.daemon_frame(i, &text, now),
             }
         }
+        self.schedule_daemon(i);
+    }
+
+    fn schedule_daemon(&mut self, i: usize) {
         if let Some(d) = self.daemons.get(i) {
-            self.timers.schedule(d.link.deadline(), TimerOwner::Daemon(i));
+            self.timers.schedule(d.deadline(), TimerOwner::Daemon(i));
         }
     }
 
-    fn register_daemon(&mut self, i: usize) {
+    /// Registers the link socket (`slot` 0) or RPC connection `slot - 1`.
+    fn register_daemon(&mut self, i: usize, slot: usize) {
         let registry = self.poll.registry();
-        if let Some(stream) = self.daemons.get_mut(i).and_then(|d| d.link.stream()) {
-            let token = Token(DAEMON_BASE + i);
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = registry.register(stream, token, interest) {
-                log::error!("[WORKER] cannot register daemon socket: {e}");
+        let Some(d) = self.daemons.get_mut(i) else {
+            return;
+        };
+        let stream = if slot == 0 { d.link.stream() } else { d.rpc.stream(slot - 1) };
+        if let Some(stream) = stream {
+            let token = Token(DAEMON_BASE + i * DAEMON_STRIDE + slot);
+            if let Err(e) = registry.register(stream, token, Interest::READABLE | Interest::WRITABLE) {
+                log::error!("[WORKER] cannot register a daemon socket: {e}");
             }
         }
     }
@@ -88,12 +162,118 @@ impl Reactor {
         }
     }
 
+    /// Queues an RPC call for daemon `i` and starts it if a connection is free.
+    fn rpc_call(&mut self, i: usize, method: &'static str, params: serde_json::Value, purpose: Purpose, now: Instant) {
+        let Some(d) = self.daemons.get_mut(i) else {
+            return;
+        };
+        if let Err(purpose) = d.rpc.call(method, params, purpose, now) {
+            let failed = RpcDone { purpose, method, result: Err(rpc::CallError::Overloaded) };
+            return self.rpc_results(i, vec![failed], now);
+        }
+        self.rpc_dispatch(i, now);
+    }
+
+    fn rpc_dispatch(&mut self, i: usize, now: Instant) {
+        let mut registered = Vec::new();
+        let mut done = Vec::new();
+        if let Some(d) = self.daemons.get_mut(i) {
+            let addr = d.link.peer;
+            d.rpc.dispatch(addr, &mut registered, &mut done);
+        }
+        for slot in registered {
+            self.register_daemon(i, slot + 1);
+        }
+        self.rpc_results(i, done, now);
+        self.schedule_daemon(i);
+    }
+
+    /// Loads every watched wallet, reads `getinfo`, reconciles open payment requests.
+    fn catch_up(&mut self, i: usize, now: Instant) {
+        let Some(d) = self.daemons.get(i) else {
+            return;
+        };
+        let family = d.link.config.family;
+        let mut calls = Vec::new();
+        for w in &d.wallets {
+            calls.push(("getbalance", json!({"xpub": catchup::xpub_param(w)}), Purpose::LoadWallet(w.clone())));
+        }
+        calls.push(("getinfo", json!({"xpub": null}), Purpose::GetInfo));
+        for (id, r) in &d.requests {
+            let (method, params) = catchup::get_request_call(family, id, &r.wallet);
+            calls.push((method, params, Purpose::Reconcile(id.clone())));
+        }
+        log::info!("[WORKER] Catching up {}: {} wallets, {} open payment requests", d.link.coin, d.wallets.len(), d.requests.len());
+        for (method, params, purpose) in calls {
+            self.rpc_call(i, method, params, purpose, now);
+        }
+    }
+
+    /// The link went down: release events held for enrichment, abandon RPC calls.
+    fn link_down(&mut self, i: usize, reason: &str, now: Instant) {
+        let mut done = Vec::new();
+        let mut ready = Vec::new();
+        if let Some(d) = self.daemons.get_mut(i) {
+            d.rpc.reset(reason, &mut done);
+        }
+        self.rpc_results(i, done, now);
+        if let Some(d) = self.daemons.get_mut(i) {
+            d.queue.drain_all(&mut ready);
+        }
+        for ev in ready {
+            self.publish(i, ev, now);
+        }
+    }
+
+    fn rpc_results(&mut self, i: usize, done: Vec<RpcDone<Purpose>>, now: Instant) {
+        if done.is_empty() {
+            return;
+        }
+        let mut ready = Vec::new();
+        let mut synthesized = Vec::new();
+        let Some(d) = self.daemons.get_mut(i) else {
+            return;
+        };
+        let family = d.link.config.family;
+        let coin = d.link.coin.clone();
+        for r in done {
+            match r.purpose {
+                Purpose::Enrich(ticket) => {
+                    if let Err(e) = &r.result {
+                        log::debug!("[WORKER] {coin} {} failed: {e}; event goes out with unknown fields null", r.method);
+                    }
+                    d.queue.complete(ticket, |ev| {
+                        if let Ok(v) = &r.result {
+                            enrich::apply(ev, family, v);
+                        }
+                    });
+                }
+                Purpose::LoadWallet(w) => match r.result {
+                    Ok(_) => log::debug!("[WORKER] Loaded wallet {} on {coin}", catchup::short(&w)),
+                    Err(e) => log::warn!("[WORKER] Could not load wallet {} on {coin}: {e}", catchup::short(&w)),
+                },
+                Purpose::GetInfo => match r.result {
+                    Ok(v) => synthesized.extend(catchup::on_getinfo(&coin, d.height, &v)),
+                    Err(e) => log::warn!("[WORKER] getinfo on {coin} failed: {e}"),
+                },
+                Purpose::Reconcile(id) => {
+                    synthesized.extend(catchup::on_get_request(&coin, &mut d.requests, &id, r.result));
+                }
+            }
+        }
+        d.queue.pop_ready(&mut ready);
+        for ev in synthesized.into_iter().chain(ready) {
+            self.publish(i, ev, now);
+        }
+    }
+
     fn daemon_frame(&mut self, i: usize, text: &str, now: Instant) {
         let Some(d) = self.daemons.get(i) else {
             return;
         };
         let coin = d.link.coin.clone();
-        let decoded = match decode_frame(text, &coin, d.link.config.family) {
+        let family = d.link.config.family;
+        let decoded = match decode_frame(text, &coin, family) {
             Ok(decoded) => decoded,
             Err(e) => {
                 self.metrics.inc(&self.metrics.daemon_bad_frames);
@@ -106,17 +286,34 @@ impl Reactor {
             log::warn!("[WORKER] Ignored a bad update from {coin}: {e}");
         }
         for ev in decoded.events {
+            match enrich::lookup_for(&ev, family) {
+                Some((method, params)) => {
+                    let Some(d) = self.daemons.get_mut(i) else {
+                        return;
+                    };
+                    let ticket = d.queue.push_waiting(ev);
+                    self.rpc_call(i, method, params, Purpose::Enrich(ticket), now);
+                }
+                None => {
+                    if let Some(d) = self.daemons.get_mut(i) {
+                        d.queue.push_ready(ev);
+                    }
+                }
+            }
+        }
+        let mut ready = Vec::new();
+        if let Some(d) = self.daemons.get_mut(i) {
+            d.queue.pop_ready(&mut ready);
+        }
+        for ev in ready {
             self.publish(i, ev, now);
         }
     }
 
     /// Sequences an event of daemon `i` and fans it out.
     pub(super) fn publish(&mut self, i: usize, ev: Event, now: Instant) {
-        if ev.name == "new_block"
-            && let Some(h) = ev.data.get("height").and_then(|h| h.as_u64())
-            && let Some(d) = self.daemons.get_mut(i)
-        {
-            d.height = Some(d.height.map_or(h, |old| old.max(h)));
+        if let Some(d) = self.daemons.get_mut(i) {
+            catchup::observe(&ev, &mut d.height, &mut d.requests);
         }
         let Some(p) = self.pipeline.publish(&ev) else {
             self.metrics.inc(&self.metrics.duplicates_dropped);

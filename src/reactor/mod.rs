@@ -20,6 +20,7 @@ mod status;
 
 use crate::config::Config;
 use crate::daemon::link::DaemonLink;
+use daemons::Daemon;
 use crate::event::Published;
 use crate::fanout::index::SubscriptionIndex;
 use crate::metrics::Metrics;
@@ -42,7 +43,7 @@ use timers::Timers;
 pub const LISTENER: Token = Token(usize::MAX - 1);
 /// Token of the cross-thread waker.
 pub const WAKER: Token = Token(usize::MAX - 2);
-/// Daemon link `i` uses token `DAEMON_BASE + i`.
+/// Daemon `i` uses tokens from `DAEMON_BASE + i * daemons::DAEMON_STRIDE` (link, then RPC).
 pub const DAEMON_BASE: usize = 1 << 40;
 /// Messages read from one client per turn before it is carried over (fairness).
 const MAX_MESSAGES_PER_TURN: usize = 64;
@@ -64,17 +65,6 @@ enum TimerOwner {
     Client(ConnId),
     Daemon(usize),
     Shutdown,
-}
-
-/// A daemon link plus what the reactor knows about its coin.
-#[derive(Debug)]
-struct Daemon {
-    link: DaemonLink,
-    /// Highest block height seen for this coin.
-    height: Option<u64>,
-    /// Events published for this coin.
-    events: u64,
-    last_event_at: Option<f64>,
 }
 
 /// Everything the reactor thread owns.
@@ -132,12 +122,8 @@ impl Reactor {
             .enumerate()
             .map(|(i, c)| {
                 timers.schedule(now, TimerOwner::Daemon(i));
-                Daemon {
-                    link: DaemonLink::new(c.clone(), config.daemon_ping_interval, now),
-                    height: None,
-                    events: 0,
-                    last_event_at: None,
-                }
+                let link = DaemonLink::new(c.clone(), config.daemon_ping_interval, now);
+                Daemon::new(link, config.daemon_rpc_timeout)
             })
             .collect();
         let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();

@@ -4,7 +4,8 @@
 //! Rules: the body is one JSON object (`jsonrpc` is not checked, batches are refused);
 //! `params` is a list whose trailing object holds keyword args, or an object of keyword args;
 //! the keyword `xpub` (string, `null`, or `{"xpub","contract",...}`) picks the wallet, whose key
-//! is `xpub` or `xpub_contract`. An empty `xpub` means no wallet, as in Python.
+//! is `xpub` or `xpub_contract`. An empty `xpub` means no wallet, as in Python. Admin `sim_*`
+//! methods get their `params` verbatim (a list stays a list, an object becomes the kwargs).
 
 use super::spec::RpcError;
 use serde_json::{Map, Value, json};
@@ -60,7 +61,16 @@ pub(crate) fn parse_call(body: &[u8]) -> Result<Call, (Value, RpcError)> {
         Some(Value::String(m)) if !m.is_empty() => m,
         _ => return Err((id, RpcError::not_found())),
     };
-    let (args, mut kwargs) = split_params(obj.remove("params")).map_err(|e| (id.clone(), e))?;
+    let params = obj.remove("params");
+    if method.starts_with("sim_") {
+        let (args, kwargs) = match params {
+            Some(Value::Array(a)) => (a, Map::new()),
+            Some(Value::Object(o)) => (Vec::new(), o),
+            _ => (Vec::new(), Map::new()),
+        };
+        return Ok(Call { id, method, args, kwargs, wallet: None });
+    }
+    let (args, mut kwargs) = split_params(params).map_err(|e| (id.clone(), e))?;
     let wallet = take_wallet(&mut kwargs).map_err(|e| (id.clone(), e))?;
     Ok(Call { id, method, args, kwargs, wallet })
 }
@@ -181,6 +191,15 @@ mod tests {
         assert_eq!(code(r#"{"method":"x","params":{"xpub":{"xpub":"a","contract":1}}}"#), Some(-32005));
         let (id, _) = parse_call(br#"{"id":"q","method":"x","params":7}"#).err().unwrap();
         assert_eq!(id, json!("q"));
+    }
+
+    #[test]
+    fn admin_params_are_taken_verbatim() {
+        let c = call(r#"{"method":"sim_emit","params":[{"event":"x","xpub":"k"}]}"#);
+        assert_eq!(c.args, vec![json!({"event":"x","xpub":"k"})]);
+        assert_eq!(c.wallet, None);
+        let c = call(r#"{"method":"sim_set_fault","params":{"stall":true}}"#);
+        assert_eq!(c.kwargs.get("stall"), Some(&json!(true)));
     }
 
     #[test]

@@ -1,0 +1,227 @@
+"""Starting and talking to the processes of a run: servers, the event source, load processes.
+
+Invariants: every child is started pinned with `taskset` (servers on the server core, source and
+load on the load core) in its own process group, with a clean environment (no database or worker
+variables leak in from the caller), and is stopped by the object that started it. Load processes
+speak JSON lines (see `bench/loadgen`); reads from them always have a deadline.
+"""
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(BENCH)
+LOADGEN = os.path.join(BENCH, "target", "release", "loadgen")
+TOKIO_RELAY = os.path.join(BENCH, "target", "release", "tokio-relay")
+WORKER = os.path.join(ROOT, "target", "release", "cryptoworker")
+VENV_PY = os.path.join(BENCH, ".venv", "bin", "python")
+LOGS = os.path.join(BENCH, "results", "logs")
+
+SERVERS = ["cryptoworker", "tokio", "node", "python"]
+# Variables of the caller that must not reach a server (persistence, other coins, limits).
+_DROP = ("DATABASE_URL", "POSTGRES_DB", "DB_", "WORKER_", "BITCART_", "ETH_", "LOG_LEVEL", "DAEMON_")
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP)}
+    env.update(extra or {})
+    return env
+
+
+def _log_file(name):
+    os.makedirs(LOGS, exist_ok=True)
+    return open(os.path.join(LOGS, name + ".log"), "ab")
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    """Waits until 127.0.0.1:port accepts a connection; False on timeout or if `proc` died."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Proc:
+    """A pinned child process in its own process group."""
+
+    def __init__(self, name, argv, core, env=None, stdin=None, stdout=None, cwd=None):
+        self.name = name
+        self.log = _log_file(name)
+        self.log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
+        self.log.flush()
+        self.popen = subprocess.Popen(
+            ["taskset", "-c", str(core), *argv], env=env or clean_env(), stdin=stdin,
+            stdout=stdout if stdout is not None else self.log, stderr=self.log, cwd=cwd,
+            start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stop(self, timeout=5.0):
+        if self.alive():
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait()
+        self.log.close()
+
+
+def server_argv(kind, port, daemon_port):
+    daemon = f"ws://127.0.0.1:{daemon_port}/ws"
+    if kind == "cryptoworker":
+        return [WORKER, "run"]
+    if kind == "tokio":
+        return [TOKIO_RELAY, "--port", str(port), "--daemon", daemon]
+    if kind == "node":
+        return ["node", os.path.join(BENCH, "peers", "node", "relay.js"), "--port", str(port), "--daemon", daemon]
+    if kind == "python":
+        return [VENV_PY, os.path.join(BENCH, "peers", "python", "relay.py"), "--port", str(port), "--daemon", daemon]
+    raise ValueError(f"unknown server {kind}")
+
+
+def start_server(kind, port, daemon_port, core, worker_env=None):
+    """Starts a server and waits for its port; raises RuntimeError if it does not come up."""
+    env = clean_env()
+    if kind == "cryptoworker":
+        env.update({"WORKER_COINS": "ETH", "ETH_HOST": "127.0.0.1", "ETH_PORT": str(daemon_port),
+                    "WORKER_HOST": "127.0.0.1", "WORKER_PORT": str(port), "WORKER_MAX_CLIENTS": "25000",
+                    "WORKER_MAX_CONNECTIONS_PER_IP": "0", "LOG_LEVEL": "warn"})
+        env.update(worker_env or {})
+    p = Proc(f"server-{kind}", server_argv(kind, port, daemon_port), core, env=env)
+    if not wait_port(port, proc=p.popen):
+        p.stop()
+        raise RuntimeError(f"{kind} did not listen on {port} (see {p.log.name})")
+    return p
+
+
+class Source:
+    """The event source: `cryptoworker simulate --bench`, or the stand-in of bench/tools."""
+
+    def __init__(self, kind, core):
+        self.kind = kind
+        self.core = core
+        self.proc = None
+
+    def argv(self, port, rate, count):
+        common = ["--port", str(port), "--rate", f"{rate:.6g}", "--count", str(count), "--wallets", "benchwallet"]
+        if self.kind == "simulate":
+            return [WORKER, "simulate", "--coin", "ETH", *common, "--bench", "--preload-wallets", "--block-interval", "0"]
+        return [VENV_PY, os.path.join(BENCH, "tools", "stand_in_source.py"), "--coin", "ETH", *common]
+
+    def restart(self, port, rate, count):
+        """Replaces the running source at once (the server reconnects to the new one)."""
+        self.stop()
+        self.proc = Proc(f"source-{self.kind}", self.argv(port, rate, count), self.core)
+        if not wait_port(port, timeout=10, proc=self.proc.popen):
+            raise RuntimeError(f"source did not listen on {port} (see {self.proc.log.name})")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+class LoadGroup:
+    """N clients split over load processes of at most `per_proc` clients each."""
+
+    def __init__(self, url, n, core, src_base, per_proc=9000, offset=0, tag="load"):
+        self.procs = []
+        count = max(1, -(-n // per_proc))
+        for i in range(count):
+            share = n // count + (1 if i < n % count else 0)
+            argv = [LOADGEN, "--url", url, "--clients", str(share), "--offset", str(offset),
+                    "--src-base", src_base, "--per-src", "4000", "--max-outstanding", "1000"]
+            offset += share
+            p = Proc(f"{tag}", argv, core, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            os.set_blocking(p.popen.stdout.fileno(), False)
+            p.buf = b""
+            self.procs.append(p)
+
+    def send(self, line):
+        for p in self.procs:
+            p.popen.stdin.write((line + "\n").encode())
+            p.popen.stdin.flush()
+
+    def expect(self, kind, timeout):
+        """The next line of type `kind` from every process (other lines are logged and skipped)."""
+        deadline = time.time() + timeout
+        got = {}
+        sel = selectors.DefaultSelector()
+        for i, p in enumerate(self.procs):
+            sel.register(p.popen.stdout, selectors.EVENT_READ, i)
+        try:
+            while len(got) < len(self.procs):
+                for i, p in enumerate(self.procs):
+                    if i not in got and (line := _take_line(p, kind)) is not None:
+                        got[i] = line
+                if len(got) == len(self.procs):
+                    break
+                left = deadline - time.time()
+                if left <= 0:
+                    raise TimeoutError(f"load processes gave no '{kind}' in {timeout:.0f} s")
+                for key, _ in sel.select(min(left, 0.5)):
+                    p = self.procs[key.data]
+                    chunk = os.read(p.popen.stdout.fileno(), 1 << 20)
+                    if not chunk:
+                        raise RuntimeError(f"a load process exited (see {p.log.name})")
+                    p.buf += chunk
+        finally:
+            sel.close()
+        return [got[i] for i in range(len(self.procs))]
+
+    def cpu_seconds(self):
+        from .machine import cpu_seconds
+        return sum(cpu_seconds(p.pid) for p in self.procs if p.alive())
+
+    def stop(self):
+        for p in self.procs:
+            try:
+                p.popen.stdin.write(b"exit\n")
+                p.popen.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+        for p in self.procs:
+            p.stop(timeout=10)
+
+
+def _take_line(p, kind):
+    while b"\n" in p.buf:
+        raw, p.buf = p.buf.split(b"\n", 1)
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue
+        if msg.get("type") == kind:
+            return msg
+        if msg.get("type") == "error":
+            p.log.write(raw + b"\n")
+    return None
+
+
+def merged_ready(lines):
+    out = {"open": 0, "failed": 0, "connect_s": 0.0, "errors": {}, "close_codes": {}}
+    for r in lines:
+        out["open"] += r["open"]
+        out["failed"] += r["failed"]
+        out["connect_s"] = max(out["connect_s"], r.get("connect_s", 0.0))
+        for key in ("errors", "close_codes"):
+            for k, v in r.get(key, {}).items():
+                out[key][k] = out[key].get(k, 0) + v
+    return out

@@ -1,0 +1,287 @@
+//! JSON-RPC client for one daemon, driven by the reactor: a small pool of HTTP/1.1 keep-alive
+//! connections, one call in flight per connection, a bounded queue, per-call deadlines.
+//!
+//! The pool never registers sockets itself: it reports which slot needs registering, and the
+//! reactor maps slot `s` of daemon `i` to a token. Answers come back as [`RpcDone`], tagged with
+//! the caller's `purpose`.
+//!
+//! Invariants: a call is answered exactly once (result, error, or timeout); a connection whose
+//! call timed out or whose answer could not be parsed is dropped, never reused; the queue holds
+//! at most [`MAX_QUEUED`] calls.
+
+use crate::http::client::{parse_response, rpc_request};
+use crate::http::jsonrpc::{RpcError, RpcOutcome, decode_rpc_body, rpc_body};
+use mio::net::TcpStream;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Connections per daemon.
+pub const POOL_SIZE: usize = 4;
+/// Calls waiting for a free connection; beyond this, calls fail at once.
+pub const MAX_QUEUED: usize = 10_000;
+/// Largest answer body accepted.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The daemon answered with a JSON-RPC error.
+    Rpc(RpcError),
+    /// No answer before the deadline.
+    Timeout,
+    /// Connection or protocol failure (message for logs).
+    Transport(String),
+    /// The queue was full.
+    Overloaded,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Rpc(e) => write!(f, "{e}"),
+            CallError::Timeout => f.write_str("timed out"),
+            CallError::Transport(m) => f.write_str(m),
+            CallError::Overloaded => f.write_str("RPC queue full"),
+        }
+    }
+}
+
+/// A finished call.
+#[derive(Debug)]
+pub struct RpcDone<P> {
+    pub purpose: P,
+    pub method: &'static str,
+    pub result: Result<Value, CallError>,
+}
+
+#[derive(Debug)]
+struct Call<P> {
+    method: &'static str,
+    body: Vec<u8>,
+    purpose: P,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Conn<P> {
+    stream: TcpStream,
+    /// Bytes of the request not yet written.
+    out: Vec<u8>,
+    /// Bytes of the answer read so far.
+    inbuf: Vec<u8>,
+    /// The call in flight, if any.
+    call: Option<Call<P>>,
+    /// The TCP connect has completed.
+    connected: bool,
+}
+
+/// The pool for one daemon.
+#[derive(Debug)]
+pub struct RpcPool<P> {
+    host: String,
+    port: u16,
+    authorization: String,
+    timeout: Duration,
+    conns: Vec<Option<Conn<P>>>,
+    queue: VecDeque<Call<P>>,
+    next_id: u64,
+}
+
+impl<P> RpcPool<P> {
+    /// A pool for `host:port` with Basic `authorization` and a per-call `timeout`.
+    pub fn new(host: &str, port: u16, authorization: &str, timeout: Duration) -> RpcPool<P> {
+        RpcPool {
+            host: host.to_string(),
+            port,
+            authorization: authorization.to_string(),
+            timeout,
+            conns: (0..POOL_SIZE).map(|_| None).collect(),
+            queue: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Queues a call; `Err` (with the purpose back) when the queue is full.
+    pub fn call(&mut self, method: &'static str, params: Value, purpose: P, now: Instant) -> Result<(), P> {
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(purpose);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = rpc_body(id, method, params);
+        self.queue.push_back(Call { method, body, purpose, deadline: now + self.timeout });
+        Ok(())
+    }
+
+    /// Calls queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.conns.iter().flatten().filter(|c| c.call.is_some()).count()
+    }
+
+    /// Assigns queued calls to idle connections, opening new ones (to `addr`) as needed.
+    /// Returns the slots whose new socket must be registered.
+    pub fn dispatch(&mut self, addr: Option<SocketAddr>, registered: &mut Vec<usize>, done: &mut Vec<RpcDone<P>>) {
+        for slot in 0..self.conns.len() {
+            if self.queue.is_empty() {
+                return;
+            }
+            let busy = self.conns[slot].as_ref().is_some_and(|c| c.call.is_some());
+            if busy {
+                continue;
+            }
+            if self.conns[slot].is_none() {
+                let Some(addr) = addr else {
+                    return;
+                };
+                match TcpStream::connect(addr) {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        self.conns[slot] = Some(Conn { stream, out: Vec::new(), inbuf: Vec::new(), call: None, connected: false });
+                        registered.push(slot);
+                    }
+                    Err(e) => {
+                        if let Some(call) = self.queue.pop_front() {
+                            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Transport(e.to_string())) });
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let (Some(conn), Some(call)) = (self.conns[slot].as_mut(), self.queue.pop_front()) {
+                conn.out = rpc_request(&self.host, self.port, &self.authorization, &call.body);
+                conn.inbuf.clear();
+                conn.call = Some(call);
+                if conn.connected {
+                    let _ = drive(conn);
+                }
+            }
+        }
+    }
+
+    /// The socket of `slot`, for (de)registration.
+    pub fn stream(&mut self, slot: usize) -> Option<&mut TcpStream> {
+        self.conns.get_mut(slot)?.as_mut().map(|c| &mut c.stream)
+    }
+
+    /// Readiness on `slot`.
+    pub fn on_ready(&mut self, slot: usize, done: &mut Vec<RpcDone<P>>) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if !conn.connected {
+            match conn.stream.peer_addr() {
+                Ok(_) => conn.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(_) => {
+                    let why = conn.stream.take_error().ok().flatten().map_or("connect failed".to_string(), |e| e.to_string());
+                    return self.drop_conn(slot, CallError::Transport(why), done);
+                }
+            }
+        }
+        match drive(conn) {
+            Ok(None) => {}
+            Ok(Some((outcome, keep_alive))) => {
+                if let Some(call) = conn.call.take() {
+                    done.push(RpcDone { purpose: call.purpose, method: call.method, result: outcome });
+                }
+                if !keep_alive {
+                    self.conns[slot] = None;
+                }
+            }
+            Err(why) => self.drop_conn(slot, CallError::Transport(why), done),
+        }
+    }
+
+    fn drop_conn(&mut self, slot: usize, err: CallError, done: &mut Vec<RpcDone<P>>) {
+        if let Some(Some(conn)) = self.conns.get_mut(slot).map(Option::take)
+            && let Some(call) = conn.call
+        {
+            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(err) });
+        }
+    }
+
+    /// Fails every call whose deadline passed (dropping its connection if in flight).
+    pub fn expire(&mut self, now: Instant, done: &mut Vec<RpcDone<P>>) {
+        while self.queue.front().is_some_and(|c| c.deadline <= now) {
+            if let Some(call) = self.queue.pop_front() {
+                done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Timeout) });
+            }
+        }
+        for slot in 0..self.conns.len() {
+            let late = self.conns[slot].as_ref().and_then(|c| c.call.as_ref()).is_some_and(|c| c.deadline <= now);
+            if late {
+                self.drop_conn(slot, CallError::Timeout, done);
+            }
+        }
+    }
+
+    /// The earliest call deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        let in_flight = self.conns.iter().flatten().filter_map(|c| c.call.as_ref().map(|c| c.deadline));
+        self.queue.front().map(|c| c.deadline).into_iter().chain(in_flight).min()
+    }
+
+    /// Drops every connection and fails every call (the daemon went away).
+    pub fn reset(&mut self, why: &str, done: &mut Vec<RpcDone<P>>) {
+        for slot in 0..self.conns.len() {
+            self.drop_conn(slot, CallError::Transport(why.to_string()), done);
+        }
+        while let Some(call) = self.queue.pop_front() {
+            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Transport(why.to_string())) });
+        }
+    }
+}
+
+type Answer = (Result<Value, CallError>, bool);
+
+/// Writes what is pending and reads what arrived; `Some` once the answer is complete.
+fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
+    while !conn.out.is_empty() {
+        match conn.stream.write(&conn.out) {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => {
+                conn.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let mut eof = false;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match conn.stream.read(&mut chunk) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => {
+                conn.inbuf.extend_from_slice(&chunk[..n]);
+                if conn.inbuf.len() > MAX_BODY + 64 * 1024 {
+                    return Err("answer too large".into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if conn.call.is_none() {
+        return if eof { Err("closed by daemon".into()) } else { Ok(None) };
+    }
+    let response = match parse_response(&conn.inbuf, MAX_BODY, eof) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("bad HTTP answer: {e:?}")),
+    };
+    conn.inbuf.drain(..response.consumed);
+    let outcome = match decode_rpc_body(&response.body) {
+        Ok((_, RpcOutcome::Result(v))) => Ok(v),
+        Ok((_, RpcOutcome::Error(e))) => Err(CallError::Rpc(e)),
+        Err(e) => Err(CallError::Transport(format!("bad JSON-RPC answer (HTTP {}): {e:?}", response.status))),
+    };
+    Ok(Some((outcome, response.keep_alive && !eof)))
+}

@@ -1,0 +1,334 @@
+//! The dispatcher thread: the only consumer of the reactor's intake queue and the only owner of
+//! the spool. It routes each event to the writer pool or to the spool, replays the spool when the
+//! database is back, and flushes everything at shutdown.
+//!
+//! Routing: an event goes straight to the writers only while the spool is empty, no replay is
+//! running, the database is ready and the writers' queue has room (`try_send`); otherwise it is
+//! appended to the spool. So once anything is spooled, later events queue behind it in the file
+//! and the spool is replayed in order.
+//!
+//! Replay: the file is read from the start and fed to the writers as their queue has room, tagged
+//! with a replay generation. When everything up to the end of the file is committed, the file is
+//! truncated. A spooled job handed back (connection lost) aborts the replay; it restarts from the
+//! start of the file later, which is safe because writes are idempotent. Acknowledgements of an
+//! aborted generation are ignored.
+//!
+//! Invariant: an event accepted by `submit` ends up committed, in the spool file, or (only if the
+//! disk fails) counted in `dropped`.
+
+use super::conn::Shared;
+use super::spool::{Spool, SpoolReader};
+use super::stats::DbStats;
+use super::writer::{Feedback, Origin, WJob};
+use crate::event::Published;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Housekeeping period when no message arrives.
+const TICK: Duration = Duration::from_millis(20);
+/// Pause before a replay is retried after an aborted one.
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
+/// Extra time after the shutdown deadline to collect jobs writers hand back.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// A spool replay in progress.
+struct Replay {
+    generation: u64,
+    reader: SpoolReader,
+    /// A job read from the file that did not fit into the writers' queue yet.
+    pending: Option<WJob>,
+    /// Jobs sent to the writers and not yet committed.
+    inflight: u64,
+    started: Instant,
+    total: u64,
+}
+
+/// The dispatcher's state.
+pub(crate) struct Dispatcher {
+    pub intake: Receiver<Arc<Published>>,
+    pub writer_tx: Option<Sender<WJob>>,
+    /// A receiver of the writers' queue, to pull jobs back into the spool while not ready.
+    pub writer_rx: Receiver<WJob>,
+    pub feedback: Receiver<Feedback>,
+    pub spool: Spool,
+    pub shared: Arc<Shared>,
+    replay: Option<Replay>,
+    generation: u64,
+    replay_after: Instant,
+    /// An error-level log was written for the current streak of spool write failures.
+    disk_error_logged: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the given queues and spool.
+    pub fn new(
+        intake: Receiver<Arc<Published>>,
+        writer_tx: Sender<WJob>,
+        writer_rx: Receiver<WJob>,
+        feedback: Receiver<Feedback>,
+        spool: Spool,
+        shared: Arc<Shared>,
+    ) -> Dispatcher {
+        shared.stats.spooled.store(spool.lines(), Ordering::Relaxed);
+        Dispatcher {
+            intake,
+            writer_tx: Some(writer_tx),
+            writer_rx,
+            feedback,
+            spool,
+            shared,
+            replay: None,
+            generation: 0,
+            replay_after: Instant::now(),
+            disk_error_logged: false,
+        }
+    }
+
+    /// The thread body: runs until the intake queue is closed, then flushes.
+    pub fn run(mut self) {
+        loop {
+            select! {
+                recv(self.intake) -> msg => match msg {
+                    Ok(ev) => {
+                        self.route(ev);
+                        for ev in self.intake.try_iter().take(1023).collect::<Vec<_>>() {
+                            self.route(ev);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                recv(self.feedback) -> f => match f {
+                    Ok(f) => self.on_feedback(f),
+                    Err(_) => self.feedback = crossbeam_channel::never(),
+                },
+                default(TICK) => {}
+            }
+            self.maintain();
+        }
+        self.shutdown();
+    }
+
+    /// Sends a live event to the writers when that keeps the order, else spools it.
+    fn route(&mut self, ev: Arc<Published>) {
+        let direct = self.spool.is_empty() && self.replay.is_none() && self.shared.ready();
+        let ev = match (&self.writer_tx, direct) {
+            (Some(tx), true) => match tx.try_send(WJob { ev, origin: Origin::Live }) {
+                Ok(()) => return,
+                Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => j.ev,
+            },
+            _ => ev,
+        };
+        self.spool_live(&ev);
+    }
+
+    /// Appends a live event to the spool and moves it from `queue_depth` to `spooled`.
+    fn spool_live(&mut self, ev: &Published) {
+        let stats = &self.shared.stats;
+        DbStats::sub(&stats.queue_depth, 1);
+        match self.spool.append(ev) {
+            Ok(()) => {
+                stats.spooled.fetch_add(1, Ordering::Relaxed);
+                self.disk_error_logged = false;
+            }
+            Err(e) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if !self.disk_error_logged {
+                    log::error!("[DB] Cannot write the spool ({e}); events are being dropped");
+                    self.disk_error_logged = true;
+                }
+            }
+        }
+    }
+
+    fn on_feedback(&mut self, f: Feedback) {
+        match f {
+            Feedback::Committed { generation, n } => {
+                if let Some(r) = self.replay.as_mut().filter(|r| r.generation == generation) {
+                    r.inflight = r.inflight.saturating_sub(n);
+                    DbStats::sub(&self.shared.stats.spooled, n);
+                }
+            }
+            Feedback::Returned(jobs) => {
+                for job in jobs {
+                    match job.origin {
+                        Origin::Live => self.spool_live(&job.ev),
+                        Origin::Spool(g) if self.replay.as_ref().is_some_and(|r| r.generation == g) => {
+                            self.abort_replay("a writer lost its connection")
+                        }
+                        Origin::Spool(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Periodic work: pull jobs back while not ready, fsync, drive the replay.
+    fn maintain(&mut self) {
+        let ready = self.shared.ready();
+        if !ready {
+            self.pull_back();
+            if self.replay.is_some() {
+                self.abort_replay("the database is not ready");
+            }
+        }
+        if let Err(e) = self.spool.maybe_sync(false) {
+            log::error!("[DB] Cannot fsync the spool: {e}");
+        }
+        if ready && !self.spool.is_empty() && !self.shared.past_deadline() {
+            if self.replay.is_none() && Instant::now() >= self.replay_after {
+                self.start_replay();
+            }
+            self.pump();
+        }
+    }
+
+    /// Moves live jobs still waiting in the writers' queue into the spool.
+    fn pull_back(&mut self) {
+        while let Ok(job) = self.writer_rx.try_recv() {
+            match job.origin {
+                Origin::Live => self.spool_live(&job.ev),
+                Origin::Spool(_) => {}
+            }
+        }
+    }
+
+    fn start_replay(&mut self) {
+        self.generation += 1;
+        match self.spool.reader() {
+            Ok(reader) => {
+                log::info!("[DB] Replaying {} spooled events", self.spool.lines());
+                self.replay = Some(Replay {
+                    generation: self.generation,
+                    reader,
+                    pending: None,
+                    inflight: 0,
+                    started: Instant::now(),
+                    total: self.spool.lines(),
+                });
+            }
+            Err(e) => {
+                log::error!("[DB] Cannot read the spool: {e}");
+                self.replay_after = Instant::now() + REPLAY_RETRY;
+            }
+        }
+    }
+
+    fn abort_replay(&mut self, why: &str) {
+        if let Some(r) = self.replay.take() {
+            log::warn!("[DB] Spool replay interrupted ({why}); it will restart");
+            drop(r);
+            self.shared.stats.spooled.store(self.spool.lines(), Ordering::Relaxed);
+            self.replay_after = Instant::now() + REPLAY_RETRY;
+        }
+    }
+
+    /// Feeds spooled events to the writers while their queue has room; truncates at the end.
+    fn pump(&mut self) {
+        let (Some(r), Some(tx)) = (self.replay.as_mut(), self.writer_tx.as_ref()) else {
+            return;
+        };
+        if let Err(e) = self.spool.flush() {
+            log::error!("[DB] Cannot flush the spool: {e}");
+            return;
+        }
+        let limit = self.spool.bytes();
+        loop {
+            let job = match r.pending.take() {
+                Some(j) => j,
+                None => match r.reader.next_event(limit) {
+                    Ok(Some(Ok(ev))) => WJob { ev: Arc::new(ev), origin: Origin::Spool(r.generation) },
+                    Ok(Some(Err(why))) => {
+                        log::warn!("[DB] Skipping an unreadable spool line: {why}");
+                        DbStats::sub(&self.shared.stats.spooled, 1);
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::error!("[DB] Cannot read the spool: {e}");
+                        self.abort_replay("read error");
+                        return;
+                    }
+                },
+            };
+            match tx.try_send(job) {
+                Ok(()) => r.inflight += 1,
+                Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => {
+                    r.pending = Some(j);
+                    return;
+                }
+            }
+        }
+        if r.reader.offset() >= limit && r.inflight == 0 {
+            self.finish_replay();
+        }
+    }
+
+    fn finish_replay(&mut self) {
+        let Some(r) = self.replay.take() else { return };
+        match self.spool.truncate() {
+            Ok(()) => {
+                self.shared.stats.spooled.store(0, Ordering::Relaxed);
+                log::info!(
+                    "[DB] Spool replayed ({} events at start, {} bytes in all) in {:.1} s; \
+                     spool emptied",
+                    r.total,
+                    r.reader.offset(),
+                    r.started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                log::error!("[DB] Cannot truncate the spool ({e}); it will be replayed again");
+                self.replay_after = Instant::now() + REPLAY_RETRY;
+            }
+        }
+    }
+
+    /// After the intake closed: write what can be written before the deadline, spool the rest.
+    fn shutdown(&mut self) {
+        while !self.shared.past_deadline() && self.shared.ready() {
+            let live_pending = !self.writer_rx.is_empty()
+                || self.shared.stats.queue_depth.load(Ordering::Relaxed) > 0;
+            if self.spool.is_empty() && !live_pending {
+                break;
+            }
+            match self.feedback.recv_timeout(TICK) {
+                Ok(f) => self.on_feedback(f),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.maintain();
+        }
+        self.replay = None;
+        self.writer_tx = None;
+        self.shared.closing.store(true, Ordering::Release);
+        self.pull_back();
+        let give_up = self.shared.deadline().unwrap_or_else(Instant::now) + GRACE;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match self.feedback.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(f) => self.on_feedback(f),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
+                    log::error!("[DB] Writers did not finish in time; their batches may be lost");
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => self.pull_back(),
+            }
+        }
+        self.pull_back();
+        if let Err(e) = self.spool.maybe_sync(true) {
+            log::error!("[DB] Cannot fsync the spool at shutdown: {e}");
+        }
+        // Whatever is in the file now waits for the next start.
+        self.shared.stats.spooled.store(self.spool.lines(), Ordering::Relaxed);
+        let s = self.shared.stats.snapshot();
+        log::info!(
+            "[DB] Persistence stopped: {} events written, {} left in the spool, {} dropped",
+            s.written,
+            s.spooled,
+            s.dropped
+        );
+    }
+}

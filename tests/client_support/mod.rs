@@ -1,0 +1,545 @@
+//! Shared helpers for the client-side integration tests (`tests/client_*.rs`, `tests/hostile.rs`):
+//! spawn the real `cryptoworker` binary as a worker ([`Worker`]) and as simulated daemons
+//! ([`Sim`], driven through its `sim_*` admin JSON-RPC), and talk to the worker over loopback
+//! with a blocking tungstenite client ([`Client`]), raw sockets or plain HTTP ([`http_get`]).
+//!
+//! Invariants: every spawned process is killed and reaped when its handle drops (also when a
+//! test panics); the worker listens on an ephemeral port (`WORKER_PORT=0`) read back from its
+//! log, so tests never collide on ports; every wait has a deadline and panics with what was seen.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
+use tungstenite::{Message, WebSocket};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_cryptoworker");
+/// Default wait for a reply or an event.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// Log lines kept per process (oldest dropped first).
+const LOG_KEEP: usize = 4000;
+
+/// Lines a child process printed, bounded.
+type Lines = Arc<Mutex<VecDeque<String>>>;
+
+fn collect_lines(stream: impl Read + Send + 'static, lines: Lines) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut l = lines.lock().unwrap();
+            if l.len() >= LOG_KEEP {
+                l.pop_front();
+            }
+            l.push_back(line);
+        }
+    });
+}
+
+/// Waits until some line contains `marker`, returns the text after it.
+fn wait_for_line(lines: &Lines, marker: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(rest) = lines.lock().unwrap().iter().find_map(|l| l.split_once(marker).map(|(_, r)| r.to_string())) {
+            return rest;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen: Vec<String> = lines.lock().unwrap().iter().cloned().collect();
+    panic!("{what} never printed {marker:?}; output:\n{}", seen.join("\n"));
+}
+
+/// A port nothing listens on (bound then released).
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A spawned child process with its output captured.
+struct Proc {
+    child: Child,
+    lines: Lines,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(String, String)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cryptoworker");
+        let lines: Lines = Arc::default();
+        collect_lines(child.stdout.take().unwrap(), lines.clone());
+        collect_lines(child.stderr.take().unwrap(), lines.clone());
+        Proc { child, lines }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `cryptoworker run` process on an ephemeral port.
+pub struct Worker {
+    proc: Proc,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+}
+
+impl Worker {
+    /// Starts a worker with exactly `env` (plus `WORKER_HOST`/`WORKER_PORT=0` and `LOG_LEVEL=info`
+    /// unless given); the process environment is not inherited.
+    pub fn start(env: &[(&str, &str)]) -> Worker {
+        let mut all: Vec<(String, String)> = vec![
+            ("WORKER_HOST".into(), "127.0.0.1".into()),
+            ("WORKER_PORT".into(), "0".into()),
+            ("LOG_LEVEL".into(), "info".into()),
+            ("DB_SPOOL_DIR".into(), std::env::temp_dir().join("cw-test-spool").display().to_string()),
+        ];
+        for (k, v) in env {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        let proc = Proc::spawn(&["run"], &all);
+        let rest = wait_for_line(&proc.lines, "Listening for clients on ws://", "worker");
+        let addr = rest.trim_end_matches('/').parse().unwrap_or_else(|e| panic!("bad listen line {rest:?}: {e}"));
+        Worker { proc, addr }
+    }
+
+    /// A worker for coin BTC whose daemon port is closed (no events but `daemon_status`).
+    pub fn without_daemon(env: &[(&str, &str)]) -> Worker {
+        let port = closed_port().to_string();
+        let mut all = vec![("WORKER_COINS", "BTC"), ("BTC_HOST", "127.0.0.1"), ("BTC_PORT", port.as_str())];
+        all.extend_from_slice(env);
+        Worker::start(&all)
+    }
+
+    /// A worker connected to every simulator in `sims` (their coins, in order), with `env`
+    /// on top, waiting until each daemon link is up.
+    pub fn with_sims(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
+        let coins: Vec<&str> = sims.iter().map(|s| s.coin.as_str()).collect();
+        let mut owned = vec![("WORKER_COINS".to_string(), coins.join(","))];
+        for s in sims {
+            owned.push((format!("{}_HOST", s.coin), "127.0.0.1".into()));
+            owned.push((format!("{}_PORT", s.coin), s.addr.port().to_string()));
+        }
+        let mut all: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(env);
+        let w = Worker::start(&all);
+        w.wait_daemons_connected(sims.len());
+        w
+    }
+
+    /// Waits until `n` daemons report `connected` in `get_status`.
+    pub fn wait_daemons_connected(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            last = self.status();
+            let up = last["daemons"].as_object().map_or(0, |d| d.values().filter(|v| v["connected"] == true).count());
+            if up >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemons never connected: {last}\nworker log:\n{}", self.logs());
+    }
+
+    /// The `get_status` data, through a short-lived client.
+    pub fn status(&self) -> Value {
+        let mut c = Client::connect(self.addr);
+        let r = c.request(json!({"type": "get_status"}));
+        assert_eq!(r["type"], "status", "{r}");
+        r["data"].clone()
+    }
+
+    /// `ws://addr/` plus `path_and_query` (starting with `/`).
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// Process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// Resident set size in KiB (`VmRSS` of /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Open file descriptors of the worker process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the worker logged so far (the last lines).
+    pub fn logs(&self) -> String {
+        self.proc.output()
+    }
+}
+
+/// A `cryptoworker simulate` process on an ephemeral port, quiet unless told otherwise.
+pub struct Sim {
+    proc: Proc,
+    /// Upper-case coin.
+    pub coin: String,
+    /// Its HTTP/WS address.
+    pub addr: SocketAddr,
+}
+
+impl Sim {
+    /// Starts a simulator for `coin`. Defaults `--rate 0 --block-interval 0` (only what tests
+    /// inject) unless `args` set them.
+    pub fn start(coin: &str, args: &[&str]) -> Sim {
+        let mut all = vec!["simulate", "--coin", coin, "--port", "0"];
+        if !args.contains(&"--rate") {
+            all.extend(["--rate", "0"]);
+        }
+        if !args.contains(&"--block-interval") {
+            all.extend(["--block-interval", "0"]);
+        }
+        all.extend_from_slice(args);
+        let proc = Proc::spawn(&all, &[("LOG_LEVEL".into(), "warn".into())]);
+        let rest = wait_for_line(&proc.lines, "daemon listening on ", "simulator");
+        let addr = rest.trim().parse().unwrap_or_else(|e| panic!("bad sim line {rest:?}: {e}"));
+        Sim { proc, coin: coin.to_ascii_uppercase(), addr }
+    }
+
+    /// Calls a JSON-RPC method with Basic auth `electrum:electrumz`; returns `result`.
+    pub fn rpc(&self, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let auth = base64_basic("electrum", "electrumz");
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let resp = http_raw(self.addr, format!("{head}{body}").as_bytes());
+        let v: Value = serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("sim answer not JSON ({e}): {resp:?}"));
+        assert!(v.get("error").is_none_or(Value::is_null), "{method} failed: {v}");
+        v["result"].clone()
+    }
+
+    /// Pushes one raw update (`sim_emit`).
+    pub fn emit(&self, update: Value, wallet: Option<&str>) {
+        self.rpc("sim_emit", json!([update, wallet]));
+    }
+
+    /// Sends a raw text frame to every daemon socket (`sim_emit_raw`).
+    pub fn emit_raw(&self, text: &str) {
+        self.rpc("sim_emit_raw", json!([text]));
+    }
+
+    /// What the simulator printed.
+    pub fn logs(&self) -> String {
+        self.proc.output()
+    }
+}
+
+/// `base64(user:password)`.
+pub fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` as is and reads the answer until the server closes (or 10 s).
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_http(&raw)
+}
+
+/// `GET path` with extra header lines (each `Name: value`).
+pub fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    http_raw(addr, req.as_bytes())
+}
+
+fn parse_http(raw: &[u8]) -> HttpResponse {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+/// A minimal valid WebSocket upgrade request head for raw-socket tests.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// A masked client frame (`opcode`, payload), as a browser would send it.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [0x37, 0xFA, 0x21, 0x3D];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// What one read from a [`Client`] produced.
+#[derive(Debug)]
+pub enum Got {
+    /// A JSON text message.
+    Msg(Value),
+    /// A close frame (its code, if any).
+    Close(Option<u16>),
+    /// The connection ended without a close frame (the error text).
+    Gone(String),
+    /// Nothing within the wait.
+    Timeout,
+}
+
+/// A blocking WebSocket test client. Replies and events are sorted into two queues so a test
+/// can wait for one without losing the other.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    replies: VecDeque<Value>,
+    events: VecDeque<Value>,
+}
+
+impl Client {
+    /// Connects to `ws://addr/` or panics.
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::connect_with(&format!("ws://{addr}/"), &[]).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Connects to `url` with extra headers; the handshake error (e.g. HTTP 401) otherwise.
+    pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
+        let mut req = url.into_client_request()?;
+        for (k, v) in headers {
+            let name: tungstenite::http::HeaderName = k.parse().unwrap();
+            req.headers_mut().insert(name, HeaderValue::from_str(v).unwrap());
+        }
+        let host = req.uri().authority().unwrap().as_str().to_string();
+        let stream = TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let ws = match tungstenite::client::client(req, stream) {
+            Ok((ws, _)) => ws,
+            Err(HandshakeError::Failure(e)) => return Err(e),
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()));
+            }
+        };
+        Ok(Client { ws, replies: VecDeque::new(), events: VecDeque::new() })
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub fn send(&mut self, v: &Value) {
+        self.send_text(&v.to_string());
+    }
+
+    /// Sends a text frame.
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).unwrap_or_else(|e| panic!("send {text:.80}: {e}"));
+    }
+
+    /// The next message from the socket (pings answered, pongs skipped).
+    pub fn read(&mut self, wait: Duration) -> Got {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Got::Timeout;
+            }
+            self.ws.get_mut().set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    return Got::Msg(serde_json::from_str(&t).unwrap_or_else(|e| panic!("server sent non-JSON {t:?}: {e}")));
+                }
+                Ok(Message::Close(frame)) => return Got::Close(frame.map(|f| u16::from(f.code))),
+                Ok(Message::Binary(b)) => panic!("server sent a binary frame of {} bytes", b.len()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Got::Gone(e.to_string()),
+            }
+        }
+    }
+
+    /// The next non-event message within [`WAIT`]; events seen meanwhile are kept for
+    /// [`Client::event`]. Panics on close or timeout.
+    pub fn reply(&mut self) -> Value {
+        if let Some(v) = self.replies.pop_front() {
+            return v;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.read(deadline.saturating_duration_since(Instant::now())) {
+                Got::Msg(v) if v["type"] == "event" => self.events.push_back(v),
+                Got::Msg(v) => return v,
+                other => panic!("waiting for a reply: {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `v` and returns the reply.
+    pub fn request(&mut self, v: Value) -> Value {
+        self.send(&v);
+        self.reply()
+    }
+
+    /// Subscribes with `body` (its `type` is set) and returns the `subscribed` reply; panics
+    /// on an error reply.
+    pub fn subscribe(&mut self, mut body: Value) -> Value {
+        body["type"] = json!("subscribe");
+        let r = self.request(body.clone());
+        assert_eq!(r["type"], "subscribed", "subscribe {body} -> {r}");
+        r
+    }
+
+    /// The next event within `wait` (replies seen meanwhile are kept for [`Client::reply`]).
+    pub fn event(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(v) = self.events.pop_front() {
+            return Some(v);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.read(deadline.saturating_duration_since(Instant::now())) {
+                Got::Msg(v) if v["type"] == "event" => return Some(v),
+                Got::Msg(v) => self.replies.push_back(v),
+                Got::Timeout => return None,
+                other => panic!("waiting for an event: {other:?}"),
+            }
+        }
+    }
+
+    /// The next event whose `data.event` is `name` within `wait`, skipping others.
+    pub fn event_named(&mut self, name: &str, wait: Duration) -> Value {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.event(left) {
+                Some(e) if e["data"]["event"] == name => return e,
+                Some(_) => {}
+                None => panic!("no {name} event within {wait:?}"),
+            }
+        }
+    }
+
+    /// Every event that arrives within `wait`.
+    pub fn events_for(&mut self, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(e) = self.event(deadline.saturating_duration_since(Instant::now())) {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Reads until the server closes; returns the close code (`None`: gone without a close
+    /// frame). Panics if the connection is still open after `wait`.
+    pub fn expect_close(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.read(deadline.saturating_duration_since(Instant::now())) {
+                Got::Msg(v) if v["type"] == "event" => self.events.push_back(v),
+                Got::Msg(v) => self.replies.push_back(v),
+                Got::Close(code) => return code,
+                Got::Gone(_) => return None,
+                Got::Timeout => panic!("connection still open after {wait:?}"),
+            }
+        }
+    }
+
+    /// Replies seen so far but not yet taken.
+    pub fn pending_replies(&mut self) -> Vec<Value> {
+        self.replies.drain(..).collect()
+    }
+}
+
+/// The `seq` of an event.
+pub fn seq(e: &Value) -> u64 {
+    e["seq"].as_u64().unwrap_or_else(|| panic!("event without seq: {e}"))
+}
+
+/// The `data.event` name of an event.
+pub fn name(e: &Value) -> &str {
+    e["data"]["event"].as_str().unwrap_or("")
+}
+
+/// Asserts that `seqs` are strictly consecutive (no gap, no duplicate).
+pub fn assert_consecutive(seqs: &[u64], what: &str) {
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{what}: gap or duplicate between {} and {} in {seqs:?}", w[0], w[1]);
+    }
+}
+
+/// A 64-hex transaction hash made from `n`.
+pub fn tx_hash(n: u64) -> String {
+    format!("{n:064x}")
+}
