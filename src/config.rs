@@ -131,6 +131,8 @@ pub struct Config {
     pub daemon_ping_interval: Duration,
     /// JSON-RPC call timeout (`DAEMON_RPC_TIMEOUT_S`).
     pub daemon_rpc_timeout: Duration,
+    /// Whether transactions are looked up to fill amounts and confirmations (`DAEMON_ENRICH`).
+    pub daemon_enrich: bool,
 }
 
 impl Default for Config {
@@ -145,6 +147,7 @@ impl Default for Config {
             limits: Limits::default(),
             daemon_ping_interval: Duration::from_secs(20),
             daemon_rpc_timeout: Duration::from_secs(5),
+            daemon_enrich: true,
         }
     }
 }
@@ -243,6 +246,7 @@ impl Config {
             limits: limits(&s)?,
             daemon_ping_interval: values::seconds(&s.get_or_default("DAEMON_PING_INTERVAL_S"))?,
             daemon_rpc_timeout: values::seconds(&s.get_or_default("DAEMON_RPC_TIMEOUT_S"))?,
+            daemon_enrich: values::switch(&s.get_or_default("DAEMON_ENRICH"))?,
         })
     }
 

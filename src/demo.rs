@@ -88,7 +88,6 @@ fn start_daemons(rate: f64) -> std::io::Result<Vec<SimHandle>> {
         cfg.rate = rate;
         cfg.block_interval = Duration::from_secs(10);
         cfg.wallets = vec![wallet.to_string()];
-        cfg.preload_wallets = true;
         sims.push(SimHandle::start(cfg)?);
     }
     Ok(sims)

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod worker;
 pub mod logging;
 pub mod client_cli;
+pub mod check;
 pub mod simulate;
 pub mod demo;

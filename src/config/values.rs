@@ -27,6 +27,15 @@ fn error(v: &Value, message: String) -> ConfigError {
 }
 
 /// A TCP port; `allow_zero` for a listener (0 = ephemeral), not for a daemon to connect to.
+/// `on`/`off` (also `true`/`false`, `1`/`0`, `yes`/`no`), case-insensitive.
+pub(crate) fn switch(v: &Value) -> Result<bool, ConfigError> {
+    match v.text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(error(v, format!("{} is not on or off", quoted(&v.text)))),
+    }
+}
+
 pub(crate) fn port(v: &Value, allow_zero: bool) -> Result<u16, ConfigError> {
     let min = u16::from(!allow_zero);
     match v.text.trim().parse::<u16>() {

@@ -194,6 +194,12 @@ pub(crate) const GLOBAL_VARS: &[VarSpec] = &[
         Some("5"),
         "JSON-RPC call timeout in seconds",
     ),
+    var(
+        "DAEMON_ENRICH",
+        &[],
+        Some("on"),
+        "on or off: look up transactions (get_transaction/gettransaction) to fill amounts, outputs and confirmations",
+    ),
 ];
 
 /// One per-coin variable: the name is `{COIN}_{suffix}`.

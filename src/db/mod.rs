@@ -39,7 +39,7 @@ pub use stats::{DbStats, DbStatsSnapshot, LatencyHistogram};
 use crate::config::DbConfig;
 use crate::event::Published;
 use conn::Shared;
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use reader::ReaderJob;
 use std::collections::HashMap;
 use std::sync::Arc;

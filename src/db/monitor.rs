@@ -164,9 +164,13 @@ impl Listener {
                     requests = true;
                 }
             };
-            let mut notes = c.notifications();
-            if let Some(first) = notes.timeout_iter(Duration::from_millis(500)).next()? {
+            let first = c
+                .notifications()
+                .timeout_iter(Duration::from_millis(500))
+                .next()?;
+            if let Some(first) = first {
                 mark(first.payload());
+                let mut notes = c.notifications();
                 let mut more = notes.iter();
                 while let Some(n) = more.next()? {
                     mark(n.payload());

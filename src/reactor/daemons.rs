@@ -285,8 +285,10 @@ impl Reactor {
             self.metrics.inc(&self.metrics.daemon_bad_frames);
             log::warn!("[WORKER] Ignored a bad update from {coin}: {e}");
         }
+        let enrich = self.config.daemon_enrich;
         for ev in decoded.events {
-            match enrich::lookup_for(&ev, family) {
+            let lookup = if enrich { enrich::lookup_for(&ev, family) } else { None };
+            match lookup {
                 Some((method, params)) => {
                     let Some(d) = self.daemons.get_mut(i) else {
                         return;

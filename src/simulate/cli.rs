@@ -37,7 +37,7 @@ USAGE: cryptoworker simulate [FLAGS]
 
 Admin JSON-RPC methods (same endpoint and auth): sim_emit(update, wallet|null),
 sim_emit_raw(text), sim_set_fault({..}), sim_rpc_log(), sim_set_request(wallet, id, {status,
-sent_amount, tx_hashes}|null), sim_state(), sim_mine().
+sent_amount, tx_hashes}|null), sim_state(), sim_mine(), sim_pay().
 Runs until SIGINT or SIGTERM, then closes WebSockets with 1001 and exits 0.
 ";
 

@@ -168,6 +168,10 @@ fn admin(shared: &Shared, call: &Call) -> Result<Value, RpcError> {
         "sim_set_request" => set_request(shared, call),
         "sim_state" => Ok(shared.state_json()),
         "sim_mine" => Ok(json!(shared.mine())),
+        "sim_pay" => {
+            shared.pay_step();
+            Ok(json!(true))
+        }
         _ => Err(RpcError::not_found()),
     }
 }

@@ -16,7 +16,8 @@
 //! - every thread notices [`SimHandle::stop`] within ~50 ms and is joined.
 //!
 //! Admin methods for tests in another process share the JSON-RPC endpoint: `sim_emit`,
-//! `sim_emit_raw`, `sim_set_fault`, `sim_rpc_log`, `sim_set_request`, `sim_state`, `sim_mine`.
+//! `sim_emit_raw`, `sim_set_fault`, `sim_rpc_log`, `sim_set_request`, `sim_state`, `sim_mine`,
+//! `sim_pay` (start one payment flow now).
 //! They take `params` verbatim (no keyword/`xpub` extraction) and never load wallets.
 
 mod chain;
@@ -152,7 +153,16 @@ impl SimHandle {
         handle.threads.push(spawn("sim-accept", move || http::accept_loop(&s, listener))?);
         let s = shared.clone();
         handle.threads.push(spawn("sim-generator", move || generator::run(&s))?);
-        log::info!("[SIMULATE] {} daemon ({:?} family) listening on {addr}", shared.cfg.coin, shared.cfg.family);
+        let c = &shared.cfg;
+        log::info!(
+            "[SIMULATE] {} ({:?} family) on {addr}: rate {}/s, block every {:?}, wallets {:?}{}",
+            c.coin,
+            c.family,
+            c.rate,
+            c.block_interval,
+            c.wallets,
+            if c.bench { ", bench mode" } else { "" }
+        );
         Ok(handle)
     }
 
@@ -184,6 +194,12 @@ impl SimHandle {
     /// Mines one block now (events included); returns the new height.
     pub fn mine(&self) -> u64 {
         self.shared.mine()
+    }
+
+    /// Starts one payment flow now (what the generator does at `rate`); events follow the
+    /// family's rules and go out only for loaded wallets.
+    pub fn pay(&self) {
+        self.shared.pay_step();
     }
 
     /// Pushes one raw update to every socket (narrowed sockets: only for their wallet or global).

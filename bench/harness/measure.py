@@ -1,0 +1,213 @@
+"""Measurements of one server: a step, the saturation search, the moderate-load step, idle RSS.
+
+A step restarts the open-loop source at a given rate; every load process measures the same
+window of event indices (after a lead-in that covers the server's reconnect), then the harness
+waits until deliveries stop. Server CPU is read from /proc before the source starts and after
+the last delivery, so CPU per delivery covers every delivery of the step.
+"""
+
+import ipaddress
+import math
+import time
+
+from . import machine, procs, stats
+
+_GROUPS = [0]
+_PORTS = [0]
+
+
+def next_src_base():
+    """A fresh block of loopback source addresses for each load group (no TIME_WAIT reuse)."""
+    _GROUPS[0] += 1
+    return str(ipaddress.IPv4Address(0x7F010001 + 16 * (_GROUPS[0] % 500_000)))
+
+
+def next_ports(base):
+    _PORTS[0] = (_PORTS[0] + 1) % 2000
+    return base + 2 * _PORTS[0], base + 2 * _PORTS[0] + 1
+
+
+class Settings:
+    """Knobs of the method (see README); `quick` trades precision for time."""
+
+    def __init__(self, quick=False):
+        self.lead_s = 1.5
+        self.window_s = 1.0 if quick else 2.0
+        self.min_events = 10 if quick else 20
+        self.grace_ms = 1000
+        self.moderate_window_s = 2.0 if quick else 5.0
+        self.precision = 0.5 if quick else 0.12
+        self.max_steps = 8 if quick else 14
+        self.quiet_timeout_ms = 20_000
+        self.max_dps = 4_000_000
+        self.min_dps = 1_000
+
+
+class ServerRun:
+    """One server process with N subscribed clients, and the source feeding it."""
+
+    def __init__(self, kind, n, opts, log):
+        self.kind, self.n, self.opts, self.log = kind, n, opts, log
+        self.port, self.daemon_port = next_ports(opts.port_base)
+        self.source = procs.Source(opts.source, opts.load_core)
+        self.server = None
+        self.load = None
+
+    def start(self):
+        self.source.restart(self.daemon_port, 1, 1)
+        self.server = procs.start_server(self.kind, self.port, self.daemon_port, self.opts.server_core,
+                                         self.opts.worker_env)
+        self.load = procs.LoadGroup(f"ws://127.0.0.1:{self.port}/", self.n, self.opts.load_core,
+                                    next_src_base(), tag=f"load-{self.kind}")
+        ready = procs.merged_ready(self.load.expect("ready", 120 + self.n / 100))
+        if ready["open"] < self.n:
+            raise RuntimeError(f"{self.kind}: only {ready['open']}/{self.n} clients subscribed: {ready}")
+        return ready
+
+    def stop(self):
+        for part in (self.load, self.server):
+            if part is not None:
+                part.stop()
+        self.source.stop()
+        self.load = self.server = None
+
+    def restart(self):
+        self.log(f"    restarting {self.kind} (backlog or lost clients)")
+        self.stop()
+        return self.start()
+
+    def ensure_clients(self):
+        self.load.send("status")
+        st = procs.merged_ready(self.load.expect("status", 10))
+        if st["open"] < self.n:
+            self.load.send("reconnect")
+            ready = procs.merged_ready(self.load.expect("ready", 120))
+            if ready["open"] < self.n:
+                self.restart()
+
+    def step(self, rate, window_s, spans, s, lead_s=None):
+        """Runs one step at `rate` events/s; returns the merged result."""
+        lead_s = lead_s or s.lead_s
+        lead = max(3, int(rate * lead_s))
+        window = max(s.min_events, int(rate * window_s))
+        count = lead + window + max(2, int(rate * 0.2))
+        self.load.send(f"step {rate:.6g} {lead} {window} {s.grace_ms} {1 if spans else 0}")
+        self.load.expect("step_started", 10)
+        t0, cpu0 = time.time(), machine.cpu_seconds(self.server.pid)
+        lcpu0 = self.load.cpu_seconds()
+        self.source.restart(self.daemon_port, rate, count)
+        budget = count / rate + s.grace_ms / 1000 + 30
+        r = stats.merge_steps(self.load.expect("step", budget))
+        self.load.send(f"quiet 300 {s.quiet_timeout_ms}")
+        q = self.load.expect("quiet", s.quiet_timeout_ms / 1000 + 10)
+        t1, cpu1 = time.time(), machine.cpu_seconds(self.server.pid)
+        lcpu1 = self.load.cpu_seconds()
+        total = sum(x["total_rx"] for x in q)
+        r.update({
+            "rate": rate, "lead": lead, "window": window, "target_dps": rate * self.n,
+            "dps": r["in_time"] * rate / window,
+            "server_cpu_s": round(cpu1 - cpu0, 3), "total_rx": total,
+            "cpu_us_per_delivery": (cpu1 - cpu0) * 1e6 / total if total else None,
+            "server_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
+            "load_cores": round((lcpu1 - lcpu0) / (t1 - t0), 3),
+            "quiet": all(x["quiet"] for x in q), "elapsed_s": round(t1 - t0, 2),
+        })
+        r["pass"] = r["delivered_ratio"] >= 0.99 and r["p99_us"] <= 1_000_000 and not r["late_start"]
+        if r["late_start"] and lead_s < 6:
+            self.log(f"    late start at rate {rate:.4g} (first index {r['first_idx']}); longer lead-in")
+            self._recover(r)
+            return self.step(rate, window_s, spans, s, lead_s=lead_s * 2)
+        self._recover(r)
+        return r
+
+    def _recover(self, r):
+        if not r["quiet"]:
+            self.restart()
+        elif r["closed"]:
+            self.ensure_clients()
+
+    def saturation(self, s, guess_dps, factor):
+        """Steps the rate (factor up or down, then geometric bisection) to the last sustained one."""
+        steps = []
+
+        def test(dps):
+            r = self.step(dps / self.n, s.window_s, False, s)
+            steps.append(r)
+            mark = "ok " if r["pass"] else "LOW"
+            self.log(f"    {mark} target {dps:>10,.0f}/s -> in time {r['delivered_ratio']:.3f}, "
+                     f"{r['dps']:>10,.0f}/s, p99 {r['p99_us'] / 1000:.1f} ms, server {r['server_cores']:.2f} "
+                     f"cores, load {r['load_cores']:.2f} cores")
+            return r["pass"]
+
+        lo = hi = None
+        d = guess_dps
+        while len(steps) < s.max_steps and (lo is None or hi is None):
+            if not s.min_dps <= d <= s.max_dps:
+                break
+            if test(d):
+                lo = d
+                d *= factor
+            else:
+                hi = d
+                d /= factor
+        while lo and hi and hi / lo > 1 + s.precision and len(steps) < s.max_steps:
+            mid = math.sqrt(lo * hi)
+            if test(mid):
+                lo = mid
+            else:
+                hi = mid
+        passing = [r for r in steps if r["pass"]]
+        best = max(passing, key=lambda r: r["dps"]) if passing else None
+        return {
+            "sustained_dps": best["dps"] if best else None,
+            "bound": None if (lo and hi) else ("above-max" if lo else "below-min"),
+            "load_cores_at_best": best["load_cores"] if best else None,
+            "steps": steps,
+        }
+
+    def moderate(self, s, dps):
+        """The fixed moderate load: latency, fan-out span and CPU per delivery."""
+        r = self.step(dps / self.n, s.moderate_window_s, True, s)
+        self.log(f"    moderate {dps:,.0f}/s: in time {r['delivered_ratio']:.3f}, p50 {r['p50_us'] / 1000:.2f} "
+                 f"p99 {r['p99_us'] / 1000:.2f} p99.9 {r['p999_us'] / 1000:.2f} ms, span p50 "
+                 f"{r.get('span_p50_us', 0) / 1000:.2f} ms, {r['cpu_us_per_delivery'] or 0:.2f} µs CPU/delivery")
+        return r
+
+
+def rss_run(kind, counts, opts, log):
+    """RSS per idle subscribed connection at each of `counts` connections (cumulative)."""
+    port, daemon_port = next_ports(opts.port_base)
+    source = procs.Source(opts.source, opts.load_core)
+    server = None
+    groups = []
+    out = {"server": kind, "points": []}
+    try:
+        source.restart(daemon_port, 1, 1)
+        server = procs.start_server(kind, port, daemon_port, opts.server_core, opts.worker_env)
+        time.sleep(2.0)
+        base = machine.rss_kib(server.pid)
+        out["base_kib"] = base
+        have = 0
+        for target in counts:
+            g = procs.LoadGroup(f"ws://127.0.0.1:{port}/", target - have, opts.load_core, next_src_base(),
+                                offset=have, tag=f"rss-{kind}")
+            groups.append(g)
+            ready = procs.merged_ready(g.expect("ready", 180 + target / 100))
+            have += ready["open"]
+            time.sleep(2.0)
+            rss = machine.rss_kib(server.pid)
+            point = {"connections": have, "target": target, "rss_kib": rss,
+                     "kib_per_conn": (rss - base) / have if have else None, "failed": ready["failed"]}
+            out["points"].append(point)
+            log(f"    {kind}: {have} idle subscribed connections: RSS {rss / 1024:.1f} MiB "
+                f"({point['kib_per_conn']:.2f} KiB/conn over a {base / 1024:.1f} MiB base)")
+            if have < target:
+                log(f"    {kind}: only {have}/{target} connected: {ready['errors']}")
+                break
+    finally:
+        for g in groups:
+            g.stop()
+        if server is not None:
+            server.stop()
+        source.stop()
+    return out

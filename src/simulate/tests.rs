@@ -1,1 +1,0 @@
-//! Loopback tests (filled below).
