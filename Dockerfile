@@ -15,7 +15,6 @@ USER cryptoworker
 WORKDIR /var/lib/cryptoworker
 ENV WORKER_HOST=0.0.0.0 WORKER_PORT=8082 DB_SPOOL_DIR=/var/lib/cryptoworker/spool
 EXPOSE 8082
-HEALTHCHECK --interval=10s --timeout=3s CMD ["cryptoworker", "client", "--count", "0", "--help"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cryptoworker"]
 CMD ["run"]

@@ -23,6 +23,8 @@
 mod daemon;
 mod database;
 #[cfg(test)]
+mod loopback_tests;
+#[cfg(test)]
 mod tests;
 
 pub use daemon::check_daemon;
@@ -51,6 +53,8 @@ pub enum Step {
     Version,
     /// Whether the worker's migrations are recorded in the database.
     Migrations,
+    /// Whether a running worker holds the database's writer lock (shown only when one does).
+    WriterLock,
 }
 
 /// The result of one step.
@@ -159,6 +163,7 @@ pub fn render(reports: &[TargetReport]) -> String {
     let summary = match (failed, checked) {
         (_, 0) => "nothing to check".to_string(),
         (0, 1) => "the check passed".to_string(),
+        (_, 1) => "the check failed".to_string(),
         (0, n) => format!("all {n} checks passed"),
         (f, n) => format!("{f} of {n} checks failed"),
     };

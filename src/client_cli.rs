@@ -44,13 +44,21 @@ struct Options {
 }
 
 fn list(v: &str) -> Value {
-    json!(v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>())
+    json!(
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+    )
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let host = std::env::var("WORKER_HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("WORKER_PORT").unwrap_or_else(|_| "8082".into());
-    let mut o = Options { url: format!("ws://{host}:{port}/"), ..Options::default() };
+    let mut o = Options {
+        url: format!("ws://{host}:{port}/"),
+        ..Options::default()
+    };
     o.subscribe.insert("type".into(), json!("subscribe"));
     o.subscribe.insert("events".into(), json!(["*"]));
     let mut it = args.iter();
@@ -59,7 +67,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag.as_str(), None),
         };
-        let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs a value"));
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{name} needs a value"))
+        };
         match name {
             "--url" => o.url = value()?,
             "--events" | "--coins" | "--wallets" | "--addresses" => {
@@ -67,7 +80,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--since" => {
                 let v = value()?;
-                let n: u64 = v.parse().map_err(|_| format!("--since: {v:?} is not a sequence number"))?;
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--since: {v:?} is not a sequence number"))?;
                 o.subscribe.insert("since".into(), json!(n));
             }
             "--epoch" => {
@@ -76,19 +91,28 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--token" => o.token = Some(value()?),
             "--count" => {
                 let v = value()?;
-                o.count = Some(v.parse().map_err(|_| format!("--count: {v:?} is not a number"))?);
+                o.count = Some(
+                    v.parse()
+                        .map_err(|_| format!("--count: {v:?} is not a number"))?,
+                );
             }
-            other => return Err(format!("unknown flag {other:?} (see cryptoworker client --help)")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other:?} (see cryptoworker client --help)"
+                ));
+            }
         }
     }
     Ok(o)
 }
 
 fn stream(o: &Options) -> Result<(), String> {
-    let (mut ws, _) = tungstenite::connect(o.url.as_str()).map_err(|e| format!("cannot connect to {}: {e}", o.url))?;
+    let (mut ws, _) = tungstenite::connect(o.url.as_str())
+        .map_err(|e| format!("cannot connect to {}: {e}", o.url))?;
     eprintln!("connected to {}", o.url);
     let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
-        ws.send(tungstenite::Message::text(v.to_string())).map_err(|e| e.to_string())
+        ws.send(tungstenite::Message::text(v.to_string()))
+            .map_err(|e| e.to_string())
     };
     if let Some(t) = &o.token {
         send(&mut ws, json!({"type": "auth", "token": t}))?;
@@ -109,7 +133,11 @@ fn stream(o: &Options) -> Result<(), String> {
             }
             Ok(tungstenite::Message::Close(f)) => {
                 return match f {
-                    Some(f) => Err(format!("worker closed the connection: {} {}", u16::from(f.code), f.reason)),
+                    Some(f) => Err(format!(
+                        "worker closed the connection: {} {}",
+                        u16::from(f.code),
+                        f.reason
+                    )),
                     None => Err("worker closed the connection".into()),
                 };
             }

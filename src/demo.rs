@@ -45,7 +45,11 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     let addr = handle.local_addr();
     println!("cryptoworker demo is running.");
-    println!("  simulated daemons: BTC on {}, ETH on {}", sims[0].addr(), sims[1].addr());
+    println!(
+        "  simulated daemons: BTC on {}, ETH on {}",
+        sims[0].addr(),
+        sims[1].addr()
+    );
     println!("  clients:   ws://{addr}/   (try: cargo run --release -- client)");
     println!("  dashboard: http://{addr}/");
     println!("  health:    http://{addr}/health   metrics: http://{addr}/metrics");
@@ -58,20 +62,33 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn parse(args: &[String]) -> Result<(u16, f64), String> {
-    let mut port: u16 = std::env::var("WORKER_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8082);
+    let mut port: u16 = std::env::var("WORKER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8082);
     let mut rate = 2.0;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--port" => port = value.parse().map_err(|_| format!("--port: {value:?} is not a port"))?,
+            "--port" => {
+                port = value
+                    .parse()
+                    .map_err(|_| format!("--port: {value:?} is not a port"))?
+            }
             "--rate" => {
-                rate = value.parse().map_err(|_| format!("--rate: {value:?} is not a number"))?;
+                rate = value
+                    .parse()
+                    .map_err(|_| format!("--rate: {value:?} is not a number"))?;
                 if !(rate > 0.0 && rate <= 100_000.0) {
                     return Err("--rate must be between 0 and 100000".into());
                 }
             }
-            other => return Err(format!("unknown flag {other:?} (see cryptoworker demo --help)")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other:?} (see cryptoworker demo --help)"
+                ));
+            }
         }
     }
     Ok((port, rate))

@@ -31,10 +31,8 @@ fn main() -> ExitCode {
             cryptoworker::logging::init(cryptoworker::logging::level_from_env());
             cryptoworker::simulate::run_cli(&rest)
         }
-        Command::Check | Command::Migrate => {
-            eprintln!("cryptoworker: `{}` is being wired in", command.name());
-            ExitCode::from(2)
-        }
+        Command::Check => cryptoworker::check::run(&rest),
+        Command::Migrate => migrate(&rest),
     }
 }
 
@@ -60,6 +58,33 @@ fn run(args: &[String]) -> ExitCode {
         Ok(handle) => cryptoworker::worker::run_until_signalled(&handle),
         Err(e) => {
             log::error!("[WORKER] Cannot start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `cryptoworker migrate`: applies the migrations to the configured database and exits.
+fn migrate(args: &[String]) -> ExitCode {
+    let config = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    cryptoworker::logging::init(config.log_level);
+    let Some(db) = &config.db else {
+        eprintln!("cryptoworker migrate: no database configured (set DATABASE_URL or POSTGRES_DB)");
+        return ExitCode::from(2);
+    };
+    match cryptoworker::db::Db::migrate(&db.url) {
+        Ok(applied) if applied.is_empty() => {
+            println!("{}: schema is up to date", db.describe());
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            println!("{}: applied {}", db.describe(), applied.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cryptoworker migrate: {e}");
             ExitCode::from(1)
         }
     }

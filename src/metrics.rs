@@ -70,45 +70,153 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let counters: [(&str, &str, &AtomicU64); 13] = [
-            ("cryptoworker_connections_accepted_total", "TCP connections accepted on the client port", &self.connections_accepted),
-            ("cryptoworker_deliveries_total", "event frames queued to clients", &self.deliveries),
-            ("cryptoworker_slow_consumer_closes_total", "clients closed with 4008", &self.slow_consumer_closes),
-            ("cryptoworker_rate_limited_total", "client messages refused with rate_limited", &self.rate_limited),
-            ("cryptoworker_rate_limit_closes_total", "clients closed with 4029", &self.rate_limit_closes),
-            ("cryptoworker_oversize_closes_total", "clients closed with 1009", &self.oversize_closes),
-            ("cryptoworker_capacity_closes_total", "clients closed with 1013", &self.capacity_closes),
-            ("cryptoworker_per_ip_refusals_total", "upgrades refused with 429", &self.per_ip_refusals),
-            ("cryptoworker_auth_failures_total", "failed client authentications", &self.auth_failures),
-            ("cryptoworker_handler_dropped_total", "events not given to handlers (queue full)", &self.handler_dropped),
-            ("cryptoworker_handler_failures_total", "handler calls that panicked", &self.handler_failures),
-            ("cryptoworker_daemon_bad_frames_total", "daemon frames or updates that could not be decoded", &self.daemon_bad_frames),
-            ("cryptoworker_duplicates_dropped_total", "duplicate daemon updates dropped", &self.duplicates_dropped),
+            (
+                "cryptoworker_connections_accepted_total",
+                "TCP connections accepted on the client port",
+                &self.connections_accepted,
+            ),
+            (
+                "cryptoworker_deliveries_total",
+                "event frames queued to clients",
+                &self.deliveries,
+            ),
+            (
+                "cryptoworker_slow_consumer_closes_total",
+                "clients closed with 4008",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "cryptoworker_rate_limited_total",
+                "client messages refused with rate_limited",
+                &self.rate_limited,
+            ),
+            (
+                "cryptoworker_rate_limit_closes_total",
+                "clients closed with 4029",
+                &self.rate_limit_closes,
+            ),
+            (
+                "cryptoworker_oversize_closes_total",
+                "clients closed with 1009",
+                &self.oversize_closes,
+            ),
+            (
+                "cryptoworker_capacity_closes_total",
+                "clients closed with 1013",
+                &self.capacity_closes,
+            ),
+            (
+                "cryptoworker_per_ip_refusals_total",
+                "upgrades refused with 429",
+                &self.per_ip_refusals,
+            ),
+            (
+                "cryptoworker_auth_failures_total",
+                "failed client authentications",
+                &self.auth_failures,
+            ),
+            (
+                "cryptoworker_handler_dropped_total",
+                "events not given to handlers (queue full)",
+                &self.handler_dropped,
+            ),
+            (
+                "cryptoworker_handler_failures_total",
+                "handler calls that panicked",
+                &self.handler_failures,
+            ),
+            (
+                "cryptoworker_daemon_bad_frames_total",
+                "daemon frames or updates that could not be decoded",
+                &self.daemon_bad_frames,
+            ),
+            (
+                "cryptoworker_duplicates_dropped_total",
+                "duplicate daemon updates dropped",
+                &self.duplicates_dropped,
+            ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP cryptoworker_events_total events published by coin and type\n# TYPE cryptoworker_events_total counter\n");
         if let Ok(m) = self.events.lock() {
             for ((coin, name), n) in m.iter() {
-                let _ = writeln!(out, "cryptoworker_events_total{{coin=\"{}\",event=\"{}\"}} {n}", escape(coin), escape(name));
+                let _ = writeln!(
+                    out,
+                    "cryptoworker_events_total{{coin=\"{}\",event=\"{}\"}} {n}",
+                    escape(coin),
+                    escape(name)
+                );
             }
         }
-        gauge(&mut out, "cryptoworker_clients", "open WebSocket clients", g.clients as u64);
-        gauge(&mut out, "cryptoworker_last_seq", "last sequence number assigned", g.last_seq);
+        gauge(
+            &mut out,
+            "cryptoworker_clients",
+            "open WebSocket clients",
+            g.clients as u64,
+        );
+        gauge(
+            &mut out,
+            "cryptoworker_last_seq",
+            "last sequence number assigned",
+            g.last_seq,
+        );
         out.push_str("# HELP cryptoworker_daemon_connected 1 when the daemon link is up\n# TYPE cryptoworker_daemon_connected gauge\n");
         for (coin, up, _) in &g.daemons {
-            let _ = writeln!(out, "cryptoworker_daemon_connected{{coin=\"{}\"}} {}", escape(coin), u8::from(*up));
+            let _ = writeln!(
+                out,
+                "cryptoworker_daemon_connected{{coin=\"{}\"}} {}",
+                escape(coin),
+                u8::from(*up)
+            );
         }
         out.push_str("# HELP cryptoworker_daemon_reconnects_total daemon link reconnections\n# TYPE cryptoworker_daemon_reconnects_total counter\n");
         for (coin, _, n) in &g.daemons {
-            let _ = writeln!(out, "cryptoworker_daemon_reconnects_total{{coin=\"{}\"}} {n}", escape(coin));
+            let _ = writeln!(
+                out,
+                "cryptoworker_daemon_reconnects_total{{coin=\"{}\"}} {n}",
+                escape(coin)
+            );
         }
-        gauge(&mut out, "cryptoworker_db_enabled", "1 when persistence is configured", u64::from(g.db_enabled));
-        gauge(&mut out, "cryptoworker_db_connected", "1 when the database writer is connected", u64::from(g.db_connected));
-        gauge(&mut out, "cryptoworker_db_queue_depth", "events waiting for the database writers", g.db_queue_depth);
-        gauge(&mut out, "cryptoworker_db_spooled", "events waiting in the local spool", g.db_spooled);
-        let _ = writeln!(out, "# HELP cryptoworker_db_written_total rows written to PostgreSQL\n# TYPE cryptoworker_db_written_total counter\ncryptoworker_db_written_total {}", g.db_written);
-        let _ = writeln!(out, "# HELP cryptoworker_db_dropped_total events the database queue could not take\n# TYPE cryptoworker_db_dropped_total counter\ncryptoworker_db_dropped_total {}", g.db_dropped);
+        gauge(
+            &mut out,
+            "cryptoworker_db_enabled",
+            "1 when persistence is configured",
+            u64::from(g.db_enabled),
+        );
+        gauge(
+            &mut out,
+            "cryptoworker_db_connected",
+            "1 when the database writer is connected",
+            u64::from(g.db_connected),
+        );
+        gauge(
+            &mut out,
+            "cryptoworker_db_queue_depth",
+            "events waiting for the database writers",
+            g.db_queue_depth,
+        );
+        gauge(
+            &mut out,
+            "cryptoworker_db_spooled",
+            "events waiting in the local spool",
+            g.db_spooled,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cryptoworker_db_written_total rows written to PostgreSQL\n# TYPE cryptoworker_db_written_total counter\ncryptoworker_db_written_total {}",
+            g.db_written
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cryptoworker_db_dropped_total events the database queue could not take\n# TYPE cryptoworker_db_dropped_total counter\ncryptoworker_db_dropped_total {}",
+            g.db_dropped
+        );
         out
     }
 }
@@ -119,7 +227,9 @@ fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
 
 /// Escapes a Prometheus label value.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -134,7 +244,11 @@ mod tests {
         m.event_published("BTC", "new_block");
         m.event_published("BTC", "new_block");
         m.event_published("ETH", "x\"y");
-        let g = Gauges { clients: 3, daemons: vec![("BTC".into(), true, 2)], ..Default::default() };
+        let g = Gauges {
+            clients: 3,
+            daemons: vec![("BTC".into(), true, 2)],
+            ..Default::default()
+        };
         let text = m.render(&g);
         assert!(text.contains("cryptoworker_deliveries_total 2\n"));
         assert!(text.contains("cryptoworker_events_total{coin=\"BTC\",event=\"new_block\"} 2\n"));

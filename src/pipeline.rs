@@ -25,7 +25,11 @@ pub struct Dedup {
 impl Dedup {
     /// Remembers at most `capacity` keys.
     pub fn new(capacity: usize) -> Dedup {
-        Dedup { seen: HashSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        Dedup {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
@@ -107,7 +111,12 @@ impl Pipeline {
         }
         self.last_seq += 1;
         self.published += 1;
-        let p = Arc::new(Published::new(self.epoch.clone(), self.last_seq, ev, now_unix()));
+        let p = Arc::new(Published::new(
+            self.epoch.clone(),
+            self.last_seq,
+            ev,
+            now_unix(),
+        ));
         self.ring.push(p.clone());
         Some(p)
     }
@@ -129,7 +138,8 @@ mod tests {
     use serde_json::json;
 
     fn tx(wallet: &str, hash: &str) -> Event {
-        Event::new("BTC".into(), "new_transaction", Some(wallet.into())).with("tx_hash", json!(hash))
+        Event::new("BTC".into(), "new_transaction", Some(wallet.into()))
+            .with("tx_hash", json!(hash))
     }
 
     #[test]
@@ -137,10 +147,18 @@ mod tests {
         let mut p = Pipeline::new("e".into(), 41, 10);
         assert_eq!(p.publish(&tx("w", "a")).unwrap().seq, 42);
         assert!(p.publish(&tx("w", "a")).is_none());
-        assert_eq!(p.publish(&tx("w2", "a")).unwrap().seq, 43, "another wallet is another event");
+        assert_eq!(
+            p.publish(&tx("w2", "a")).unwrap().seq,
+            43,
+            "another wallet is another event"
+        );
         let block = |h: u64| Event::new("ETH".into(), "new_block", None).with("height", json!(h));
         assert_eq!(p.publish(&block(10)).unwrap().seq, 44);
-        assert_eq!(p.publish(&block(9)).unwrap().seq, 45, "lower, unseen heights still go out");
+        assert_eq!(
+            p.publish(&block(9)).unwrap().seq,
+            45,
+            "lower, unseen heights still go out"
+        );
         assert!(p.publish(&block(10)).is_none());
         assert_eq!(p.last_seq, 45);
         assert_eq!(p.duplicates, 2);

@@ -44,14 +44,17 @@ impl WorkerHandle {
         let handlers: HandlerTable = Arc::default();
         let (events_tx, events_rx) = crossbeam_channel::bounded(HANDLER_QUEUE);
         spawn_handler_thread(events_rx, handlers.clone(), metrics.clone())?;
+        let (db, resume) = start_db(&config, &waker)?;
         let parts = ReactorParts {
             poll,
             waker: waker.clone(),
             control: control_rx,
             metrics: metrics.clone(),
             handlers: Some(events_tx),
-            epoch: crate::pipeline::new_epoch().into(),
-            last_seq: 0,
+            epoch: resume.epoch.into(),
+            last_seq: resume.last_seq,
+            db,
+            tips: resume.tips,
         };
         let reactor = Reactor::new(Arc::new(config), parts)?;
         let local_addr = reactor.local_addr;
@@ -106,7 +109,9 @@ impl WorkerHandle {
     pub fn wait(&self) -> io::Result<()> {
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         match thread {
-            Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked"))),
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked"))),
             None => Ok(()),
         }
     }
@@ -128,36 +133,73 @@ impl WorkerHandle {
     }
 }
 
+type DbParts = Option<(crate::db::DbHandle, Receiver<crate::db::DbMessage>)>;
+
+/// Starts persistence when configured (before the reactor: this may block for a few seconds),
+/// and says where numbering continues.
+fn start_db(config: &Config, waker: &Arc<mio::Waker>) -> io::Result<(DbParts, crate::db::Resume)> {
+    let Some(db_config) = &config.db else {
+        log::info!("[WORKER] No database configured: events are kept in memory only");
+        let resume = crate::db::Resume {
+            epoch: crate::pipeline::new_epoch(),
+            last_seq: 0,
+            tips: Default::default(),
+        };
+        return Ok((None, resume));
+    };
+    let w = waker.clone();
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let _ = w.wake();
+    });
+    log::info!("[WORKER] Database: {}", db_config.describe());
+    match crate::db::Db::start(db_config, wake, Duration::from_secs(3)) {
+        Ok((handle, rx, resume)) => {
+            log::info!(
+                "[WORKER] Epoch {} continues after seq {}",
+                resume.epoch,
+                resume.last_seq
+            );
+            Ok((Some((handle, rx)), resume))
+        }
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
 fn spawn_handler_thread(
     events: Receiver<Arc<Published>>,
     handlers: HandlerTable,
     metrics: Arc<Metrics>,
 ) -> io::Result<()> {
-    std::thread::Builder::new().name("handlers".into()).spawn(move || {
-        for p in events {
-            let Ok(table) = handlers.read() else {
-                return;
-            };
-            let wanted: Vec<Handler> = table
-                .iter()
-                .filter(|(name, _)| name == "*" || **name == *p.meta.name)
-                .map(|(_, h)| h.clone())
-                .collect();
-            drop(table);
-            if wanted.is_empty() {
-                continue;
-            }
-            let Ok(data) = serde_json::from_str::<Value>(&p.payload) else {
-                continue;
-            };
-            for h in wanted {
-                if catch_unwind(AssertUnwindSafe(|| h(&data))).is_err() {
-                    metrics.inc(&metrics.handler_failures);
-                    log::error!("[WORKER] An event handler for {} failed; delivery continues", p.meta.name);
+    std::thread::Builder::new()
+        .name("handlers".into())
+        .spawn(move || {
+            for p in events {
+                let Ok(table) = handlers.read() else {
+                    return;
+                };
+                let wanted: Vec<Handler> = table
+                    .iter()
+                    .filter(|(name, _)| name == "*" || **name == *p.meta.name)
+                    .map(|(_, h)| h.clone())
+                    .collect();
+                drop(table);
+                if wanted.is_empty() {
+                    continue;
+                }
+                let Ok(data) = serde_json::from_str::<Value>(&p.payload) else {
+                    continue;
+                };
+                for h in wanted {
+                    if catch_unwind(AssertUnwindSafe(|| h(&data))).is_err() {
+                        metrics.inc(&metrics.handler_failures);
+                        log::error!(
+                            "[WORKER] An event handler for {} failed; delivery continues",
+                            p.meta.name
+                        );
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -167,7 +209,9 @@ static GLOBAL: Mutex<Option<Arc<WorkerHandle>>> = Mutex::new(None);
 /// Starts the process-wide worker for `coins` (other settings from the environment), like the
 /// original design's `start_worker`. Errors if one is already running.
 pub fn start_worker(coins: &[&str]) -> Result<Arc<WorkerHandle>, String> {
-    let mut global = GLOBAL.lock().map_err(|_| "worker registry poisoned".to_string())?;
+    let mut global = GLOBAL
+        .lock()
+        .map_err(|_| "worker registry poisoned".to_string())?;
     if global.is_some() {
         return Err("a worker is already running".into());
     }
@@ -199,12 +243,14 @@ pub fn run_until_signalled(handle: &WorkerHandle) -> std::process::ExitCode {
     let trigger = handle.shutdown_trigger();
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(mut signals) => {
-            let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    log::info!("[WORKER] Received signal {sig}; shutting down");
-                    trigger();
-                }
-            });
+            let spawned = std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        log::info!("[WORKER] Received signal {sig}; shutting down");
+                        trigger();
+                    }
+                });
             if let Err(e) = spawned {
                 log::error!("[WORKER] cannot start the signal thread: {e}");
             }

@@ -13,7 +13,12 @@ fn health_is_200_json_even_without_a_daemon() {
     let w = Worker::without_daemon(&[]);
     let r = http_get(w.addr, "/health", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{:?}", r.headers);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{:?}",
+        r.headers
+    );
     let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
     assert!(v.is_object(), "{v}");
 }
@@ -22,7 +27,11 @@ fn health_is_200_json_even_without_a_daemon() {
 fn ready_is_503_without_a_daemon_then_200_once_one_connects() {
     let port = closed_port();
     let port_s = port.to_string();
-    let w = Worker::start(&[("WORKER_COINS", "BTC"), ("BTC_HOST", "127.0.0.1"), ("BTC_PORT", &port_s)]);
+    let w = Worker::start(&[
+        ("WORKER_COINS", "BTC"),
+        ("BTC_HOST", "127.0.0.1"),
+        ("BTC_PORT", &port_s),
+    ]);
     let r = http_get(w.addr, "/ready", &[]);
     assert_eq!(r.status, 503, "{}", r.text());
     let _sim = Sim::start("BTC", &["--port", &port_s]);
@@ -48,7 +57,10 @@ fn check_comments(text: &str) {
             Some("HELP") => assert!(name.is_some_and(|n| !n.is_empty()), "{line:?}"),
             Some("TYPE") => {
                 let kind = parts.next().unwrap_or("");
-                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line:?}");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line:?}"
+                );
             }
             _ => {} // free comments are allowed
         }
@@ -61,12 +73,26 @@ fn metrics_parse_as_prometheus_text_and_move() {
     let w = Worker::with_sims(&[&sim], &[]);
     let r = http_get(w.addr, "/metrics", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.headers);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{:?}",
+        r.headers
+    );
     check_comments(&r.text());
     let before = parse_metrics(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()));
-    assert_eq!(metric(&before, "cryptoworker_daemon_connected", &[("coin", "BTC")]), Some(1.0));
-    let blocks_before = metric(&before, "cryptoworker_events_total", &[("coin", "BTC"), ("event", "new_block")]).unwrap_or(0.0);
-    let deliveries_before = metric(&before, "cryptoworker_deliveries_total", &[]).expect("deliveries series");
+    assert_eq!(
+        metric(&before, "cryptoworker_daemon_connected", &[("coin", "BTC")]),
+        Some(1.0)
+    );
+    let blocks_before = metric(
+        &before,
+        "cryptoworker_events_total",
+        &[("coin", "BTC"), ("event", "new_block")],
+    )
+    .unwrap_or(0.0);
+    let deliveries_before =
+        metric(&before, "cryptoworker_deliveries_total", &[]).expect("deliveries series");
 
     let mut c = Client::connect(w.addr);
     c.subscribe(json!({"events": ["new_block"]}));
@@ -78,21 +104,40 @@ fn metrics_parse_as_prometheus_text_and_move() {
         assert_eq!(e["data"]["height"], 900_000 + h, "{e}");
     }
     let after = scrape(w.addr, &[]);
-    let blocks_after = metric(&after, "cryptoworker_events_total", &[("coin", "BTC"), ("event", "new_block")]).expect("events_total{coin=BTC,event=new_block}");
+    let blocks_after = metric(
+        &after,
+        "cryptoworker_events_total",
+        &[("coin", "BTC"), ("event", "new_block")],
+    )
+    .expect("events_total{coin=BTC,event=new_block}");
     assert_eq!(blocks_after - blocks_before, 3.0);
     let deliveries_after = metric(&after, "cryptoworker_deliveries_total", &[]).unwrap();
-    assert!(deliveries_after >= deliveries_before + 3.0, "{deliveries_before} -> {deliveries_after}");
-    assert!(metric(&after, "cryptoworker_events_total", &[("coin", "BTC"), ("event", "daemon_status")]).is_some_and(|v| v >= 1.0));
+    assert!(
+        deliveries_after >= deliveries_before + 3.0,
+        "{deliveries_before} -> {deliveries_after}"
+    );
+    assert!(
+        metric(
+            &after,
+            "cryptoworker_events_total",
+            &[("coin", "BTC"), ("event", "daemon_status")]
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
 
     // The clients gauge follows connects and disconnects.
     let wait_clients = |want: f64| {
         let deadline = Instant::now() + WAIT;
         loop {
-            let got = metric(&scrape(w.addr, &[]), "cryptoworker_clients", &[]).expect("clients gauge");
+            let got =
+                metric(&scrape(w.addr, &[]), "cryptoworker_clients", &[]).expect("clients gauge");
             if got == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "clients gauge stuck at {got}, want {want}");
+            assert!(
+                Instant::now() < deadline,
+                "clients gauge stuck at {got}, want {want}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -118,7 +163,16 @@ fn root_without_upgrade_serves_the_dashboard_page() {
     let w = Worker::without_daemon(&[]);
     let r = http_get(w.addr, "/", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/html")), "{:?}", r.headers);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html")),
+        "{:?}",
+        r.headers
+    );
     let body = r.text().to_ascii_lowercase();
-    assert!(body.contains("<html") && body.contains("</html>"), "not an HTML page: {:.200}", r.text());
+    assert!(
+        body.contains("<html") && body.contains("</html>"),
+        "not an HTML page: {:.200}",
+        r.text()
+    );
 }

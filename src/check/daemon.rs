@@ -187,7 +187,11 @@ impl Probe<'_> {
                 format!("no TCP answer within {}", seconds(self.timeout)),
                 self.hints.unreachable(),
             ),
-            _ => CheckLine::failed(step, format!("cannot connect: {e}"), self.hints.unreachable()),
+            _ => CheckLine::failed(
+                step,
+                format!("cannot connect: {e}"),
+                self.hints.unreachable(),
+            ),
         }
     }
 
@@ -223,7 +227,9 @@ impl Probe<'_> {
         match exchange(&mut stream, &request, self.timeout, parse) {
             Ok((response, _)) => {
                 let verdict = classify_spec(&response, &self.hints);
-                let stop = verdict.iter().any(|l| l.step == Step::Auth && l.is_failed());
+                let stop = verdict
+                    .iter()
+                    .any(|l| l.step == Step::Auth && l.is_failed());
                 lines.extend(verdict);
                 if stop {
                     return ControlFlow::Break(());
@@ -262,7 +268,11 @@ impl Probe<'_> {
             Err(e) => {
                 let stop = matches!(e, ExchangeError::TimedOut);
                 lines.push(self.exchange_failure(Step::WebSocket, "the /ws upgrade", e));
-                return if stop { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+                return if stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
             }
         };
         let line = match outcome {
@@ -279,7 +289,11 @@ impl Probe<'_> {
         };
         let stop = line.step == Step::Auth;
         lines.push(line);
-        if stop { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if stop {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 
     /// The line for a refused upgrade.
@@ -334,7 +348,11 @@ pub(super) fn classify_spec(response: &Response, hints: &Hints) -> Vec<CheckLine
              containing ':', for example); {}",
             hints.credentials()
         );
-        return vec![CheckLine::failed(Step::Spec, "GET /spec answered HTTP 500", hint)];
+        return vec![CheckLine::failed(
+            Step::Spec,
+            "GET /spec answered HTTP 500",
+            hint,
+        )];
     }
     if status != 200 {
         let message = format!("GET /spec answered HTTP {status}");
@@ -453,7 +471,10 @@ fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<(TcpStream, So
 
 /// Whether an I/O error is a timeout of a blocking socket.
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Sends `request`, then reads until `parse` accepts the bytes (it gets the whole buffer and
@@ -509,7 +530,12 @@ fn ping(stream: TcpStream, leftover: Vec<u8>, timeout: Duration) -> Result<(), S
     let failed = |e: tungstenite::Error| format!("the /ws stream failed: {e}");
     ws.send(Message::Ping(Bytes::from_static(PING_PAYLOAD)))
         .map_err(failed)?;
-    let no_pong = || format!("the /ws stream did not answer a ping within {}", seconds(timeout));
+    let no_pong = || {
+        format!(
+            "the /ws stream did not answer a ping within {}",
+            seconds(timeout)
+        )
+    };
     for _ in 0..MAX_WS_MESSAGES {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {

@@ -9,6 +9,8 @@
 
 use super::{CheckLine, Step, TargetReport, seconds};
 use crate::config::DbConfig;
+use crate::db::WRITER_LOCK_KEY;
+use crate::db::migrate::{MIGRATIONS, Migration};
 use postgres::NoTls;
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -85,10 +87,7 @@ impl DbHints {
     pub(super) fn unreachable(self) -> String {
         format!(
             "is PostgreSQL running? check {}",
-            self.pick(
-                "the host and port in DATABASE_URL",
-                "DB_HOST and DB_PORT"
-            )
+            self.pick("the host and port in DATABASE_URL", "DB_HOST and DB_PORT")
         )
     }
 
@@ -115,10 +114,7 @@ impl DbHints {
     pub(super) fn silent(self) -> String {
         format!(
             "the server accepts connections but does not answer like PostgreSQL: check {}",
-            self.pick(
-                "the host and port in DATABASE_URL",
-                "DB_HOST and DB_PORT"
-            )
+            self.pick("the host and port in DATABASE_URL", "DB_HOST and DB_PORT")
         )
     }
 }
@@ -130,7 +126,11 @@ fn probe(url: &str, timeout: Duration, hints: DbHints) -> Vec<CheckLine> {
         Err(_) => {
             let hint = hints.pick("DATABASE_URL", "DB_HOST, DB_PORT, DB_USER and POSTGRES_DB");
             let hint = format!("check {hint}");
-            return vec![CheckLine::failed(Step::Database, "invalid connection string", hint)];
+            return vec![CheckLine::failed(
+                Step::Database,
+                "invalid connection string",
+                hint,
+            )];
         }
     };
     config.connect_timeout(timeout);
@@ -148,6 +148,9 @@ fn probe(url: &str, timeout: Duration, hints: DbHints) -> Vec<CheckLine> {
         Err(e) => CheckLine::failed(Step::Version, describe(&e), "see the server's log"),
     });
     lines.push(migrations(&mut client));
+    if worker_running(&mut client) == Some(true) {
+        lines.push(CheckLine::ok(Step::WriterLock, "a worker is writing to it"));
+    }
     lines
 }
 
@@ -201,46 +204,89 @@ fn describe(e: &postgres::Error) -> String {
 fn version(client: &mut postgres::Client) -> Result<String, postgres::Error> {
     let row = client.query_one("SHOW server_version", &[])?;
     let full: String = row.try_get(0)?;
-    Ok(full.split_whitespace().next().unwrap_or("unknown").to_string())
+    Ok(full
+        .split_whitespace()
+        .next()
+        .unwrap_or("unknown")
+        .to_string())
 }
 
-/// `migrations applied (version N)`, a warning when none are recorded yet, or the failure.
+/// Compares the recorded migrations with the ones this binary embeds: all applied, a warning
+/// when some (or all) are pending (the worker applies them at start), a failure when the
+/// database was migrated by a newer cryptoworker (the worker would refuse to start).
 fn migrations(client: &mut postgres::Client) -> CheckLine {
-    let query = format!(
-        "SELECT count(*)::bigint, coalesce(max(version), 0)::bigint FROM {MIGRATIONS_TABLE}"
-    );
-    let exists = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&MIGRATIONS_TABLE]);
-    let row = match exists {
-        Ok(row) if !row.try_get::<_, bool>(0).unwrap_or(false) => return not_migrated(),
-        Ok(_) => client.query_one(query.as_str(), &[]),
-        Err(e) => Err(e),
+    let recorded = match recorded_versions(client) {
+        Ok(v) => v,
+        Err(e) => {
+            return CheckLine::failed(
+                Step::Migrations,
+                format!("cannot read {MIGRATIONS_TABLE}: {}", describe(&e)),
+                "the database user needs read access to the worker's tables",
+            );
+        }
     };
-    match row {
-        Ok(row) => match (row.try_get::<_, i64>(0), row.try_get::<_, i64>(1)) {
-            (Ok(0), _) => not_migrated(),
-            (Ok(_), Ok(latest)) => CheckLine::ok(
-                Step::Migrations,
-                format!("migrations applied (version {latest})"),
-            ),
-            (Err(e), _) | (_, Err(e)) => CheckLine::failed(
-                Step::Migrations,
-                format!("unexpected {MIGRATIONS_TABLE} contents: {}", describe(&e)),
-                "the table was not created by cryptoworker; see src/db/migrate.rs",
-            ),
-        },
-        Err(e) => CheckLine::failed(
+    migrations_line(&recorded, MIGRATIONS)
+}
+
+/// The versions recorded in [`MIGRATIONS_TABLE`] (empty when the table does not exist).
+fn recorded_versions(client: &mut postgres::Client) -> Result<Vec<i32>, postgres::Error> {
+    let exists = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&MIGRATIONS_TABLE])?;
+    if !exists.try_get::<_, bool>(0)? {
+        return Ok(Vec::new());
+    }
+    let query = format!("SELECT version FROM {MIGRATIONS_TABLE} ORDER BY version");
+    let rows = client.query(query.as_str(), &[])?;
+    rows.iter().map(|r| r.try_get::<_, i32>(0)).collect()
+}
+
+/// The migrations line for the `recorded` versions against the `known` ones.
+pub(super) fn migrations_line(recorded: &[i32], known: &[Migration]) -> CheckLine {
+    let latest = known.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newer) = recorded
+        .iter()
+        .find(|v| !known.iter().any(|m| m.version == **v))
+    {
+        return CheckLine::failed(
             Step::Migrations,
-            format!("cannot read {MIGRATIONS_TABLE}: {}", describe(&e)),
-            "the user needs read access to the worker's tables",
+            format!(
+                "the database has migration {newer}, unknown to this cryptoworker (it knows up \
+                 to {latest})"
+            ),
+            "it was migrated by a newer cryptoworker: upgrade this one, or use another database",
+        );
+    }
+    let pending = known
+        .iter()
+        .filter(|m| !recorded.contains(&m.version))
+        .count();
+    match (pending, recorded.is_empty()) {
+        (0, _) => CheckLine::ok(
+            Step::Migrations,
+            format!("migrations applied (version {latest})"),
+        ),
+        (_, true) => CheckLine::warning(Step::Migrations, "migrations not applied yet", MIGRATE),
+        (n, false) => CheckLine::warning(
+            Step::Migrations,
+            format!("{n} migration(s) pending (latest is {latest})"),
+            MIGRATE,
         ),
     }
 }
 
-/// The warning for a database the worker has not migrated yet.
-fn not_migrated() -> CheckLine {
-    CheckLine::warning(
-        Step::Migrations,
-        "migrations not applied yet",
-        "the worker applies them when it starts; `cryptoworker migrate` applies them now",
-    )
+/// Whether a running worker holds the writer lock ([`WRITER_LOCK_KEY`]); `None` if unknown.
+fn worker_running(client: &mut postgres::Client) -> Option<bool> {
+    // A bigint advisory key is stored as classid (high 32 bits) and objid (low 32 bits).
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+             AND objsubid = 1 AND granted \
+             AND ((classid::bigint << 32) | objid::bigint) = $1)",
+            &[&WRITER_LOCK_KEY],
+        )
+        .ok()?;
+    row.try_get(0).ok()
 }
+
+/// What to do about pending migrations.
+const MIGRATE: &str =
+    "the worker applies them when it starts; `cryptoworker migrate` applies them now";

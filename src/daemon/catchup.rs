@@ -83,15 +83,29 @@ pub fn observe(ev: &Event, height: &mut Option<u64>, requests: &mut HashMap<Stri
             }
         }
         "new_payment" => {
-            let (Some(id), Some(wallet)) = (ev.data.get("address").and_then(Value::as_str), &ev.wallet) else {
+            let (Some(id), Some(wallet)) =
+                (ev.data.get("address").and_then(Value::as_str), &ev.wallet)
+            else {
                 return;
             };
             let status = ev.data.get("status").and_then(Value::as_i64).unwrap_or(2);
             if !is_open(status) {
                 requests.remove(id);
             } else if requests.len() < MAX_OPEN_REQUESTS || requests.contains_key(id) {
-                let sent_amount = ev.data.get("sent_amount").and_then(Value::as_str).unwrap_or("0").to_string();
-                requests.insert(id.to_string(), OpenRequest { wallet: wallet.clone(), status, sent_amount });
+                let sent_amount = ev
+                    .data
+                    .get("sent_amount")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0")
+                    .to_string();
+                requests.insert(
+                    id.to_string(),
+                    OpenRequest {
+                        wallet: wallet.clone(),
+                        status,
+                        sent_amount,
+                    },
+                );
             }
         }
         _ => {}
@@ -122,7 +136,9 @@ pub fn on_get_request(
     let v = match answer {
         Ok(v) => v,
         Err(CallError::Rpc(e)) if is_not_found(&e.message) => {
-            log::warn!("[WORKER] Payment request {id} on {coin} is no longer known to the daemon; marked gone");
+            log::warn!(
+                "[WORKER] Payment request {id} on {coin} is no longer known to the daemon; marked gone"
+            );
             requests.remove(id);
             return None;
         }
@@ -148,10 +164,16 @@ pub fn on_get_request(
         Event::new(coin.clone(), "new_payment", Some(known.wallet))
             .with("address", json!(id))
             .with("status", json!(status))
-            .with("status_str", v.get("status_str").cloned().unwrap_or(Value::Null))
+            .with(
+                "status_str",
+                v.get("status_str").cloned().unwrap_or(Value::Null),
+            )
             .with("tx_hashes", tx_hashes)
             .with("sent_amount", json!(sent_amount))
-            .with("contract", v.get("contract").cloned().unwrap_or(Value::Null))
+            .with(
+                "contract",
+                v.get("contract").cloned().unwrap_or(Value::Null),
+            )
             .with("recovered", json!(true)),
     )
 }
@@ -173,15 +195,24 @@ mod tests {
     #[test]
     fn token_wallets_split_into_xpub_and_contract() {
         assert_eq!(xpub_param("zpub6r"), json!("zpub6r"));
-        assert_eq!(xpub_param("0xAb_0xdA"), json!({"xpub": "0xAb", "contract": "0xdA"}));
+        assert_eq!(
+            xpub_param("0xAb_0xdA"),
+            json!({"xpub": "0xAb", "contract": "0xdA"})
+        );
         assert_eq!(get_request_call(Family::Eth, "r", "w").0, "getrequest");
-        assert_eq!(get_request_call(Family::Btc, "r", "w").1, json!(["r", {"xpub": "w"}]));
+        assert_eq!(
+            get_request_call(Family::Btc, "r", "w").1,
+            json!(["r", {"xpub": "w"}])
+        );
     }
 
     #[test]
     fn a_moved_height_gives_a_recovered_block() {
         let info = json!({"blockchain_height": 105, "connected": true});
-        assert!(on_getinfo(&coin(), None, &info).is_none(), "no previous height: nothing to recover");
+        assert!(
+            on_getinfo(&coin(), None, &info).is_none(),
+            "no previous height: nothing to recover"
+        );
         assert!(on_getinfo(&coin(), Some(105), &info).is_none());
         let ev = on_getinfo(&coin(), Some(100), &info).unwrap();
         assert_eq!(ev.data["height"], 105);
@@ -205,8 +236,16 @@ mod tests {
         assert_eq!(reqs.len(), 2);
         observe(&pay("r1", 3, "0.1"), &mut h, &mut reqs);
         assert!(!reqs.contains_key("r1"));
-        observe(&Event::new(coin(), "new_block", None).with("height", json!(7)), &mut h, &mut reqs);
-        observe(&Event::new(coin(), "new_block", None).with("height", json!(5)), &mut h, &mut reqs);
+        observe(
+            &Event::new(coin(), "new_block", None).with("height", json!(7)),
+            &mut h,
+            &mut reqs,
+        );
+        observe(
+            &Event::new(coin(), "new_block", None).with("height", json!(5)),
+            &mut h,
+            &mut reqs,
+        );
         assert_eq!(h, Some(7));
     }
 
@@ -214,7 +253,12 @@ mod tests {
     fn reconciliation_emits_only_when_something_moved() {
         let mut reqs = HashMap::new();
         observe(&pay("r1", 7, "0.1"), &mut None, &mut reqs);
-        let same = on_get_request(&coin(), &mut reqs, "r1", Ok(json!({"status": 7, "sent_amount": "0.1"})));
+        let same = on_get_request(
+            &coin(),
+            &mut reqs,
+            "r1",
+            Ok(json!({"status": 7, "sent_amount": "0.1"})),
+        );
         assert!(same.is_none());
         let moved = on_get_request(&coin(), &mut reqs, "r1", Ok(json!({"status": 3, "status_str": "Paid", "sent_amount": "0.1", "tx_hashes": ["ab"]}))).unwrap();
         assert_eq!(moved.data["status"], 3);
@@ -230,7 +274,10 @@ mod tests {
         let timeout = on_get_request(&coin(), &mut reqs, "r1", Err(CallError::Timeout));
         assert!(timeout.is_none());
         assert!(reqs.contains_key("r1"));
-        let gone = Err(CallError::Rpc(RpcError { code: -32603, message: "Exception: Request not found".into() }));
+        let gone = Err(CallError::Rpc(RpcError {
+            code: -32603,
+            message: "Exception: Request not found".into(),
+        }));
         assert!(on_get_request(&coin(), &mut reqs, "r1", gone).is_none());
         assert!(reqs.is_empty());
     }

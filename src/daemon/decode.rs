@@ -41,7 +41,10 @@ pub fn decode_frame(text: &str, coin: &Arc<str>, family: Family) -> Result<Decod
         return Err(DecodeError("envelope has no `updates` list".into()));
     };
     if updates.len() > MAX_UPDATES {
-        return Err(DecodeError(format!("{} updates in one frame", updates.len())));
+        return Err(DecodeError(format!(
+            "{} updates in one frame",
+            updates.len()
+        )));
     }
     let wallet = match env.remove("wallet") {
         None | Some(Value::Null) => None,
@@ -213,13 +216,22 @@ mod tests {
 
     #[test]
     fn block() {
-        let ev = one(r#"{"updates":[{"event":"new_block","height":861234}],"wallet":null,"currency":"BTC"}"#, Family::Btc);
-        assert_eq!(Value::Object(ev.data), json!({"event":"new_block","coin":"BTC","height":861234}));
+        let ev = one(
+            r#"{"updates":[{"event":"new_block","height":861234}],"wallet":null,"currency":"BTC"}"#,
+            Family::Btc,
+        );
+        assert_eq!(
+            Value::Object(ev.data),
+            json!({"event":"new_block","coin":"BTC","height":861234})
+        );
     }
 
     #[test]
     fn btc_transaction_waits_for_enrichment() {
-        let ev = one(r#"{"updates":[{"event":"new_transaction","tx":"5e3f"}],"wallet":"zpub6r","currency":"BTC"}"#, Family::Btc);
+        let ev = one(
+            r#"{"updates":[{"event":"new_transaction","tx":"5e3f"}],"wallet":"zpub6r","currency":"BTC"}"#,
+            Family::Btc,
+        );
         assert_eq!(ev.data["tx_hash"], "5e3f");
         assert_eq!(ev.data["wallet"], "zpub6r");
         assert_eq!(ev.data["data"]["amount"], Value::Null);
@@ -228,8 +240,14 @@ mod tests {
 
     #[test]
     fn eth_transaction_uses_its_own_fields() {
-        let ev = one(r#"{"updates":[{"event":"new_transaction","tx":"0x8c","from_address":"0x5A","to":"0xAb","amount":"25.000000","contract":"0xdA"}],"wallet":"0xAb_0xdA","currency":"ETH"}"#, Family::Eth);
-        assert_eq!(ev.data["data"], json!({"amount":"25.000000","from_address":"0x5A","to_address":"0xAb","confirmations":null,"contract":"0xdA"}));
+        let ev = one(
+            r#"{"updates":[{"event":"new_transaction","tx":"0x8c","from_address":"0x5A","to":"0xAb","amount":"25.000000","contract":"0xdA"}],"wallet":"0xAb_0xdA","currency":"ETH"}"#,
+            Family::Eth,
+        );
+        assert_eq!(
+            ev.data["data"],
+            json!({"amount":"25.000000","from_address":"0x5A","to_address":"0xAb","confirmations":null,"contract":"0xdA"})
+        );
         let meta = ev.meta();
         let addrs: Vec<&str> = meta.addresses.iter().map(|a| &**a).collect();
         assert_eq!(addrs, ["0x5A", "0xAb"]);
@@ -237,7 +255,10 @@ mod tests {
 
     #[test]
     fn payment_with_string_status_and_numeric_amount() {
-        let ev = one(r#"{"updates":[{"event":"new_payment","address":"bitcoincash:qq","status":"Paid","status_str":"Paid","tx_hashes":["ab"],"sent_amount":0.5}],"wallet":"w","currency":"BCH"}"#, Family::Btc);
+        let ev = one(
+            r#"{"updates":[{"event":"new_payment","address":"bitcoincash:qq","status":"Paid","status_str":"Paid","tx_hashes":["ab"],"sent_amount":0.5}],"wallet":"w","currency":"BCH"}"#,
+            Family::Btc,
+        );
         assert_eq!(ev.data["status"], 3);
         assert_eq!(ev.data["sent_amount"], "0.5");
         assert_eq!(ev.data["contract"], Value::Null);
@@ -246,18 +267,34 @@ mod tests {
 
     #[test]
     fn verified_and_unknown_events() {
-        let ev = one(r#"{"updates":[{"event":"verified_tx","tx":"ab","height":5}],"wallet":"w","currency":"BTC"}"#, Family::Btc);
+        let ev = one(
+            r#"{"updates":[{"event":"verified_tx","tx":"ab","height":5}],"wallet":"w","currency":"BTC"}"#,
+            Family::Btc,
+        );
         assert_eq!(ev.data["height"], 5);
-        let ev = one(r#"{"updates":[{"event":"channel_open","peer":"x","coin":"spoof"}],"wallet":null,"currency":"BTC"}"#, Family::Btc);
+        let ev = one(
+            r#"{"updates":[{"event":"channel_open","peer":"x","coin":"spoof"}],"wallet":null,"currency":"BTC"}"#,
+            Family::Btc,
+        );
         assert_eq!(ev.name, "channel_open");
         assert_eq!(ev.data["peer"], "x");
-        assert_eq!(ev.data["coin"], "BTC", "a daemon field never overrides ours");
+        assert_eq!(
+            ev.data["coin"], "BTC",
+            "a daemon field never overrides ours"
+        );
     }
 
     #[test]
     fn bad_frames_are_errors_not_panics() {
-        for bad in ["", "nonsense", "[]", "3", r#"{"updates":{}}"#, r#"{"wallet":null}"#,
-                    r#"{"updates":[],"wallet":5}"#] {
+        for bad in [
+            "",
+            "nonsense",
+            "[]",
+            "3",
+            r#"{"updates":{}}"#,
+            r#"{"wallet":null}"#,
+            r#"{"updates":[],"wallet":5}"#,
+        ] {
             assert!(decode_frame(bad, &btc(), Family::Btc).is_err(), "{bad}");
         }
     }

@@ -75,13 +75,21 @@ impl OrderedQueue {
     /// Appends an event that needs nothing more.
     pub fn push_ready(&mut self, event: Event) {
         let ticket = self.ticket();
-        self.entries.push_back(Pending { ticket, event, waiting: false });
+        self.entries.push_back(Pending {
+            ticket,
+            event,
+            waiting: false,
+        });
     }
 
     /// Appends an event that waits for a lookup; returns its ticket.
     pub fn push_waiting(&mut self, event: Event) -> u64 {
         let ticket = self.ticket();
-        self.entries.push_back(Pending { ticket, event, waiting: true });
+        self.entries.push_back(Pending {
+            ticket,
+            event,
+            waiting: true,
+        });
         ticket
     }
 
@@ -144,16 +152,29 @@ mod tests {
         assert_eq!(d["amount"], "1.50018000");
         assert_eq!(d["to_address"], "bc1a");
         assert_eq!(d["confirmations"], 2);
-        assert_eq!(d["outputs"][1], json!({"address": "bc1b", "amount": "1.50000000"}));
+        assert_eq!(
+            d["outputs"][1],
+            json!({"address": "bc1b", "amount": "1.50000000"})
+        );
     }
 
     #[test]
     fn eth_lookup_only_adds_confirmations() {
         let mut ev = Event::new("ETH".into(), "new_transaction", Some("w".into()))
             .with("tx_hash", json!("0x1"))
-            .with("data", json!({"amount": "1.0", "to_address": "0xa", "confirmations": null}));
-        apply(&mut ev, Family::Eth, &json!({"confirmations": 5, "outputs": [{"value_sats": 1}]}));
-        assert_eq!(ev.data["data"], json!({"amount": "1.0", "to_address": "0xa", "confirmations": 5}));
+            .with(
+                "data",
+                json!({"amount": "1.0", "to_address": "0xa", "confirmations": null}),
+            );
+        apply(
+            &mut ev,
+            Family::Eth,
+            &json!({"confirmations": 5, "outputs": [{"value_sats": 1}]}),
+        );
+        assert_eq!(
+            ev.data["data"],
+            json!({"amount": "1.0", "to_address": "0xa", "confirmations": 5})
+        );
         assert!(lookup_for(&Event::new("ETH".into(), "new_block", None), Family::Eth).is_none());
     }
 
@@ -161,7 +182,12 @@ mod tests {
     fn garbage_answers_change_nothing() {
         let mut ev = btc_tx("ab");
         let before = ev.clone();
-        for a in [json!(null), json!("x"), json!({"outputs": "no"}), json!({"confirmations": "2"})] {
+        for a in [
+            json!(null),
+            json!("x"),
+            json!({"outputs": "no"}),
+            json!({"confirmations": "2"}),
+        ] {
             apply(&mut ev, Family::Btc, &a);
         }
         assert_eq!(ev, before);
@@ -183,7 +209,10 @@ mod tests {
             e.data.insert("x".into(), json!(1));
         });
         q.pop_ready(&mut out);
-        let hashes: Vec<&str> = out.iter().map(|e| e.data["tx_hash"].as_str().unwrap()).collect();
+        let hashes: Vec<&str> = out
+            .iter()
+            .map(|e| e.data["tx_hash"].as_str().unwrap())
+            .collect();
         assert_eq!(hashes, ["1", "2", "3"]);
         assert_eq!(out[0].data["x"], 1);
         assert!(q.is_empty());

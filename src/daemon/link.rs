@@ -170,10 +170,10 @@ impl DaemonLink {
             LinkState::Open { ws, .. } if now >= self.next_ping => {
                 self.next_ping = now + self.ping_interval;
                 let sent = ws.write(Message::Ping(Vec::new().into()));
-                if let Err(e) = sent.and_then(|_| ws.flush()) {
-                    if !is_would_block(&e) {
-                        self.fail(format!("ping failed: {e}"), now, out);
-                    }
+                if let Err(e) = sent.and_then(|_| ws.flush())
+                    && !is_would_block(&e)
+                {
+                    self.fail(format!("ping failed: {e}"), now, out);
                 }
             }
             _ => {}
@@ -185,19 +185,31 @@ impl DaemonLink {
             Some(addr) => self.connect(addr, now, out),
             None => {
                 self.state = LinkState::Resolving { since: now };
-                out.push(LinkOutput::Resolve(self.config.host.clone(), self.config.port));
+                out.push(LinkOutput::Resolve(
+                    self.config.host.clone(),
+                    self.config.port,
+                ));
             }
         }
     }
 
     /// The resolver's answer for a `Resolve` request.
-    pub fn resolved(&mut self, result: io::Result<SocketAddr>, now: Instant, out: &mut Vec<LinkOutput>) {
+    pub fn resolved(
+        &mut self,
+        result: io::Result<SocketAddr>,
+        now: Instant,
+        out: &mut Vec<LinkOutput>,
+    ) {
         if !matches!(self.state, LinkState::Resolving { .. }) {
             return;
         }
         match result {
             Ok(addr) => self.connect(addr, now, out),
-            Err(e) => self.fail(format!("cannot resolve {}: {e}", self.config.host), now, out),
+            Err(e) => self.fail(
+                format!("cannot resolve {}: {e}", self.config.host),
+                now,
+                out,
+            ),
         }
     }
 
@@ -243,7 +255,12 @@ impl DaemonLink {
     }
 
     fn begin_handshake(&mut self) {
-        let state = std::mem::replace(&mut self.state, LinkState::Backoff { until: Instant::now() });
+        let state = std::mem::replace(
+            &mut self.state,
+            LinkState::Backoff {
+                until: Instant::now(),
+            },
+        );
         if let LinkState::Connecting { stream, since } = state {
             let key = http::websocket_key();
             let to_send = http::websocket_request(
@@ -264,7 +281,14 @@ impl DaemonLink {
     }
 
     fn handshake(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), String> {
-        let LinkState::Handshaking { stream, to_send, received, key, .. } = &mut self.state else {
+        let LinkState::Handshaking {
+            stream,
+            to_send,
+            received,
+            key,
+            ..
+        } = &mut self.state
+        else {
             return Ok(());
         };
         while !to_send.is_empty() {
@@ -297,8 +321,14 @@ impl DaemonLink {
                     e.message,
                     c = self.coin
                 ),
-                Some(e) => format!("upgrade refused with HTTP {status}: {} ({})", e.message, e.code),
-                None => format!("upgrade refused with HTTP {status}; check {}_HOST/{}_PORT point at a Bitcart daemon", self.coin, self.coin),
+                Some(e) => format!(
+                    "upgrade refused with HTTP {status}: {} ({})",
+                    e.message, e.code
+                ),
+                None => format!(
+                    "upgrade refused with HTTP {status}; check {}_HOST/{}_PORT point at a Bitcart daemon",
+                    self.coin, self.coin
+                ),
             }),
         }
     }
@@ -313,7 +343,10 @@ impl DaemonLink {
             .max_message_size(Some(MAX_DAEMON_MESSAGE))
             .max_frame_size(Some(MAX_DAEMON_MESSAGE));
         let ws = WebSocket::from_partially_read(stream, leftover, Role::Client, Some(config));
-        self.state = LinkState::Open { ws: Box::new(ws), since: now };
+        self.state = LinkState::Open {
+            ws: Box::new(ws),
+            since: now,
+        };
         self.last_rx = now;
         self.next_ping = now + self.ping_interval;
         self.stats.connected = true;
@@ -336,7 +369,10 @@ impl DaemonLink {
                 }
                 Ok(Message::Close(frame)) => {
                     let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
-                    return Err(format!("daemon closed the stream ({})", why.unwrap_or_default()));
+                    return Err(format!(
+                        "daemon closed the stream ({})",
+                        why.unwrap_or_default()
+                    ));
                 }
                 Ok(_) => self.last_rx = now,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -366,12 +402,24 @@ impl DaemonLink {
         self.stats.connected = false;
         if was_open {
             self.stats.reconnects += 1;
-            log::warn!("[WORKER] Disconnected from {}: {reason}; retrying in {:.1}s", self.coin, delay.as_secs_f64());
+            log::warn!(
+                "[WORKER] Disconnected from {}: {reason}; retrying in {:.1}s",
+                self.coin,
+                delay.as_secs_f64()
+            );
         } else if !self.streak_logged {
             self.streak_logged = true;
-            log::error!("[WORKER] Cannot connect to {} at {}: {reason}; retrying with backoff", self.coin, self.url());
+            log::error!(
+                "[WORKER] Cannot connect to {} at {}: {reason}; retrying with backoff",
+                self.coin,
+                self.url()
+            );
         } else {
-            log::debug!("[WORKER] {} still unreachable: {reason}; next try in {:.1}s", self.coin, delay.as_secs_f64());
+            log::debug!(
+                "[WORKER] {} still unreachable: {reason}; next try in {:.1}s",
+                self.coin,
+                delay.as_secs_f64()
+            );
         }
         if was_open || !self.down_reported {
             self.down_reported = true;
@@ -417,9 +465,15 @@ fn read_available(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize) -> Re
 
 /// `host:port` when `host` is an IP literal or `localhost` (no resolver needed).
 fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
-    let host = if host.eq_ignore_ascii_case("localhost") { "127.0.0.1" } else { host };
+    let host = if host.eq_ignore_ascii_case("localhost") {
+        "127.0.0.1"
+    } else {
+        host
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -428,8 +482,14 @@ mod tests {
 
     #[test]
     fn literal_hosts_need_no_resolver() {
-        assert_eq!(literal_addr("localhost", 5000), Some("127.0.0.1:5000".parse().unwrap()));
-        assert_eq!(literal_addr("10.0.0.2", 1), Some("10.0.0.2:1".parse().unwrap()));
+        assert_eq!(
+            literal_addr("localhost", 5000),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(
+            literal_addr("10.0.0.2", 1),
+            Some("10.0.0.2:1".parse().unwrap())
+        );
         assert_eq!(literal_addr("[::1]", 2), Some("[::1]:2".parse().unwrap()));
         assert_eq!(literal_addr("bitcoin", 5000), None);
     }

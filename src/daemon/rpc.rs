@@ -105,25 +105,47 @@ impl<P> RpcPool<P> {
     }
 
     /// Queues a call; `Err` (with the purpose back) when the queue is full.
-    pub fn call(&mut self, method: &'static str, params: Value, purpose: P, now: Instant) -> Result<(), P> {
+    pub fn call(
+        &mut self,
+        method: &'static str,
+        params: Value,
+        purpose: P,
+        now: Instant,
+    ) -> Result<(), P> {
         if self.queue.len() >= MAX_QUEUED {
             return Err(purpose);
         }
         let id = self.next_id;
         self.next_id += 1;
         let body = rpc_body(id, method, params);
-        self.queue.push_back(Call { method, body, purpose, deadline: now + self.timeout });
+        self.queue.push_back(Call {
+            method,
+            body,
+            purpose,
+            deadline: now + self.timeout,
+        });
         Ok(())
     }
 
     /// Calls queued or in flight.
     pub fn pending(&self) -> usize {
-        self.queue.len() + self.conns.iter().flatten().filter(|c| c.call.is_some()).count()
+        self.queue.len()
+            + self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| c.call.is_some())
+                .count()
     }
 
     /// Assigns queued calls to idle connections, opening new ones (to `addr`) as needed.
     /// Returns the slots whose new socket must be registered.
-    pub fn dispatch(&mut self, addr: Option<SocketAddr>, registered: &mut Vec<usize>, done: &mut Vec<RpcDone<P>>) {
+    pub fn dispatch(
+        &mut self,
+        addr: Option<SocketAddr>,
+        registered: &mut Vec<usize>,
+        done: &mut Vec<RpcDone<P>>,
+    ) {
         for slot in 0..self.conns.len() {
             if self.queue.is_empty() {
                 return;
@@ -139,12 +161,22 @@ impl<P> RpcPool<P> {
                 match TcpStream::connect(addr) {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
-                        self.conns[slot] = Some(Conn { stream, out: Vec::new(), inbuf: Vec::new(), call: None, connected: false });
+                        self.conns[slot] = Some(Conn {
+                            stream,
+                            out: Vec::new(),
+                            inbuf: Vec::new(),
+                            call: None,
+                            connected: false,
+                        });
                         registered.push(slot);
                     }
                     Err(e) => {
                         if let Some(call) = self.queue.pop_front() {
-                            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Transport(e.to_string())) });
+                            done.push(RpcDone {
+                                purpose: call.purpose,
+                                method: call.method,
+                                result: Err(CallError::Transport(e.to_string())),
+                            });
                         }
                         continue;
                     }
@@ -176,7 +208,12 @@ impl<P> RpcPool<P> {
                 Ok(_) => conn.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(_) => {
-                    let why = conn.stream.take_error().ok().flatten().map_or("connect failed".to_string(), |e| e.to_string());
+                    let why = conn
+                        .stream
+                        .take_error()
+                        .ok()
+                        .flatten()
+                        .map_or("connect failed".to_string(), |e| e.to_string());
                     return self.drop_conn(slot, CallError::Transport(why), done);
                 }
             }
@@ -185,7 +222,11 @@ impl<P> RpcPool<P> {
             Ok(None) => {}
             Ok(Some((outcome, keep_alive))) => {
                 if let Some(call) = conn.call.take() {
-                    done.push(RpcDone { purpose: call.purpose, method: call.method, result: outcome });
+                    done.push(RpcDone {
+                        purpose: call.purpose,
+                        method: call.method,
+                        result: outcome,
+                    });
                 }
                 if !keep_alive {
                     self.conns[slot] = None;
@@ -199,7 +240,11 @@ impl<P> RpcPool<P> {
         if let Some(Some(conn)) = self.conns.get_mut(slot).map(Option::take)
             && let Some(call) = conn.call
         {
-            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(err) });
+            done.push(RpcDone {
+                purpose: call.purpose,
+                method: call.method,
+                result: Err(err),
+            });
         }
     }
 
@@ -207,11 +252,18 @@ impl<P> RpcPool<P> {
     pub fn expire(&mut self, now: Instant, done: &mut Vec<RpcDone<P>>) {
         while self.queue.front().is_some_and(|c| c.deadline <= now) {
             if let Some(call) = self.queue.pop_front() {
-                done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Timeout) });
+                done.push(RpcDone {
+                    purpose: call.purpose,
+                    method: call.method,
+                    result: Err(CallError::Timeout),
+                });
             }
         }
         for slot in 0..self.conns.len() {
-            let late = self.conns[slot].as_ref().and_then(|c| c.call.as_ref()).is_some_and(|c| c.deadline <= now);
+            let late = self.conns[slot]
+                .as_ref()
+                .and_then(|c| c.call.as_ref())
+                .is_some_and(|c| c.deadline <= now);
             if late {
                 self.drop_conn(slot, CallError::Timeout, done);
             }
@@ -220,8 +272,17 @@ impl<P> RpcPool<P> {
 
     /// The earliest call deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        let in_flight = self.conns.iter().flatten().filter_map(|c| c.call.as_ref().map(|c| c.deadline));
-        self.queue.front().map(|c| c.deadline).into_iter().chain(in_flight).min()
+        let in_flight = self
+            .conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.call.as_ref().map(|c| c.deadline));
+        self.queue
+            .front()
+            .map(|c| c.deadline)
+            .into_iter()
+            .chain(in_flight)
+            .min()
     }
 
     /// Drops every connection and fails every call (the daemon went away).
@@ -230,7 +291,11 @@ impl<P> RpcPool<P> {
             self.drop_conn(slot, CallError::Transport(why.to_string()), done);
         }
         while let Some(call) = self.queue.pop_front() {
-            done.push(RpcDone { purpose: call.purpose, method: call.method, result: Err(CallError::Transport(why.to_string())) });
+            done.push(RpcDone {
+                purpose: call.purpose,
+                method: call.method,
+                result: Err(CallError::Transport(why.to_string())),
+            });
         }
     }
 }
@@ -270,7 +335,11 @@ fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
         }
     }
     if conn.call.is_none() {
-        return if eof { Err("closed by daemon".into()) } else { Ok(None) };
+        return if eof {
+            Err("closed by daemon".into())
+        } else {
+            Ok(None)
+        };
     }
     let response = match parse_response(&conn.inbuf, MAX_BODY, eof) {
         Ok(Some(r)) => r,
@@ -281,7 +350,10 @@ fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
     let outcome = match decode_rpc_body(&response.body) {
         Ok((_, RpcOutcome::Result(v))) => Ok(v),
         Ok((_, RpcOutcome::Error(e))) => Err(CallError::Rpc(e)),
-        Err(e) => Err(CallError::Transport(format!("bad JSON-RPC answer (HTTP {}): {e:?}", response.status))),
+        Err(e) => Err(CallError::Transport(format!(
+            "bad JSON-RPC answer (HTTP {}): {e:?}",
+            response.status
+        ))),
     };
     Ok(Some((outcome, response.keep_alive && !eof)))
 }

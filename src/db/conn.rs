@@ -22,9 +22,11 @@ pub const WRITER_LOCK_KEY: i64 = 0x6377_7772_6974_0001;
 /// `application_name=cryptoworker`, a 5 s connect timeout, TCP keepalives after 30 s idle and a
 /// 30 s TCP user timeout (so a dead link fails a blocked write instead of hanging it).
 pub(crate) fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
-    let mut c: postgres::Config = url
-        .parse()
-        .map_err(|e| DbError::Config(format!("DATABASE_URL is not a valid connection string: {e}")))?;
+    let mut c: postgres::Config = url.parse().map_err(|e| {
+        DbError::Config(format!(
+            "DATABASE_URL is not a valid connection string: {e}"
+        ))
+    })?;
     if c.get_application_name().is_none() {
         c.application_name("cryptoworker");
     }
@@ -34,6 +36,9 @@ pub(crate) fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
     if c.get_tcp_user_timeout().is_none() {
         c.tcp_user_timeout(Duration::from_secs(30));
     }
+    c.notice_callback(|n| {
+        log::debug!("[DB] PostgreSQL {}: {}", n.severity(), n.message());
+    });
     c.keepalives(true);
     c.keepalives_idle(Duration::from_secs(30));
     Ok(c)
@@ -54,7 +59,8 @@ pub(crate) fn try_lock(client: &mut Client) -> Result<bool, postgres::Error> {
 pub(crate) fn lock_holder(client: &mut Client) -> String {
     let hi = WRITER_LOCK_KEY >> 32;
     let lo = WRITER_LOCK_KEY & 0xffff_ffff;
-    let q = "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'),
+    let q =
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'),
                     current_database()
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted
@@ -246,7 +252,9 @@ impl Shared {
         match self.messages.send_timeout(msg, Duration::from_secs(2)) {
             Ok(()) => (self.wake)(),
             Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
-                log::warn!("[DB] Reactor message queue full for 2 s; a database message was dropped")
+                log::warn!(
+                    "[DB] Reactor message queue full for 2 s; a database message was dropped"
+                )
             }
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {}
         }
@@ -298,7 +306,10 @@ mod tests {
         let c = pg_config("postgres://u@127.0.0.1:5432/db").unwrap();
         assert_eq!(c.get_application_name(), Some("cryptoworker"));
         assert_eq!(c.get_dbname(), Some("db"));
-        assert!(matches!(pg_config("postgres://u@h:notaport/db"), Err(DbError::Config(_))));
+        assert!(matches!(
+            pg_config("postgres://u@h:notaport/db"),
+            Err(DbError::Config(_))
+        ));
     }
 
     #[test]

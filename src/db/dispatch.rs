@@ -114,7 +114,10 @@ impl Dispatcher {
     fn route(&mut self, ev: Arc<Published>) {
         let direct = self.spool.is_empty() && self.replay.is_none() && self.shared.ready();
         let ev = match (&self.writer_tx, direct) {
-            (Some(tx), true) => match tx.try_send(WJob { ev, origin: Origin::Live }) {
+            (Some(tx), true) => match tx.try_send(WJob {
+                ev,
+                origin: Origin::Live,
+            }) {
                 Ok(()) => return,
                 Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => j.ev,
             },
@@ -154,7 +157,9 @@ impl Dispatcher {
                 for job in jobs {
                     match job.origin {
                         Origin::Live => self.spool_live(&job.ev),
-                        Origin::Spool(g) if self.replay.as_ref().is_some_and(|r| r.generation == g) => {
+                        Origin::Spool(g)
+                            if self.replay.as_ref().is_some_and(|r| r.generation == g) =>
+                        {
                             self.abort_replay("a writer lost its connection")
                         }
                         Origin::Spool(_) => {}
@@ -219,7 +224,10 @@ impl Dispatcher {
         if let Some(r) = self.replay.take() {
             log::warn!("[DB] Spool replay interrupted ({why}); it will restart");
             drop(r);
-            self.shared.stats.spooled.store(self.spool.lines(), Ordering::Relaxed);
+            self.shared
+                .stats
+                .spooled
+                .store(self.spool.lines(), Ordering::Relaxed);
             self.replay_after = Instant::now() + REPLAY_RETRY;
         }
     }
@@ -238,7 +246,10 @@ impl Dispatcher {
             let job = match r.pending.take() {
                 Some(j) => j,
                 None => match r.reader.next_event(limit) {
-                    Ok(Some(Ok(ev))) => WJob { ev: Arc::new(ev), origin: Origin::Spool(r.generation) },
+                    Ok(Some(Ok(ev))) => WJob {
+                        ev: Arc::new(ev),
+                        origin: Origin::Spool(r.generation),
+                    },
                     Ok(Some(Err(why))) => {
                         log::warn!("[DB] Skipping an unreadable spool line: {why}");
                         DbStats::sub(&self.shared.stats.spooled, 1);
@@ -307,7 +318,10 @@ impl Dispatcher {
         let give_up = self.shared.deadline().unwrap_or_else(Instant::now) + GRACE;
         loop {
             let left = give_up.saturating_duration_since(Instant::now());
-            match self.feedback.recv_timeout(left.min(Duration::from_millis(100))) {
+            match self
+                .feedback
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(f) => self.on_feedback(f),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) if left.is_zero() => {
@@ -322,7 +336,10 @@ impl Dispatcher {
             log::error!("[DB] Cannot fsync the spool at shutdown: {e}");
         }
         // Whatever is in the file now waits for the next start.
-        self.shared.stats.spooled.store(self.spool.lines(), Ordering::Relaxed);
+        self.shared
+            .stats
+            .spooled
+            .store(self.spool.lines(), Ordering::Relaxed);
         let s = self.shared.stats.snapshot();
         log::info!(
             "[DB] Persistence stopped: {} events written, {} left in the spool, {} dropped",

@@ -34,9 +34,8 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x6377_6d69_6772_0001;
 
 /// Applies every pending migration; returns the names applied now (empty when up to date).
 pub fn run(client: &mut Client) -> Result<Vec<String>, DbError> {
-    let err = |what: &str, e: postgres::Error| {
-        DbError::Migration(format!("{what}: {}", describe(&e)))
-    };
+    let err =
+        |what: &str, e: postgres::Error| DbError::Migration(format!("{what}: {}", describe(&e)));
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .map_err(|e| err("taking the migration lock", e))?;
@@ -49,18 +48,26 @@ pub fn run(client: &mut Client) -> Result<Vec<String>, DbError> {
 
 /// The body of [`run`], called with the migration lock held.
 fn apply_pending(client: &mut Client) -> Result<Vec<String>, DbError> {
-    let err = |what: String, e: postgres::Error| {
-        DbError::Migration(format!("{what}: {}", describe(&e)))
-    };
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS cryptoworker_migrations (
-                 version integer PRIMARY KEY,
-                 name text NOT NULL,
-                 checksum text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
+    let err =
+        |what: String, e: postgres::Error| DbError::Migration(format!("{what}: {}", describe(&e)));
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('cryptoworker_migrations') IS NOT NULL",
+            &[],
         )
-        .map_err(|e| err("creating cryptoworker_migrations".into(), e))?;
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| err("looking for cryptoworker_migrations".into(), e))?;
+    if !exists {
+        client
+            .batch_execute(
+                "CREATE TABLE cryptoworker_migrations (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     checksum text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .map_err(|e| err("creating cryptoworker_migrations".into(), e))?;
+    }
     let rows = client
         .query(
             "SELECT version, name, checksum FROM cryptoworker_migrations ORDER BY version",
@@ -138,7 +145,11 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named_after_their_version() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
             assert!(m.name.ends_with(".sql"));
             assert!(!m.sql.trim().is_empty());
         }

@@ -155,8 +155,7 @@ impl Db {
     /// Applies pending migrations (`cryptoworker migrate`); returns the file names applied now.
     pub fn migrate(url: &str) -> Result<Vec<String>, DbError> {
         let pg = conn::pg_config(url)?;
-        let mut client = conn::connect(&pg)
-            .map_err(|e| DbError::Connect(error::describe(&e)))?;
+        let mut client = conn::connect(&pg).map_err(|e| DbError::Connect(error::describe(&e)))?;
         migrate::run(&mut client)
     }
 }
@@ -202,7 +201,11 @@ impl DbHandle {
         let sent = self.reader.as_ref().map(|r| r.try_send(job));
         if !matches!(sent, Some(Ok(()))) {
             let result = Err("database query queue full or closed; retry later".to_string());
-            if self.messages.try_send(DbMessage::Events { query_id, result }).is_ok() {
+            if self
+                .messages
+                .try_send(DbMessage::Events { query_id, result })
+                .is_ok()
+            {
                 (self.shared.wake)();
             }
         }

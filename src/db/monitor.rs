@@ -246,7 +246,9 @@ fn request(r: &postgres::Row) -> Option<PaymentRequest> {
             contract: r.try_get(2)?,
             request_id: r.try_get(3)?,
             status: r.try_get(4)?,
-            sent_amount: r.try_get::<_, Option<String>>(5)?.unwrap_or_else(|| "0".into()),
+            sent_amount: r
+                .try_get::<_, Option<String>>(5)?
+                .unwrap_or_else(|| "0".into()),
             tx_hashes: hashes.unwrap_or_default().into_iter().flatten().collect(),
             confirmations: r.try_get(7)?,
         })

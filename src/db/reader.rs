@@ -6,9 +6,9 @@
 //! with a silent hole: when the rows found are not contiguous from `after_seq + 1` while events are
 //! still queued or spooled, it answers an error ("retry") instead of a partial list.
 
+use super::DbMessage;
 use super::conn::{Shared, connect};
 use super::error::{Failure, classify, describe};
-use super::DbMessage;
 use crate::event::{EventMeta, Published};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use postgres::Client;
@@ -24,7 +24,12 @@ pub const MAX_QUERY_ROWS: u64 = 100_000;
 #[derive(Debug)]
 pub(crate) enum ReaderJob {
     /// Events of `epoch` with `after < seq <= up_to`.
-    Query { query_id: u64, epoch: String, after: u64, up_to: u64 },
+    Query {
+        query_id: u64,
+        epoch: String,
+        after: u64,
+        up_to: u64,
+    },
     /// Leave this request out of the open set from now on.
     Gone { coin: String, request_id: String },
 }
@@ -40,14 +45,24 @@ pub(crate) struct Reader {
 impl Reader {
     /// A reader fed by `jobs`.
     pub fn new(pg: postgres::Config, jobs: Receiver<ReaderJob>, shared: Arc<Shared>) -> Reader {
-        Reader { pg, jobs, shared, client: None }
+        Reader {
+            pg,
+            jobs,
+            shared,
+            client: None,
+        }
     }
 
     /// The thread body: ends when the job queue closes or shutdown stops background threads.
     pub fn run(mut self) {
         loop {
             match self.jobs.recv_timeout(Duration::from_millis(250)) {
-                Ok(ReaderJob::Query { query_id, epoch, after, up_to }) => {
+                Ok(ReaderJob::Query {
+                    query_id,
+                    epoch,
+                    after,
+                    up_to,
+                }) => {
                     let result = self.query(&epoch, after, up_to);
                     self.shared.tell(DbMessage::Events { query_id, result });
                 }
@@ -67,7 +82,9 @@ impl Reader {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(connect(&self.pg).map_err(|e| describe(&e))?);
         }
-        self.client.as_mut().ok_or_else(|| "no connection".to_string())
+        self.client
+            .as_mut()
+            .ok_or_else(|| "no connection".to_string())
     }
 
     /// Drops the connection after a connection-level failure.
@@ -101,7 +118,13 @@ impl Reader {
             };
             let compact = Value::Object(data.clone()).to_string();
             let meta = EventMeta::from_data(&data);
-            out.push(Published::from_payload(epoch.clone(), seq as u64, meta, compact.into(), ts));
+            out.push(Published::from_payload(
+                epoch.clone(),
+                seq as u64,
+                meta,
+                compact.into(),
+                ts,
+            ));
         }
         let wanted = up_to.saturating_sub(after).min(MAX_QUERY_ROWS);
         let contiguous = out
@@ -110,7 +133,8 @@ impl Reader {
             .all(|(i, p)| p.seq == after + 1 + i as u64)
             && out.len() as u64 == wanted;
         let stats = &self.shared.stats;
-        let unwritten = stats.queue_depth.load(Ordering::Relaxed) + stats.spooled.load(Ordering::Relaxed);
+        let unwritten =
+            stats.queue_depth.load(Ordering::Relaxed) + stats.spooled.load(Ordering::Relaxed);
         if !contiguous && unwritten > 0 {
             return Err(format!(
                 "events after seq {after} are not all persisted yet ({unwritten} queued or \

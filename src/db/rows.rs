@@ -128,13 +128,17 @@ impl Batch {
         let wallet = p.meta.wallet.as_deref().map(str::to_string);
         match &*p.meta.name {
             "new_transaction" => self.txs.extend(tx_row(&coin, &wallet, &data, p, &pos)),
-            "verified_tx" => self.verified.extend(verified_row(&coin, &wallet, &data, &pos)),
+            "verified_tx" => self
+                .verified
+                .extend(verified_row(&coin, &wallet, &data, &pos)),
             "new_block" => self.tips.extend(height(data.get("height")).map(|h| TipRow {
                 coin: coin.clone(),
                 height: h,
                 ts: pos.ts,
             })),
-            "new_payment" => self.payments.extend(payment_row(&coin, &wallet, &data, &pos)),
+            "new_payment" => self
+                .payments
+                .extend(payment_row(&coin, &wallet, &data, &pos)),
             _ => {}
         }
         self.events.push(EventRow {
@@ -150,10 +154,21 @@ impl Batch {
 
     /// Merges duplicate keys and sorts every vector by key.
     fn finish(mut self) -> Batch {
-        self.events.sort_by(|a, b| (&a.epoch, a.seq).cmp(&(&b.epoch, b.seq)));
+        self.events
+            .sort_by(|a, b| (&a.epoch, a.seq).cmp(&(&b.epoch, b.seq)));
         self.txs = merge(self.txs, tx_key, |a, b| tx_pos(a) < tx_pos(b), merge_tx);
-        self.verified = merge(self.verified, ver_key, |a, b| ver_pos(a) < ver_pos(b), merge_ver);
-        self.tips = merge(self.tips, |t| t.coin.clone(), |a, b| a.height < b.height, |_, n| n);
+        self.verified = merge(
+            self.verified,
+            ver_key,
+            |a, b| ver_pos(a) < ver_pos(b),
+            merge_ver,
+        );
+        self.tips = merge(
+            self.tips,
+            |t| t.coin.clone(),
+            |a, b| a.height < b.height,
+            |_, n| n,
+        );
         self.requests = merge(
             self.payments.clone(),
             |p| (p.coin.clone(), p.request_id.clone()),

@@ -41,7 +41,12 @@ fn every_event_gets_one_log_row_and_its_kind_row() {
         4,
         Event::new("ETH".into(), "daemon_status", None).with("connected", json!(false)),
     );
-    let items = [tx(1, "h1", json!("0.001")), payment(2, "r1", 7, "0.5"), block, status];
+    let items = [
+        tx(1, "h1", json!("0.001")),
+        payment(2, "r1", 7, "0.5"),
+        block,
+        status,
+    ];
     let b = Batch::build(items.iter());
     assert_eq!(b.events.len(), 4);
     assert_eq!(b.events[0].seq, 1);
@@ -55,7 +60,14 @@ fn every_event_gets_one_log_row_and_its_kind_row() {
     assert_eq!(t.from_address, None);
     assert_eq!(t.addresses, ["a1", "a2"]);
     assert_eq!(t.confirmations, Some(0));
-    assert_eq!(b.tips, vec![TipRow { coin: "BTC".into(), height: 800_000, ts: 1003.0 }]);
+    assert_eq!(
+        b.tips,
+        vec![TipRow {
+            coin: "BTC".into(),
+            height: 800_000,
+            ts: 1003.0
+        }]
+    );
     assert_eq!(b.payments.len(), 1);
     let p = &b.payments[0];
     assert_eq!((p.request_id.as_str(), p.status), ("r1", 7));
@@ -65,19 +77,30 @@ fn every_event_gets_one_log_row_and_its_kind_row() {
 
 #[test]
 fn duplicate_keys_are_merged_newest_first_nulls_never_erase() {
-    let items = [tx(5, "h", json!(null)), tx(2, "h", json!("0.3")), tx(9, "other", json!("1"))];
+    let items = [
+        tx(5, "h", json!(null)),
+        tx(2, "h", json!("0.3")),
+        tx(9, "other", json!("1")),
+    ];
     let b = Batch::build(items.iter());
     assert_eq!(b.txs.len(), 2);
     let h = b.txs.iter().find(|t| t.tx_hash == "h").unwrap();
     assert_eq!(h.seq, 5, "position of the newest event");
-    assert_eq!(h.amount.as_deref(), Some("0.3"), "null of the newer kept the older value");
+    assert_eq!(
+        h.amount.as_deref(),
+        Some("0.3"),
+        "null of the newer kept the older value"
+    );
     assert_eq!((h.first_seen, h.last_seen), (1002.0, 1005.0));
 }
 
 #[test]
 fn requests_keep_the_newest_payment_and_tips_the_highest_block() {
     let block = |seq, h| {
-        publish(seq, Event::new("BTC".into(), "new_block", None).with("height", json!(h)))
+        publish(
+            seq,
+            Event::new("BTC".into(), "new_block", None).with("height", json!(h)),
+        )
     };
     let items = [
         payment(8, "r1", 3, "1"),
@@ -96,7 +119,10 @@ fn requests_keep_the_newest_payment_and_tips_the_highest_block() {
 
 #[test]
 fn malformed_fields_give_no_kind_row_but_the_log_row_stays() {
-    let no_hash = publish(1, Event::new("BTC".into(), "new_transaction", Some("w".into())));
+    let no_hash = publish(
+        1,
+        Event::new("BTC".into(), "new_transaction", Some("w".into())),
+    );
     let bad_height = publish(
         2,
         Event::new("BTC".into(), "new_block", None).with("height", json!(-5)),
@@ -111,15 +137,27 @@ fn malformed_fields_give_no_kind_row_but_the_log_row_stays() {
     assert_eq!(b.events.len(), 4);
     assert!(b.tips.is_empty() && b.payments.is_empty());
     assert_eq!(b.txs.len(), 1);
-    assert_eq!(b.txs[0].amount, None, "an invalid amount is stored as NULL, not garbage");
+    assert_eq!(
+        b.txs[0].amount, None,
+        "an invalid amount is stored as NULL, not garbage"
+    );
 }
 
 #[test]
 fn decimals_are_validated() {
-    for ok in ["0", "0.001", "-1.5", "12345678901234567890.123", "1e-8", "2E+3"] {
+    for ok in [
+        "0",
+        "0.001",
+        "-1.5",
+        "12345678901234567890.123",
+        "1e-8",
+        "2E+3",
+    ] {
         assert_eq!(decimal(&json!(ok)).as_deref(), Some(ok), "{ok}");
     }
-    for bad in ["", "abc", "1.", ".5", "1e", "0x10", "NaN", "Infinity", "1.2.3", "--1"] {
+    for bad in [
+        "", "abc", "1.", ".5", "1e", "0x10", "NaN", "Infinity", "1.2.3", "--1",
+    ] {
         assert_eq!(decimal(&json!(bad)), None, "{bad}");
     }
     assert_eq!(decimal(&json!(1.25)).as_deref(), Some("1.25"));
@@ -139,7 +177,10 @@ fn nul_characters_are_made_jsonb_safe() {
 
 #[test]
 fn a_seq_beyond_bigint_is_rejected_not_wrapped() {
-    let items = [publish(u64::MAX, Event::new("BTC".into(), "new_block", None))];
+    let items = [publish(
+        u64::MAX,
+        Event::new("BTC".into(), "new_block", None),
+    )];
     let b = Batch::build(items.iter());
     assert!(b.events.is_empty());
     assert_eq!(b.rejected, 1);

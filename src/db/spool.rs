@@ -168,7 +168,9 @@ impl SpoolReader {
             return Ok(None);
         }
         let mut buf = Vec::new();
-        let n = (&mut self.inner).take(MAX_LINE).read_until(b'\n', &mut buf)?;
+        let n = (&mut self.inner)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -265,7 +267,10 @@ fn scan(path: &Path) -> io::Result<SpoolScan> {
         }
     }
     if out.bad > 0 {
-        log::warn!("[DB] Spool has {} unreadable lines; they will be skipped", out.bad);
+        log::warn!(
+            "[DB] Spool has {} unreadable lines; they will be skipped",
+            out.bad
+        );
     }
     Ok(out)
 }

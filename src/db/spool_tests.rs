@@ -75,7 +75,11 @@ fn reopening_scans_what_is_left_and_truncate_empties() {
     s.truncate().unwrap();
     assert!(s.is_empty());
     s.append(&block("e3", 1, 1)).unwrap();
-    assert_eq!(read_all(&mut s).len(), 1, "appends after truncate start at offset 0");
+    assert_eq!(
+        read_all(&mut s).len(),
+        1,
+        "appends after truncate start at offset 0"
+    );
 }
 
 #[test]
@@ -111,8 +115,13 @@ fn a_second_open_of_the_same_dir_is_refused() {
 
 #[test]
 fn garbage_lines_decode_to_errors_not_panics() {
-    for bad in ["", "nope", "{}", r#"{"epoch":"e","seq":-1,"ts":1,"payload":{}}"#,
-                r#"{"epoch":"e","seq":1,"ts":1,"payload":[]}"#] {
+    for bad in [
+        "",
+        "nope",
+        "{}",
+        r#"{"epoch":"e","seq":-1,"ts":1,"payload":{}}"#,
+        r#"{"epoch":"e","seq":1,"ts":1,"payload":[]}"#,
+    ] {
         assert!(decode(bad).is_err(), "{bad}");
     }
 }

@@ -178,24 +178,36 @@ fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
 
-fn run(tx: &mut Transaction<'_>, s: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<(), postgres::Error> {
+fn run(
+    tx: &mut Transaction<'_>,
+    s: &Statement,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<(), postgres::Error> {
     tx.execute(s, p).map(|_| ())
 }
 
-fn write_events(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(), postgres::Error> {
+fn write_events(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    b: &Batch,
+) -> Result<(), postgres::Error> {
     let r = &b.events;
     if r.is_empty() {
         return Ok(());
     }
-    run(tx, &st.events, &[
-        &col(r, |e| e.epoch.as_str()),
-        &col(r, |e| e.seq),
-        &col(r, |e| e.coin.as_str()),
-        &col(r, |e| e.event.as_str()),
-        &col(r, |e| e.wallet.as_deref()),
-        &col(r, |e| e.payload.as_str()),
-        &col(r, |e| e.ts),
-    ])
+    run(
+        tx,
+        &st.events,
+        &[
+            &col(r, |e| e.epoch.as_str()),
+            &col(r, |e| e.seq),
+            &col(r, |e| e.coin.as_str()),
+            &col(r, |e| e.event.as_str()),
+            &col(r, |e| e.wallet.as_deref()),
+            &col(r, |e| e.payload.as_str()),
+            &col(r, |e| e.ts),
+        ],
+    )
 }
 
 fn write_txs(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(), postgres::Error> {
@@ -203,38 +215,50 @@ fn write_txs(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(),
     if r.is_empty() {
         return Ok(());
     }
-    run(tx, &st.txs, &[
-        &col(r, |t| t.coin.as_str()),
-        &col(r, |t| t.tx_hash.as_str()),
-        &col(r, |t| t.wallet.as_str()),
-        &col(r, |t| t.amount.as_deref()),
-        &col(r, |t| t.from_address.as_deref()),
-        &col(r, |t| t.to_address.as_deref()),
-        &col(r, |t| json_list(&t.addresses)),
-        &col(r, |t| t.confirmations),
-        &col(r, |t| t.contract.as_deref()),
-        &col(r, |t| t.first_seen),
-        &col(r, |t| t.last_seen),
-        &col(r, |t| t.epoch.as_str()),
-        &col(r, |t| t.seq),
-    ])
+    run(
+        tx,
+        &st.txs,
+        &[
+            &col(r, |t| t.coin.as_str()),
+            &col(r, |t| t.tx_hash.as_str()),
+            &col(r, |t| t.wallet.as_str()),
+            &col(r, |t| t.amount.as_deref()),
+            &col(r, |t| t.from_address.as_deref()),
+            &col(r, |t| t.to_address.as_deref()),
+            &col(r, |t| json_list(&t.addresses)),
+            &col(r, |t| t.confirmations),
+            &col(r, |t| t.contract.as_deref()),
+            &col(r, |t| t.first_seen),
+            &col(r, |t| t.last_seen),
+            &col(r, |t| t.epoch.as_str()),
+            &col(r, |t| t.seq),
+        ],
+    )
 }
 
-fn write_verified(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(), postgres::Error> {
+fn write_verified(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    b: &Batch,
+) -> Result<(), postgres::Error> {
     let r = &b.verified;
     if r.is_empty() {
         return Ok(());
     }
-    run(tx, &st.verified, &[
-        &col(r, |v| v.coin.as_str()),
-        &col(r, |v| v.tx_hash.as_str()),
-        &col(r, |v| v.wallet.as_str()),
-        &col(r, |v| v.height),
-        &col(r, |v| v.first_seen),
-        &col(r, |v| v.last_seen),
-        &col(r, |v| v.epoch.as_str()),
-        &col(r, |v| v.seq),
-    ])
+    run(
+        tx,
+        &st.verified,
+        &[
+            &col(r, |v| v.coin.as_str()),
+            &col(r, |v| v.tx_hash.as_str()),
+            &col(r, |v| v.wallet.as_str()),
+            &col(r, |v| v.height),
+            &col(r, |v| v.first_seen),
+            &col(r, |v| v.last_seen),
+            &col(r, |v| v.epoch.as_str()),
+            &col(r, |v| v.seq),
+        ],
+    )
 }
 
 fn write_tips(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(), postgres::Error> {
@@ -242,43 +266,59 @@ fn write_tips(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<()
     if r.is_empty() {
         return Ok(());
     }
-    run(tx, &st.tips, &[
-        &col(r, |t| t.coin.as_str()),
-        &col(r, |t| t.height),
-        &col(r, |t| t.ts),
-    ])
+    run(
+        tx,
+        &st.tips,
+        &[
+            &col(r, |t| t.coin.as_str()),
+            &col(r, |t| t.height),
+            &col(r, |t| t.ts),
+        ],
+    )
 }
 
-fn write_payments(tx: &mut Transaction<'_>, st: &Statements, b: &Batch) -> Result<(), postgres::Error> {
+fn write_payments(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    b: &Batch,
+) -> Result<(), postgres::Error> {
     let r = &b.payments;
     if r.is_empty() {
         return Ok(());
     }
-    run(tx, &st.payments, &[
-        &col(r, |p| p.coin.as_str()),
-        &col(r, |p| p.wallet.as_str()),
-        &col(r, |p| p.request_id.as_str()),
-        &col(r, |p| p.status),
-        &col(r, |p| p.status_str.as_deref()),
-        &col(r, |p| p.sent_amount.as_str()),
-        &col(r, |p| json_list(&p.tx_hashes)),
-        &col(r, |p| p.contract.as_deref()),
-        &col(r, |p| p.confirmations),
-        &col(r, |p| p.epoch.as_str()),
-        &col(r, |p| p.seq),
-        &col(r, |p| p.ts),
-    ])?;
+    run(
+        tx,
+        &st.payments,
+        &[
+            &col(r, |p| p.coin.as_str()),
+            &col(r, |p| p.wallet.as_str()),
+            &col(r, |p| p.request_id.as_str()),
+            &col(r, |p| p.status),
+            &col(r, |p| p.status_str.as_deref()),
+            &col(r, |p| p.sent_amount.as_str()),
+            &col(r, |p| json_list(&p.tx_hashes)),
+            &col(r, |p| p.contract.as_deref()),
+            &col(r, |p| p.confirmations),
+            &col(r, |p| p.epoch.as_str()),
+            &col(r, |p| p.seq),
+            &col(r, |p| p.ts),
+        ],
+    )?;
     let r = &b.requests;
-    run(tx, &st.requests, &[
-        &col(r, |p| p.coin.as_str()),
-        &col(r, |p| p.request_id.as_str()),
-        &col(r, |p| p.status),
-        &col(r, |p| p.sent_amount.as_str()),
-        &col(r, |p| json_list(&p.tx_hashes)),
-        &col(r, |p| p.confirmations),
-        &col(r, |p| p.epoch.as_str()),
-        &col(r, |p| p.seq),
-    ])
+    run(
+        tx,
+        &st.requests,
+        &[
+            &col(r, |p| p.coin.as_str()),
+            &col(r, |p| p.request_id.as_str()),
+            &col(r, |p| p.status),
+            &col(r, |p| p.sent_amount.as_str()),
+            &col(r, |p| json_list(&p.tx_hashes)),
+            &col(r, |p| p.confirmations),
+            &col(r, |p| p.epoch.as_str()),
+            &col(r, |p| p.seq),
+        ],
+    )
 }
 
 #[cfg(test)]

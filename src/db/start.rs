@@ -11,7 +11,10 @@ use super::monitor::{Listener, Supervisor};
 use super::reader::Reader;
 use super::spool::{Spool, SpoolScan};
 use super::writer::Writer;
-use super::{DbHandle, DbMessage, DbStats, INTAKE_CAPACITY, MESSAGE_CAPACITY, READER_CAPACITY, Resume, migrate};
+use super::{
+    DbHandle, DbMessage, DbStats, INTAKE_CAPACITY, MESSAGE_CAPACITY, READER_CAPACITY, Resume,
+    migrate,
+};
 use crate::config::DbConfig;
 use crossbeam_channel::{Receiver, bounded};
 use postgres::Client;
@@ -42,7 +45,12 @@ pub(super) fn start(
     stats.enabled.store(true, Ordering::Relaxed);
     stats.connected.store(client.is_some(), Ordering::Release);
     let (msg_tx, msg_rx) = bounded(MESSAGE_CAPACITY);
-    let shared = Arc::new(Shared::new(stats, resume.epoch.as_str().into(), msg_tx.clone(), wake));
+    let shared = Arc::new(Shared::new(
+        stats,
+        resume.epoch.as_str().into(),
+        msg_tx.clone(),
+        wake,
+    ));
     if client.is_some() {
         shared.tell(DbMessage::Connected(true));
     }
@@ -89,8 +97,9 @@ fn first_contact(
         Ok(mut c) => {
             conn::lock_or_fail(&mut c)?;
             migrate::run(&mut c)?;
-            let resume = read_resume(&mut c, scan)
-                .map_err(|e| DbError::Query(format!("reading the resume point: {}", describe(&e))))?;
+            let resume = read_resume(&mut c, scan).map_err(|e| {
+                DbError::Query(format!("reading the resume point: {}", describe(&e)))
+            })?;
             Ok((Some(c), resume))
         }
         Err(e) if is_fatal_connect(&e) => Err(DbError::Connect(format!(
@@ -115,10 +124,11 @@ fn first_contact(
 
 /// The stored epoch (or a new one, stored), its last seq (database and spool) and the tips.
 fn read_resume(c: &mut Client, scan: &SpoolScan) -> Result<Resume, postgres::Error> {
-    let stored: Option<String> = match c.query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[])? {
-        Some(r) => r.try_get(0)?,
-        None => None,
-    };
+    let stored: Option<String> =
+        match c.query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[])? {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
     let epoch = match stored {
         Some(e) => e,
         None => {
@@ -138,7 +148,11 @@ fn read_resume(c: &mut Client, scan: &SpoolScan) -> Result<Resume, postgres::Err
         let tip = tips.entry(coin).or_default();
         *tip = (*tip).max(h.max(0) as u64);
     }
-    Ok(Resume { epoch, last_seq, tips })
+    Ok(Resume {
+        epoch,
+        last_seq,
+        tips,
+    })
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, DbError> {
@@ -161,9 +175,16 @@ fn spawn_all(
     let (feedback_tx, feedback_rx) = bounded(4096);
     let (reader_tx, reader_rx) = bounded(READER_CAPACITY);
     let mut others = Vec::new();
-    let sup = Supervisor { pg: pg.clone(), shared: shared.clone(), client };
+    let sup = Supervisor {
+        pg: pg.clone(),
+        shared: shared.clone(),
+        client,
+    };
     others.push(spawn("cw-db-supervisor".into(), move || sup.run())?);
-    let lis = Listener { pg: pg.clone(), shared: shared.clone() };
+    let lis = Listener {
+        pg: pg.clone(),
+        shared: shared.clone(),
+    };
     others.push(spawn("cw-db-listener".into(), move || lis.run())?);
     let rd = Reader::new(pg.clone(), reader_rx, shared.clone());
     others.push(spawn("cw-db-reader".into(), move || rd.run())?);
@@ -179,7 +200,14 @@ fn spawn_all(
         others.push(spawn(format!("cw-db-writer-{id}"), move || w.run())?);
     }
     drop(feedback_tx);
-    let d = Dispatcher::new(intake_rx, writer_tx, writer_rx, feedback_rx, spool, shared.clone());
+    let d = Dispatcher::new(
+        intake_rx,
+        writer_tx,
+        writer_rx,
+        feedback_rx,
+        spool,
+        shared.clone(),
+    );
     let dispatcher = spawn("cw-db-dispatch".into(), move || d.run())?;
     Ok(DbHandle {
         intake: Some(intake_tx),

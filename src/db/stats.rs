@@ -155,7 +155,9 @@ mod tests {
 
     #[test]
     fn buckets_are_contiguous_and_bound_their_values() {
-        for us in [0u64, 1, 3, 4, 5, 7, 8, 9, 15, 16, 100, 1000, 123_456, 10_000_000] {
+        for us in [
+            0u64, 1, 3, 4, 5, 7, 8, 9, 15, 16, 100, 1000, 123_456, 10_000_000,
+        ] {
             let b = bucket_of(us);
             assert!(upper_bound(b) >= us, "{us} above bucket {b}");
             if b > 0 {

@@ -145,7 +145,10 @@ impl Writer {
 
     fn hand_back(&self, jobs: Vec<WJob>) {
         if !jobs.is_empty() && self.feedback.send(Feedback::Returned(jobs)).is_err() {
-            log::error!("[DB] Writer {}: dispatcher gone, events not persisted", self.id);
+            log::error!(
+                "[DB] Writer {}: dispatcher gone, events not persisted",
+                self.id
+            );
         }
     }
 
@@ -163,14 +166,21 @@ impl Writer {
                 Ok(()) => {
                     self.shared.stats.commit_latency.record(started.elapsed());
                     self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.shared.stats.failed.fetch_add(batch.rejected as u64, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .failed
+                        .fetch_add(batch.rejected as u64, Ordering::Relaxed);
                     self.committed(&jobs);
                     return true;
                 }
                 Err(e) => match classify(&e) {
                     Failure::Retry if attempt < RETRIES => attempt += 1,
                     Failure::Data if jobs.len() > 1 => {
-                        log::warn!("[DB] Batch of {} rejected ({}); writing its events one by one", jobs.len(), describe(&e));
+                        log::warn!(
+                            "[DB] Batch of {} rejected ({}); writing its events one by one",
+                            jobs.len(),
+                            describe(&e)
+                        );
                         return self.write_singly(client, st, jobs);
                     }
                     Failure::Data => {
@@ -179,7 +189,11 @@ impl Writer {
                         return true;
                     }
                     _ => {
-                        log::warn!("[DB] Writer {} lost its connection: {}", self.id, describe(&e));
+                        log::warn!(
+                            "[DB] Writer {} lost its connection: {}",
+                            self.id,
+                            describe(&e)
+                        );
                         self.hand_back(jobs);
                         return false;
                     }
@@ -197,7 +211,11 @@ impl Writer {
                 Ok(()) => {}
                 Err(e) if classify(&e) == Failure::Data => self.reject(&job, &e),
                 Err(e) => {
-                    log::warn!("[DB] Writer {} lost its connection: {}", self.id, describe(&e));
+                    log::warn!(
+                        "[DB] Writer {} lost its connection: {}",
+                        self.id,
+                        describe(&e)
+                    );
                     let mut back = vec![job];
                     back.extend(rest);
                     self.hand_back(back);
@@ -222,7 +240,9 @@ impl Writer {
     /// Accounting for jobs that are done (committed, or rejected for good).
     fn committed(&self, jobs: &[WJob]) {
         let stats = &self.shared.stats;
-        stats.written.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats
+            .written
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let live = jobs.iter().filter(|j| j.origin == Origin::Live).count() as u64;
         DbStats::sub(&stats.queue_depth, live);
         let mut gens: Vec<(u64, u64)> = Vec::new();

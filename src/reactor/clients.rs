@@ -38,7 +38,11 @@ impl Reactor {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(256 * 1024);
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut stream, mio::Token(key), Interest::READABLE) {
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, mio::Token(key), Interest::READABLE)
+        {
             log::warn!("[WORKER] cannot register client: {e}");
             return;
         }
@@ -82,14 +86,20 @@ impl Reactor {
         match result {
             ReadResult::Nothing => {}
             ReadResult::Request(head) => self.route(key, head, now),
-            ReadResult::Done { close_code: Some((code, why)), reason } => {
+            ReadResult::Done {
+                close_code: Some((code, why)),
+                reason,
+            } => {
                 log::debug!("[WORKER] Client {key}: {reason}");
                 if code == 1009 {
                     self.metrics.inc(&self.metrics.oversize_closes);
                 }
                 self.close_client(key, code, why, now);
             }
-            ReadResult::Done { close_code: None, reason } => {
+            ReadResult::Done {
+                close_code: None,
+                reason,
+            } => {
                 log::debug!("[WORKER] Client {key} gone: {reason}");
                 self.remove_client(key);
             }
@@ -104,7 +114,12 @@ impl Reactor {
             return self.upgrade(key, head, now);
         }
         let resp = if head.method != "GET" && head.method != "HEAD" {
-            response(405, "text/plain", b"method not allowed\n", &[("Allow", "GET")])
+            response(
+                405,
+                "text/plain",
+                b"method not allowed\n",
+                &[("Allow", "GET")],
+            )
         } else {
             self.http_endpoint(&head)
         };
@@ -122,16 +137,29 @@ impl Reactor {
         };
         let ip = client.ip;
         let per_ip = self.per_ip.get(&ip).copied().unwrap_or(0) as usize;
-        let offered = head.bearer_token().map(str::to_owned).or_else(|| head.query_param("token"));
-        let refusal = if limits.max_connections_per_ip > 0 && per_ip >= limits.max_connections_per_ip {
-            self.metrics.inc(&self.metrics.per_ip_refusals);
-            Some(response(429, "text/plain", b"too many connections from this address\n", &[]))
-        } else if !keys.is_empty() && offered.as_deref().is_some_and(|k| !crate::auth::key_matches(keys, k)) {
-            self.metrics.inc(&self.metrics.auth_failures);
-            Some(response(401, "text/plain", b"invalid API key\n", &[]))
-        } else {
-            None
-        };
+        let offered = head
+            .bearer_token()
+            .map(str::to_owned)
+            .or_else(|| head.query_param("token"));
+        let refusal =
+            if limits.max_connections_per_ip > 0 && per_ip >= limits.max_connections_per_ip {
+                self.metrics.inc(&self.metrics.per_ip_refusals);
+                Some(response(
+                    429,
+                    "text/plain",
+                    b"too many connections from this address\n",
+                    &[],
+                ))
+            } else if !keys.is_empty()
+                && offered
+                    .as_deref()
+                    .is_some_and(|k| !crate::auth::key_matches(keys, k))
+            {
+                self.metrics.inc(&self.metrics.auth_failures);
+                Some(response(401, "text/plain", b"invalid API key\n", &[]))
+            } else {
+                None
+            };
         let accept = match refusal {
             Some(r) => Err(r),
             None => websocket_accept(&head).map_err(|e| {
@@ -158,10 +186,16 @@ impl Reactor {
         }
         if self.open_clients > limits.max_clients {
             self.metrics.inc(&self.metrics.capacity_closes);
-            log::warn!("[WORKER] Client limit {} reached; closing new client with 1013", limits.max_clients);
+            log::warn!(
+                "[WORKER] Client limit {} reached; closing new client with 1013",
+                limits.max_clients
+            );
             return self.close_client(key, 1013, "worker at client limit", now);
         }
-        log::info!("[WORKER] New WebSocket client connected. Total: {}", self.open_clients);
+        log::info!(
+            "[WORKER] New WebSocket client connected. Total: {}",
+            self.open_clients
+        );
         self.reschedule(key);
     }
 
@@ -169,7 +203,10 @@ impl Reactor {
         let text = match msg {
             Incoming::Text(t) => t,
             Incoming::Binary => {
-                let e = RequestError::new(ErrorCode::InvalidMessage, "binary frames are not part of the protocol; send JSON text");
+                let e = RequestError::new(
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
                 return self.send(key, &reply::error(&e));
             }
             Incoming::Pong | Incoming::Closed => return,
@@ -179,7 +216,14 @@ impl Reactor {
                 RateDecision::Allow => {}
                 RateDecision::Reject => {
                     self.metrics.inc(&self.metrics.rate_limited);
-                    return self.send(key, &reply::error_code(None, ErrorCode::RateLimited, "too many messages; slow down"));
+                    return self.send(
+                        key,
+                        &reply::error_code(
+                            None,
+                            ErrorCode::RateLimited,
+                            "too many messages; slow down",
+                        ),
+                    );
                 }
                 RateDecision::Close => {
                     self.metrics.inc(&self.metrics.rate_limit_closes);
@@ -195,7 +239,14 @@ impl Reactor {
         let id = env.id.as_ref();
         match env.request {
             Request::Auth(token) => self.authenticate(key, id, &token, now),
-            _ if !authed => self.send(key, &reply::error_code(id, ErrorCode::Unauthorized, "authenticate first: send {\"type\":\"auth\",\"token\":\"...\"}")),
+            _ if !authed => self.send(
+                key,
+                &reply::error_code(
+                    id,
+                    ErrorCode::Unauthorized,
+                    "authenticate first: send {\"type\":\"auth\",\"token\":\"...\"}",
+                ),
+            ),
             Request::Ping => self.send(key, &reply::pong(id)),
             Request::GetStatus => {
                 let data = self.status_json();
@@ -216,7 +267,10 @@ impl Reactor {
             self.send(key, &reply::authenticated(id));
         } else {
             self.metrics.inc(&self.metrics.auth_failures);
-            self.send(key, &reply::error_code(id, ErrorCode::Unauthorized, "invalid token"));
+            self.send(
+                key,
+                &reply::error_code(id, ErrorCode::Unauthorized, "invalid token"),
+            );
             self.close_client(key, 1008, "invalid token", now);
         }
     }
@@ -226,31 +280,48 @@ impl Reactor {
             Ok(f) => f,
             Err(e) => return self.send(key, &reply::error(&e.with_id(id.cloned()))),
         };
+        if let Some(c) = self.clients.get_mut(key) {
+            // A new subscribe replaces a resume still waiting for the event log.
+            if let Some(held) = c.held.take() {
+                for p in held.events {
+                    c.outbox.push_event(p);
+                }
+            }
+        }
         let epoch = self.pipeline.epoch.clone();
         let last = self.pipeline.last_seq;
         let mut replay = Vec::new();
-        let resumed = req.since.map(|since| {
-            let same_epoch = req.epoch.as_deref().is_none_or(|e| e == &*epoch);
-            if !same_epoch || since > last {
-                return false;
-            }
-            match self.pipeline.ring.since(since) {
-                Ok(events) => {
+        let resumed = match req.since {
+            None => None,
+            Some(since) => {
+                let same_epoch = req.epoch.as_deref().is_none_or(|e| e == &*epoch);
+                if !same_epoch || since > last {
+                    Some(false)
+                } else if let Ok(events) = self.pipeline.ring.since(since) {
                     replay.extend(events.filter(|p| filter.matches(&p.meta)).cloned());
-                    true
+                    Some(true)
+                } else if self.can_resume_from_db(since) {
+                    return self.start_db_resume(key, id.cloned(), filter, since);
+                } else {
+                    Some(false)
                 }
-                Err(_) => false,
             }
-        });
+        };
         self.send(key, &reply::subscribed(id, &filter, &epoch, last, resumed));
         self.index.insert(key, filter);
         let limit = self.config.limits.client_queue_bytes;
+        let mut overflow = false;
         if let Some(c) = self.clients.get_mut(key) {
             for p in replay {
                 if !c.enqueue(p, limit) {
+                    overflow = true;
                     break;
                 }
             }
+        }
+        if overflow {
+            self.metrics.inc(&self.metrics.slow_consumer_closes);
+            self.close_client(key, 4008, "slow consumer", Instant::now());
         }
     }
 
@@ -308,7 +379,10 @@ impl Reactor {
                     self.per_ip.remove(&ip);
                 }
             }
-            log::info!("[WORKER] WebSocket client disconnected. Total: {}", self.open_clients);
+            log::info!(
+                "[WORKER] WebSocket client disconnected. Total: {}",
+                self.open_clients
+            );
         }
     }
 
@@ -396,8 +470,17 @@ impl Reactor {
             }
             let want = c.wants_writable();
             if want != c.writable_armed {
-                let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                if self.poll.registry().reregister(&mut c.stream, mio::Token(key), interest).is_ok() {
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, mio::Token(key), interest)
+                    .is_ok()
+                {
                     c.writable_armed = want;
                 }
             }

@@ -96,7 +96,12 @@ impl Reactor {
         self.rpc_dispatch(i, now);
     }
 
-    pub(super) fn daemon_resolved(&mut self, i: usize, result: io::Result<SocketAddr>, now: Instant) {
+    pub(super) fn daemon_resolved(
+        &mut self,
+        i: usize,
+        result: io::Result<SocketAddr>,
+        now: Instant,
+    ) {
         let mut out = Vec::new();
         if let Some(d) = self.daemons.get_mut(i) {
             d.link.resolved(result, now, &mut out);
@@ -137,10 +142,16 @@ impl Reactor {
         let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
-        let stream = if slot == 0 { d.link.stream() } else { d.rpc.stream(slot - 1) };
+        let stream = if slot == 0 {
+            d.link.stream()
+        } else {
+            d.rpc.stream(slot - 1)
+        };
         if let Some(stream) = stream {
             let token = Token(DAEMON_BASE + i * DAEMON_STRIDE + slot);
-            if let Err(e) = registry.register(stream, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) =
+                registry.register(stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 log::error!("[WORKER] cannot register a daemon socket: {e}");
             }
         }
@@ -150,25 +161,42 @@ impl Reactor {
     fn resolve(&mut self, i: usize, host: String, port: u16) {
         let tx = self.resolved.0.clone();
         let waker = self.waker.clone();
-        let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
-            let result = (host.as_str(), port).to_socket_addrs().and_then(|mut addrs| {
-                addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+        let spawned = std::thread::Builder::new()
+            .name("resolve".into())
+            .spawn(move || {
+                let result = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .and_then(|mut addrs| {
+                        addrs
+                            .next()
+                            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+                    });
+                let _ = tx.send((i, result));
+                let _ = waker.wake();
             });
-            let _ = tx.send((i, result));
-            let _ = waker.wake();
-        });
         if let Err(e) = spawned {
             let _ = self.resolved.0.send((i, Err(e)));
         }
     }
 
     /// Queues an RPC call for daemon `i` and starts it if a connection is free.
-    fn rpc_call(&mut self, i: usize, method: &'static str, params: serde_json::Value, purpose: Purpose, now: Instant) {
+    pub(super) fn rpc_call(
+        &mut self,
+        i: usize,
+        method: &'static str,
+        params: serde_json::Value,
+        purpose: Purpose,
+        now: Instant,
+    ) {
         let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
         if let Err(purpose) = d.rpc.call(method, params, purpose, now) {
-            let failed = RpcDone { purpose, method, result: Err(rpc::CallError::Overloaded) };
+            let failed = RpcDone {
+                purpose,
+                method,
+                result: Err(rpc::CallError::Overloaded),
+            };
             return self.rpc_results(i, vec![failed], now);
         }
         self.rpc_dispatch(i, now);
@@ -196,14 +224,23 @@ impl Reactor {
         let family = d.link.config.family;
         let mut calls = Vec::new();
         for w in &d.wallets {
-            calls.push(("getbalance", json!({"xpub": catchup::xpub_param(w)}), Purpose::LoadWallet(w.clone())));
+            calls.push((
+                "getbalance",
+                json!({"xpub": catchup::xpub_param(w)}),
+                Purpose::LoadWallet(w.clone()),
+            ));
         }
         calls.push(("getinfo", json!({"xpub": null}), Purpose::GetInfo));
         for (id, r) in &d.requests {
             let (method, params) = catchup::get_request_call(family, id, &r.wallet);
             calls.push((method, params, Purpose::Reconcile(id.clone())));
         }
-        log::info!("[WORKER] Catching up {}: {} wallets, {} open payment requests", d.link.coin, d.wallets.len(), d.requests.len());
+        log::info!(
+            "[WORKER] Catching up {}: {} wallets, {} open payment requests",
+            d.link.coin,
+            d.wallets.len(),
+            d.requests.len()
+        );
         for (method, params, purpose) in calls {
             self.rpc_call(i, method, params, purpose, now);
         }
@@ -240,7 +277,10 @@ impl Reactor {
             match r.purpose {
                 Purpose::Enrich(ticket) => {
                     if let Err(e) = &r.result {
-                        log::debug!("[WORKER] {coin} {} failed: {e}; event goes out with unknown fields null", r.method);
+                        log::debug!(
+                            "[WORKER] {coin} {} failed: {e}; event goes out with unknown fields null",
+                            r.method
+                        );
                     }
                     d.queue.complete(ticket, |ev| {
                         if let Ok(v) = &r.result {
@@ -250,14 +290,27 @@ impl Reactor {
                 }
                 Purpose::LoadWallet(w) => match r.result {
                     Ok(_) => log::debug!("[WORKER] Loaded wallet {} on {coin}", catchup::short(&w)),
-                    Err(e) => log::warn!("[WORKER] Could not load wallet {} on {coin}: {e}", catchup::short(&w)),
+                    Err(e) => log::warn!(
+                        "[WORKER] Could not load wallet {} on {coin}: {e}",
+                        catchup::short(&w)
+                    ),
                 },
                 Purpose::GetInfo => match r.result {
                     Ok(v) => synthesized.extend(catchup::on_getinfo(&coin, d.height, &v)),
                     Err(e) => log::warn!("[WORKER] getinfo on {coin} failed: {e}"),
                 },
                 Purpose::Reconcile(id) => {
-                    synthesized.extend(catchup::on_get_request(&coin, &mut d.requests, &id, r.result));
+                    synthesized.extend(catchup::on_get_request(
+                        &coin,
+                        &mut d.requests,
+                        &id,
+                        r.result,
+                    ));
+                    if !d.requests.contains_key(&id)
+                        && let Some(db) = &self.db
+                    {
+                        db.mark_request_gone(&coin, &id);
+                    }
                 }
             }
         }
@@ -287,7 +340,11 @@ impl Reactor {
         }
         let enrich = self.config.daemon_enrich;
         for ev in decoded.events {
-            let lookup = if enrich { enrich::lookup_for(&ev, family) } else { None };
+            let lookup = if enrich {
+                enrich::lookup_for(&ev, family)
+            } else {
+                None
+            };
             match lookup {
                 Some((method, params)) => {
                     let Some(d) = self.daemons.get_mut(i) else {
@@ -344,7 +401,11 @@ impl Reactor {
     }
 
     fn log_connected_daemons(&self) {
-        let up = self.daemons.iter().filter(|d| d.link.stats.connected).count();
+        let up = self
+            .daemons
+            .iter()
+            .filter(|d| d.link.stats.connected)
+            .count();
         log::info!("[WORKER] Connected daemons: {up}/{}", self.daemons.len());
     }
 }

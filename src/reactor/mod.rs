@@ -16,11 +16,11 @@ pub mod timers;
 
 mod clients;
 mod daemons;
+mod persist;
 mod status;
 
 use crate::config::Config;
 use crate::daemon::link::DaemonLink;
-use daemons::Daemon;
 use crate::event::Published;
 use crate::fanout::index::SubscriptionIndex;
 use crate::metrics::Metrics;
@@ -28,6 +28,7 @@ use crate::pipeline::Pipeline;
 use crate::server::conn::ClientConn;
 use conn_id::{ConnId, Generations};
 use crossbeam_channel::{Receiver, Sender};
+use daemons::Daemon;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
@@ -59,6 +60,9 @@ pub enum Control {
     Status(Sender<Value>),
 }
 
+/// A resolver thread's answer for daemon `usize`.
+type Resolved = (usize, io::Result<SocketAddr>);
+
 /// Whose timer fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerOwner {
@@ -85,7 +89,10 @@ pub struct Reactor {
     /// Clients that hit the per-turn message cap and still have input.
     carry: Vec<usize>,
     control: Receiver<Control>,
-    resolved: (Sender<(usize, io::Result<SocketAddr>)>, Receiver<(usize, io::Result<SocketAddr>)>),
+    resolved: (
+        Sender<(usize, io::Result<SocketAddr>)>,
+        Receiver<(usize, io::Result<SocketAddr>)>,
+    ),
     waker: Arc<Waker>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -94,6 +101,13 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     known_coins: Vec<String>,
     scratch: Vec<usize>,
+    /// Persistence, when configured.
+    db: Option<crate::db::DbHandle>,
+    db_rx: Option<Receiver<crate::db::DbMessage>>,
+    db_stats: Option<Arc<crate::db::DbStats>>,
+    /// Resumes waiting for the event log, by query id.
+    resumes: HashMap<u64, persist::PendingResume>,
+    next_query: u64,
 }
 
 /// What `Reactor::new` needs besides the config.
@@ -105,6 +119,10 @@ pub struct ReactorParts {
     pub handlers: Option<Sender<Arc<Published>>>,
     pub epoch: Arc<str>,
     pub last_seq: u64,
+    /// Persistence handle and its message channel, when configured.
+    pub db: Option<(crate::db::DbHandle, Receiver<crate::db::DbMessage>)>,
+    /// Last known block height per coin (from the database), for catch-up.
+    pub tips: HashMap<String, u64>,
 }
 
 impl Reactor {
@@ -113,7 +131,10 @@ impl Reactor {
         let addr = resolve_listen_addr(&config.worker_host, config.worker_port)?;
         let mut listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
-        parts.poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        parts
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
         let mut timers = Timers::default();
         let daemons = config
@@ -123,10 +144,17 @@ impl Reactor {
             .map(|(i, c)| {
                 timers.schedule(now, TimerOwner::Daemon(i));
                 let link = DaemonLink::new(c.clone(), config.daemon_ping_interval, now);
-                Daemon::new(link, config.daemon_rpc_timeout)
+                let mut d = Daemon::new(link, config.daemon_rpc_timeout);
+                d.height = parts.tips.get(&c.coin).copied();
+                d
             })
             .collect();
         let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();
+        let db_stats = parts.db.as_ref().map(|(h, _)| h.stats());
+        let (db, db_rx) = match parts.db {
+            Some((h, rx)) => (Some(h), Some(rx)),
+            None => (None, None),
+        };
         Ok(Reactor {
             poll: parts.poll,
             listener: Some(listener),
@@ -151,18 +179,30 @@ impl Reactor {
             shutdown_deadline: None,
             known_coins,
             scratch: Vec::new(),
+            db,
+            db_rx,
+            db_stats,
+            resumes: HashMap::new(),
+            next_query: 0,
         })
     }
 
     /// Runs until a graceful shutdown completes.
     pub fn run(mut self) -> io::Result<()> {
         log::info!("[WORKER] Starting worker for coins: {:?}", self.known_coins);
-        log::info!("[WORKER] Listening for clients on ws://{}/", self.local_addr);
+        log::info!(
+            "[WORKER] Listening for clients on ws://{}/",
+            self.local_addr
+        );
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.carry.is_empty() { self.timers.timeout(now) } else { Some(Duration::ZERO) };
+            let timeout = if self.carry.is_empty() {
+                self.timers.timeout(now)
+            } else {
+                Some(Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -210,6 +250,7 @@ impl Reactor {
         while let Ok((i, result)) = self.resolved.1.try_recv() {
             self.daemon_resolved(i, result, now);
         }
+        self.on_db_messages(now);
     }
 
     fn on_timer(&mut self, owner: TimerOwner, now: Instant) {
@@ -226,6 +267,9 @@ impl Reactor {
     /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, clients.
     fn fan_out(&mut self, p: Arc<Published>, now: Instant) {
         self.metrics.event_published(&p.meta.coin, &p.meta.name);
+        if let Some(db) = &self.db {
+            db.submit(p.clone());
+        }
         if let Some(h) = &self.handlers
             && h.try_send(p.clone()).is_err()
         {
@@ -247,7 +291,9 @@ impl Reactor {
                 self.mark_dirty(key);
             } else {
                 self.metrics.inc(&self.metrics.slow_consumer_closes);
-                log::warn!("[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008");
+                log::warn!(
+                    "[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008"
+                );
                 self.close_client(key, 4008, "slow consumer", now);
             }
         }
@@ -267,7 +313,10 @@ impl Reactor {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        log::info!("[WORKER] Shutting down: closing {} clients with 1001", self.open_clients);
+        log::info!(
+            "[WORKER] Shutting down: closing {} clients with 1001",
+            self.open_clients
+        );
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
@@ -295,6 +344,10 @@ impl Reactor {
         for key in keys {
             self.remove_client(key);
         }
+        if let Some(db) = self.db.take() {
+            log::info!("[WORKER] Flushing the database queue");
+            db.shutdown(Duration::from_secs(10));
+        }
         log::info!("[WORKER] Stopped after {} events", self.pipeline.published);
     }
 }
@@ -305,12 +358,15 @@ fn resolve_listen_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
     let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::from([127, 0, 0, 1])
     } else {
-        host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("WORKER_HOST {host:?} is not an IP address"),
-            )
-        })?
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("WORKER_HOST {host:?} is not an IP address"),
+                )
+            })?
     };
     Ok(SocketAddr::new(ip, port))
 }

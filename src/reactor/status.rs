@@ -55,10 +55,27 @@ impl Reactor {
             daemons: self
                 .daemons
                 .iter()
-                .map(|d| (d.link.coin.to_string(), d.link.stats.connected, d.link.stats.reconnects))
+                .map(|d| {
+                    (
+                        d.link.coin.to_string(),
+                        d.link.stats.connected,
+                        d.link.stats.reconnects,
+                    )
+                })
                 .collect(),
             last_seq: self.pipeline.last_seq,
-            ..Gauges::default()
+            ..self.db_stats.as_ref().map_or_else(Gauges::default, |s| {
+                let s = s.snapshot();
+                Gauges {
+                    db_enabled: true,
+                    db_connected: s.connected,
+                    db_queue_depth: s.queue_depth,
+                    db_written: s.written,
+                    db_spooled: s.spooled,
+                    db_dropped: s.dropped,
+                    ..Gauges::default()
+                }
+            })
         }
     }
 
@@ -71,17 +88,31 @@ impl Reactor {
 
     /// Answers a plain HTTP GET.
     pub(super) fn http_endpoint(&self, head: &RequestHead) -> Vec<u8> {
-        let json_response = |status: u16, v: Value| response(status, "application/json", v.to_string().as_bytes(), &[]);
+        let json_response = |status: u16, v: Value| {
+            response(status, "application/json", v.to_string().as_bytes(), &[])
+        };
         match head.path.as_str() {
-            "/health" => json_response(200, json!({"status": "ok", "uptime_s": self.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION")})),
+            "/health" => json_response(
+                200,
+                json!({"status": "ok", "uptime_s": self.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION")}),
+            ),
             "/ready" => {
                 let ready = self.is_ready();
                 json_response(if ready { 200 } else { 503 }, json!({"ready": ready}))
             }
             "/metrics" => {
                 let keys = &self.config.api_keys;
-                if !keys.is_empty() && !head.bearer_token().is_some_and(|k| crate::auth::key_matches(keys, k)) {
-                    return response(401, "text/plain", b"metrics need an API key as a Bearer token\n", &[("WWW-Authenticate", "Bearer")]);
+                if !keys.is_empty()
+                    && !head
+                        .bearer_token()
+                        .is_some_and(|k| crate::auth::key_matches(keys, k))
+                {
+                    return response(
+                        401,
+                        "text/plain",
+                        b"metrics need an API key as a Bearer token\n",
+                        &[("WWW-Authenticate", "Bearer")],
+                    );
                 }
                 let body = self.metrics.render(&self.db_gauges());
                 response(200, "text/plain; version=0.0.4", body.as_bytes(), &[])

@@ -45,7 +45,10 @@ pub enum ReadResult {
     Request(RequestHead),
     /// The socket is finished: peer gone, error, or protocol violation (`close_code` to send if
     /// the peer may still read).
-    Done { close_code: Option<(u16, &'static str)>, reason: String },
+    Done {
+        close_code: Option<(u16, &'static str)>,
+        reason: String,
+    },
 }
 
 /// A client connection.
@@ -70,6 +73,17 @@ pub struct ClientConn {
     /// Rate limiter of an open session; `Some` exactly while the connection is counted as an
     /// open client (so counts are released once).
     pub session: Option<RateGuard>,
+    /// Live events held back while a resume from the event log is pending (they go out after
+    /// the replay).
+    pub held: Option<Box<Held>>,
+}
+
+/// Live events held for a client whose resume is being read from the event log.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub events: Vec<Arc<Published>>,
+    /// Frame bytes held (counted against the outbound queue limit).
+    pub bytes: usize,
 }
 
 impl ClientConn {
@@ -87,6 +101,7 @@ impl ClientConn {
             writable_armed: false,
             dirty: false,
             session: None,
+            held: None,
         }
     }
 
@@ -113,12 +128,15 @@ impl ClientConn {
                         Err(e) => {
                             let status = e.status();
                             let body = format!("{e:?}\n");
-                            self.finish_http(crate::http::server::response(
-                                status,
-                                "text/plain",
-                                body.as_bytes(),
-                                &[],
-                            ), now);
+                            self.finish_http(
+                                crate::http::server::response(
+                                    status,
+                                    "text/plain",
+                                    body.as_bytes(),
+                                    &[],
+                                ),
+                                now,
+                            );
                             return ReadResult::Nothing;
                         }
                     }
@@ -138,7 +156,9 @@ impl ClientConn {
             _ => Vec::new(),
         };
         self.outbox.push_bytes(response);
-        self.state = ClientState::Open { ws: Box::new(ServerWs::new(leftover, max_message)) };
+        self.state = ClientState::Open {
+            ws: Box::new(ServerWs::new(leftover, max_message)),
+        };
         self.deadline = None;
     }
 
@@ -171,7 +191,9 @@ impl ClientConn {
                     self.ping_sent = None;
                     out.push(m);
                 }
-                Err(ReadError::TooBig) => return done(Some((1009, "message too big")), "message too big"),
+                Err(ReadError::TooBig) => {
+                    return done(Some((1009, "message too big")), "message too big");
+                }
                 Err(ReadError::Protocol(e)) => return done(Some((1002, "protocol error")), &e),
                 Err(ReadError::Io(kind)) => return done(None, &format!("{kind:?}")),
             }
@@ -197,6 +219,11 @@ impl ClientConn {
     /// Queues a broadcast frame. Returns false when the queue passed `limit` bytes: the caller
     /// closes the connection with 4008.
     pub fn enqueue(&mut self, ev: Arc<Published>, limit: usize) -> bool {
+        if let Some(held) = &mut self.held {
+            held.bytes += ev.frame.len();
+            held.events.push(ev);
+            return held.bytes + self.outbox.queued_bytes() <= limit;
+        }
         self.outbox.push_event(ev);
         self.outbox.queued_bytes() <= limit
     }
@@ -251,5 +278,8 @@ impl ClientConn {
 }
 
 fn done(close_code: Option<(u16, &'static str)>, reason: &str) -> ReadResult {
-    ReadResult::Done { close_code, reason: reason.to_string() }
+    ReadResult::Done {
+        close_code,
+        reason: reason.to_string(),
+    }
 }

@@ -1,5 +1,5 @@
 //! The client-facing server's connection machinery: the outbound queue and the connection state
 //! machine. Protocol cores (request parsing, filters) live in `client` and `fanout`.
 
-pub mod outbox;
 pub mod conn;
+pub mod outbox;

@@ -70,7 +70,8 @@ impl Outbox {
             return;
         }
         self.queued += bytes.len();
-        self.chunks.push_back(Chunk::Bytes(bytes.into_boxed_slice()));
+        self.chunks
+            .push_back(Chunk::Bytes(bytes.into_boxed_slice()));
     }
 
     /// Bytes waiting to be written.

@@ -133,7 +133,13 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// A chain at the family's start height, generating for `wallets` (loaded if `preload`).
-    pub(crate) fn new(coin: &str, family: Family, wallets: &[String], preload: bool, seed: u64) -> Chain {
+    pub(crate) fn new(
+        coin: &str,
+        family: Family,
+        wallets: &[String],
+        preload: bool,
+        seed: u64,
+    ) -> Chain {
         let height = match family {
             Family::Btc => 800_000,
             Family::Eth => 20_000_000,
@@ -209,7 +215,10 @@ impl Chain {
     }
 
     pub(crate) fn counts(&self) -> (usize, usize) {
-        (self.requests.values().map(HashMap::len).sum(), self.txs.len())
+        (
+            self.requests.values().map(HashMap::len).sum(),
+            self.txs.len(),
+        )
     }
 
     /// Decimals of amounts for `wallet` (tokens differ from the native coin).
@@ -246,13 +255,20 @@ impl Chain {
         let steps = u128::from(self.rng.below(99) + 1);
         match self.family {
             Family::Btc => steps * 10u128.pow(d.saturating_sub(3)) / 5, // 0.0002 .. 0.0198
-            _ => steps * 10u128.pow(d.saturating_sub(2)),                // 0.01 .. 0.99
+            _ => steps * 10u128.pow(d.saturating_sub(2)),               // 0.01 .. 0.99
         }
     }
 
     /// Creates an open request for `wallet`; `internal` requests (the generator's own checkout)
     /// get a registered payer on the eth family. Returns the request id.
-    pub(crate) fn add_request(&mut self, wallet: &str, amount: u128, memo: &str, expiry: u64, now: u64) -> String {
+    pub(crate) fn add_request(
+        &mut self,
+        wallet: &str,
+        amount: u128,
+        memo: &str,
+        expiry: u64,
+        now: u64,
+    ) -> String {
         let address = match self.family {
             Family::Eth => split_key(wallet).0.to_string(),
             _ => self.random_address(),
@@ -281,7 +297,10 @@ impl Chain {
 
     fn insert_request(&mut self, wallet: &str, request: Request) {
         let id = request.id.clone();
-        self.requests.entry(wallet.to_string()).or_default().insert(id.clone(), request);
+        self.requests
+            .entry(wallet.to_string())
+            .or_default()
+            .insert(id.clone(), request);
         self.request_order.push_back((wallet.to_string(), id));
         while self.request_order.len() > MAX_REQUESTS {
             if let Some((w, i)) = self.request_order.pop_front()
@@ -312,7 +331,13 @@ impl Chain {
 
     /// `sim_set_request`: changes (creating if needed) or, with `None`, deletes a request,
     /// without emitting anything. Returns whether the request existed before.
-    pub(crate) fn set_request(&mut self, wallet: &str, id: &str, patch: Option<RequestPatch>, now: u64) -> bool {
+    pub(crate) fn set_request(
+        &mut self,
+        wallet: &str,
+        id: &str,
+        patch: Option<RequestPatch>,
+        now: u64,
+    ) -> bool {
         let existed = self.request(wallet, id).is_some();
         let Some(patch) = patch else {
             if let Some(m) = self.requests.get_mut(wallet) {
@@ -354,7 +379,12 @@ impl Chain {
     /// Confirmed and unconfirmed totals received by a wallet's requests.
     pub(crate) fn balance(&self, wallet: &str) -> (u128, u128) {
         let mut total = (0, 0);
-        for r in self.requests.get(wallet).into_iter().flat_map(HashMap::values) {
+        for r in self
+            .requests
+            .get(wallet)
+            .into_iter()
+            .flat_map(HashMap::values)
+        {
             match r.status {
                 3 => total.0 += r.sent,
                 7 => total.1 += r.sent,
@@ -376,7 +406,10 @@ impl Chain {
 
     fn push(&self, out: &mut Vec<Emit>, wallet: &str, update: Value) {
         if self.loaded.contains(wallet) {
-            out.push(Emit { wallet: Some(wallet.to_string()), update });
+            out.push(Emit {
+                wallet: Some(wallet.to_string()),
+                update,
+            });
         }
     }
 
@@ -400,7 +433,10 @@ impl Chain {
     /// generation wallet (eth family: one in five is a plain transfer with no request).
     fn pick_payment(&mut self, now: u64) -> Option<(String, Option<String>)> {
         while let Some((w, id)) = self.to_pay.pop_front() {
-            if self.request(&w, &id).is_some_and(|r| r.status == 0 && r.tx_hashes.is_empty()) {
+            if self
+                .request(&w, &id)
+                .is_some_and(|r| r.status == 0 && r.tx_hashes.is_empty())
+            {
                 return Some((w, Some(id)));
             }
         }
@@ -447,28 +483,55 @@ impl Chain {
         r.sent = r.amount;
         r.tx_hashes = vec![hash.clone()];
         let (to, value) = (r.address.clone(), r.amount);
-        let tx = Tx { hash: hash.clone(), wallet: wallet.to_string(), from, to, value, script, height: None, request: Some(id.to_string()) };
+        let tx = Tx {
+            hash: hash.clone(),
+            wallet: wallet.to_string(),
+            from,
+            to,
+            value,
+            script,
+            height: None,
+            request: Some(id.to_string()),
+        };
         self.insert_tx(tx);
         self.mempool.push(hash.clone());
         let mut out = Vec::new();
         if let Some(r) = self.request(wallet, id) {
             self.push(&mut out, wallet, self.payment_update(wallet, r));
         }
-        self.push(&mut out, wallet, json!({"event": "new_transaction", "tx": hash}));
+        self.push(
+            &mut out,
+            wallet,
+            json!({"event": "new_transaction", "tx": hash}),
+        );
         out
     }
 
     fn pay_eth(&mut self, wallet: &str, id: Option<String>) {
-        let paying = id.as_deref().and_then(|i| self.request(wallet, i)).and_then(|r| {
-            r.payer.clone().map(|p| (p, r.amount.saturating_sub(r.sent)))
-        });
+        let paying = id
+            .as_deref()
+            .and_then(|i| self.request(wallet, i))
+            .and_then(|r| {
+                r.payer
+                    .clone()
+                    .map(|p| (p, r.amount.saturating_sub(r.sent)))
+            });
         let (from, value, request) = match paying {
             Some((payer, due)) => (payer, due, id),
             None => (self.random_address(), self.random_amount(wallet), None),
         };
         let hash = format!("0x{}", self.rng.hex(64));
         let to = split_key(wallet).0.to_string();
-        let tx = Tx { hash: hash.clone(), wallet: wallet.to_string(), from: Some(from), to, value, script: String::new(), height: None, request };
+        let tx = Tx {
+            hash: hash.clone(),
+            wallet: wallet.to_string(),
+            from: Some(from),
+            to,
+            value,
+            script: String::new(),
+            height: None,
+            request,
+        };
         self.insert_tx(tx);
         self.mempool.push(hash);
     }
@@ -477,7 +540,10 @@ impl Chain {
     pub(crate) fn mine(&mut self) -> Vec<Emit> {
         self.height += 1;
         let height = self.height;
-        let mut out = vec![Emit { wallet: None, update: json!({"event": "new_block", "height": height}) }];
+        let mut out = vec![Emit {
+            wallet: None,
+            update: json!({"event": "new_block", "height": height}),
+        }];
         for hash in std::mem::take(&mut self.mempool) {
             self.confirm(&hash, height, &mut out);
         }
@@ -485,7 +551,9 @@ impl Chain {
     }
 
     fn confirm(&mut self, hash: &str, height: u64, out: &mut Vec<Emit>) {
-        let Some(tx) = self.txs.get_mut(hash) else { return };
+        let Some(tx) = self.txs.get_mut(hash) else {
+            return;
+        };
         tx.height = Some(height);
         let tx = tx.clone();
         if self.family == Family::Eth {
@@ -501,7 +569,11 @@ impl Chain {
             self.push(out, &tx.wallet, self.payment_update(&tx.wallet, &r));
         }
         if self.family == Family::Btc {
-            self.push(out, &tx.wallet, json!({"event": "verified_tx", "tx": tx.hash, "height": height}));
+            self.push(
+                out,
+                &tx.wallet,
+                json!({"event": "verified_tx", "tx": tx.hash, "height": height}),
+            );
         }
     }
 

@@ -3,7 +3,9 @@
 use super::*;
 
 fn names(out: &[Emit]) -> Vec<&str> {
-    out.iter().map(|e| e.update["event"].as_str().unwrap_or("?")).collect()
+    out.iter()
+        .map(|e| e.update["event"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 fn chain(coin: &str, family: Family, wallet: &str) -> Chain {
@@ -32,7 +34,10 @@ fn btc_flow_is_unconfirmed_then_paid_and_verified() {
     assert_eq!(out[0].wallet, None);
     assert_eq!(out[0].update["height"], 800_001);
     assert_eq!(out[1].update["status"], 3);
-    assert_eq!(out[2].update, json!({"event": "verified_tx", "tx": tx, "height": 800_001}));
+    assert_eq!(
+        out[2].update,
+        json!({"event": "verified_tx", "tx": tx, "height": 800_001})
+    );
     assert_eq!(c.request("zpubA", &id).map(|r| r.status), Some(3));
     c.mine();
     assert_eq!(c.tx(&tx).map(|t| c.confirmations(t)), Some(2));
@@ -55,7 +60,9 @@ fn unloaded_wallets_move_state_but_emit_nothing() {
 #[test]
 fn heights_strictly_increase() {
     let mut c = chain("XMR", Family::Xmr, "view");
-    let h: Vec<u64> = (0..5).map(|_| c.mine()[0].update["height"].as_u64().unwrap()).collect();
+    let h: Vec<u64> = (0..5)
+        .map(|_| c.mine()[0].update["height"].as_u64().unwrap())
+        .collect();
     assert_eq!(h, [3_000_001, 3_000_002, 3_000_003, 3_000_004, 3_000_005]);
 }
 
@@ -100,7 +107,10 @@ fn native_eth_amount_has_18_decimals() {
         c.pay_step(0);
     }
     let out = c.mine();
-    let tx = out.iter().find(|e| e.update["event"] == "new_transaction").unwrap();
+    let tx = out
+        .iter()
+        .find(|e| e.update["event"] == "new_transaction")
+        .unwrap();
     let amount = tx.update["amount"].as_str().unwrap();
     assert_eq!(amount.split_once('.').map(|(_, f)| f.len()), Some(18));
     assert_eq!(tx.update["contract"], Value::Null);
@@ -128,13 +138,27 @@ fn bch_request_id_is_the_address() {
 #[test]
 fn set_request_creates_patches_and_deletes_silently() {
     let mut c = chain("BTC", Family::Btc, "w");
-    let patch = RequestPatch { status: Some(7), sent: Some(500), tx_hashes: Some(vec!["aa".into()]), ..Default::default() };
+    let patch = RequestPatch {
+        status: Some(7),
+        sent: Some(500),
+        tx_hashes: Some(vec!["aa".into()]),
+        ..Default::default()
+    };
     assert!(!c.set_request("w", "0123456789", Some(patch), 0));
     let r = c.request("w", "0123456789").cloned().unwrap();
-    assert_eq!((r.status, r.sent, r.amount, r.tx_hashes), (7, 500, 500, vec!["aa".to_string()]));
-    let patch = RequestPatch { status: Some(3), ..Default::default() };
+    assert_eq!(
+        (r.status, r.sent, r.amount, r.tx_hashes),
+        (7, 500, 500, vec!["aa".to_string()])
+    );
+    let patch = RequestPatch {
+        status: Some(3),
+        ..Default::default()
+    };
     assert!(c.set_request("w", "0123456789", Some(patch), 0));
-    assert_eq!(c.request("w", "0123456789").map(|r| (r.status, r.sent)), Some((3, 500)));
+    assert_eq!(
+        c.request("w", "0123456789").map(|r| (r.status, r.sent)),
+        Some((3, 500))
+    );
     assert!(c.set_request("w", "0123456789", None, 0));
     assert!(c.request("w", "0123456789").is_none());
 }
@@ -142,9 +166,36 @@ fn set_request_creates_patches_and_deletes_silently() {
 #[test]
 fn balance_counts_paid_and_unconfirmed() {
     let mut c = chain("BTC", Family::Btc, "w");
-    c.set_request("w", "a", Some(RequestPatch { status: Some(3), sent: Some(5), ..Default::default() }), 0);
-    c.set_request("w", "b", Some(RequestPatch { status: Some(7), sent: Some(2), ..Default::default() }), 0);
-    c.set_request("w", "c", Some(RequestPatch { status: Some(0), sent: Some(1), ..Default::default() }), 0);
+    c.set_request(
+        "w",
+        "a",
+        Some(RequestPatch {
+            status: Some(3),
+            sent: Some(5),
+            ..Default::default()
+        }),
+        0,
+    );
+    c.set_request(
+        "w",
+        "b",
+        Some(RequestPatch {
+            status: Some(7),
+            sent: Some(2),
+            ..Default::default()
+        }),
+        0,
+    );
+    c.set_request(
+        "w",
+        "c",
+        Some(RequestPatch {
+            status: Some(0),
+            sent: Some(1),
+            ..Default::default()
+        }),
+        0,
+    );
     assert_eq!(c.balance("w"), (5, 2));
     assert_eq!(c.balance("other"), (0, 0));
 }

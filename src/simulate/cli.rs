@@ -55,7 +55,10 @@ impl std::fmt::Display for CliError {
 }
 
 fn err<T>(flag: &str, message: impl Into<String>) -> Result<T, CliError> {
-    Err(CliError { flag: flag.to_string(), message: message.into() })
+    Err(CliError {
+        flag: flag.to_string(),
+        message: message.into(),
+    })
 }
 
 /// What the command line asks for.
@@ -66,8 +69,19 @@ pub(crate) enum Parsed {
 }
 
 const VALUE_FLAGS: &[&str] = &[
-    "--coin", "--family", "--host", "--port", "--login", "--password", "--rate", "--block-interval",
-    "--wallets", "--count", "--start-delay-ms", "--fault", "--seed",
+    "--coin",
+    "--family",
+    "--host",
+    "--port",
+    "--login",
+    "--password",
+    "--rate",
+    "--block-interval",
+    "--wallets",
+    "--count",
+    "--start-delay-ms",
+    "--fault",
+    "--seed",
 ];
 const BOOL_FLAGS: &[&str] = &["--preload-wallets", "--bench", "--help", "-h"];
 
@@ -99,7 +113,9 @@ fn pairs(args: &[String]) -> Result<Vec<(String, Option<String>)>, CliError> {
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, CliError> {
-    v.trim().parse().or_else(|_| err(flag, format!("'{v}' is not a valid number")))
+    v.trim()
+        .parse()
+        .or_else(|_| err(flag, format!("'{v}' is not a valid number")))
 }
 
 fn seconds(flag: &str, v: &str) -> Result<Duration, CliError> {
@@ -116,27 +132,50 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Parsed, CliError> {
     if pairs.iter().any(|(f, _)| f == "--help" || f == "-h") {
         return Ok(Parsed::Help);
     }
-    let get = |name: &str| pairs.iter().rev().find(|(f, _)| f == name).and_then(|(_, v)| v.clone());
-    let coin = get("--coin").unwrap_or_else(|| "BTC".into()).trim().to_ascii_uppercase();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(f, _)| f == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    let coin = get("--coin")
+        .unwrap_or_else(|| "BTC".into())
+        .trim()
+        .to_ascii_uppercase();
     if coin.is_empty() || !coin.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return err("--coin", "must be a symbol such as BTC");
     }
     let mut cfg = SimConfig::new(&coin);
-    cfg.family = match get("--family").as_deref().map(str::to_ascii_lowercase).as_deref() {
+    cfg.family = match get("--family")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("btc") => Family::Btc,
         Some("eth") => Family::Eth,
         Some("xmr") => Family::Xmr,
         Some(other) => return err("--family", format!("'{other}' is not btc, eth or xmr")),
         None => match util::family_of(&coin) {
             Some(f) => f,
-            None => return err("--family", format!("required for {coin}, which is not a known coin")),
+            None => {
+                return err(
+                    "--family",
+                    format!("required for {coin}, which is not a known coin"),
+                );
+            }
         },
     };
     cfg.port = match get("--port") {
         Some(p) => number("--port", &p)?,
         None => match util::default_port(&coin) {
             Some(p) => p,
-            None => return err("--port", format!("required for {coin}, which has no default port")),
+            None => {
+                return err(
+                    "--port",
+                    format!("required for {coin}, which has no default port"),
+                );
+            }
         },
     };
     apply_rest(&mut cfg, &pairs)?;
@@ -159,7 +198,12 @@ fn apply_rest(cfg: &mut SimConfig, pairs: &[(String, Option<String>)]) -> Result
             }
             "--block-interval" => cfg.block_interval = seconds(flag, v)?,
             "--wallets" => {
-                cfg.wallets = v.split(',').map(str::trim).filter(|w| !w.is_empty()).map(String::from).collect();
+                cfg.wallets = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|w| !w.is_empty())
+                    .map(String::from)
+                    .collect();
             }
             "--preload-wallets" => cfg.preload_wallets = true,
             "--bench" => cfg.bench = true,
@@ -247,26 +291,72 @@ mod tests {
     #[test]
     fn defaults_come_from_the_coin() {
         let c = cfg(&[]);
-        assert_eq!((c.coin.as_str(), c.family, c.port), ("BTC", Family::Btc, 5000));
-        assert_eq!((c.login.as_str(), c.password.as_str()), ("electrum", "electrumz"));
+        assert_eq!(
+            (c.coin.as_str(), c.family, c.port),
+            ("BTC", Family::Btc, 5000)
+        );
+        assert_eq!(
+            (c.login.as_str(), c.password.as_str()),
+            ("electrum", "electrumz")
+        );
         assert_eq!((c.rate, c.block_interval), (2.0, Duration::from_secs(10)));
         let c = cfg(&["--coin", "matic"]);
-        assert_eq!((c.coin.as_str(), c.family, c.port), ("MATIC", Family::Eth, 5008));
+        assert_eq!(
+            (c.coin.as_str(), c.family, c.port),
+            ("MATIC", Family::Eth, 5008)
+        );
     }
 
     #[test]
     fn every_flag_is_applied() {
         let c = cfg(&[
-            "--coin=eth", "--host", "0.0.0.0", "--port", "0", "--login", "u", "--password", "p",
-            "--rate", "1.5", "--block-interval", "0.5", "--wallets", "a, b,,c", "--preload-wallets",
-            "--bench", "--count", "10", "--start-delay-ms", "250", "--fault", "stall",
-            "--fault", "drop_after=3", "--seed", "9",
+            "--coin=eth",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--login",
+            "u",
+            "--password",
+            "p",
+            "--rate",
+            "1.5",
+            "--block-interval",
+            "0.5",
+            "--wallets",
+            "a, b,,c",
+            "--preload-wallets",
+            "--bench",
+            "--count",
+            "10",
+            "--start-delay-ms",
+            "250",
+            "--fault",
+            "stall",
+            "--fault",
+            "drop_after=3",
+            "--seed",
+            "9",
         ]);
-        assert_eq!((c.host.as_str(), c.port, c.login.as_str(), c.password.as_str()), ("0.0.0.0", 0, "u", "p"));
-        assert_eq!((c.rate, c.block_interval), (1.5, Duration::from_millis(500)));
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.login.as_str(),
+                c.password.as_str()
+            ),
+            ("0.0.0.0", 0, "u", "p")
+        );
+        assert_eq!(
+            (c.rate, c.block_interval),
+            (1.5, Duration::from_millis(500))
+        );
         assert_eq!(c.wallets, ["a", "b", "c"]);
         assert!(c.preload_wallets && c.bench);
-        assert_eq!((c.count, c.start_delay, c.seed), (10, Duration::from_millis(250), 9));
+        assert_eq!(
+            (c.count, c.start_delay, c.seed),
+            (10, Duration::from_millis(250), 9)
+        );
         assert!(c.faults.stall);
         assert_eq!(c.faults.drop_after, Some(3));
     }
@@ -277,10 +367,19 @@ mod tests {
         assert_eq!(flag(&["--port", "70000"]), Some("--port".into()));
         assert_eq!(flag(&["--rate", "-1"]), Some("--rate".into()));
         assert_eq!(flag(&["--rate", "NaN"]), Some("--rate".into()));
-        assert_eq!(flag(&["--block-interval", "x"]), Some("--block-interval".into()));
+        assert_eq!(
+            flag(&["--block-interval", "x"]),
+            Some("--block-interval".into())
+        );
         assert_eq!(flag(&["--family", "sol"]), Some("--family".into()));
-        assert_eq!(flag(&["--coin", "DOGE", "--port", "1"]), Some("--family".into()));
-        assert_eq!(flag(&["--coin", "DOGE", "--family", "btc"]), Some("--port".into()));
+        assert_eq!(
+            flag(&["--coin", "DOGE", "--port", "1"]),
+            Some("--family".into())
+        );
+        assert_eq!(
+            flag(&["--coin", "DOGE", "--family", "btc"]),
+            Some("--port".into())
+        );
         assert_eq!(flag(&["--fault", "explode"]), Some("--fault".into()));
         assert_eq!(flag(&["--bench", "--rate", "0"]), Some("--rate".into()));
         assert_eq!(flag(&["--count"]), Some("--count".into()));
@@ -292,6 +391,9 @@ mod tests {
     fn help_and_cli_exit_codes() {
         assert_eq!(parse(&["--coin", "x", "--help"]), Ok(Parsed::Help));
         assert_eq!(run_cli(&["--help".to_string()]), ExitCode::SUCCESS);
-        assert_eq!(run_cli(&["--port".to_string(), "x".to_string()]), ExitCode::from(2));
+        assert_eq!(
+            run_cli(&["--port".to_string(), "x".to_string()]),
+            ExitCode::from(2)
+        );
     }
 }

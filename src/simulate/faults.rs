@@ -98,11 +98,13 @@ impl Faults {
 }
 
 fn as_bool(key: &str, v: &Value) -> Result<bool, FaultError> {
-    v.as_bool().ok_or_else(|| FaultError(format!("fault {key} takes true or false")))
+    v.as_bool()
+        .ok_or_else(|| FaultError(format!("fault {key} takes true or false")))
 }
 
 fn as_u64(key: &str, v: &Value) -> Result<u64, FaultError> {
-    v.as_u64().ok_or_else(|| FaultError(format!("fault {key} takes a non-negative integer")))
+    v.as_u64()
+        .ok_or_else(|| FaultError(format!("fault {key} takes a non-negative integer")))
 }
 
 /// `drop_after` value meaning "no limit".
@@ -129,7 +131,8 @@ impl FaultCell {
     pub(crate) fn store(&self, f: &Faults) {
         self.refuse_auth.store(f.refuse_auth, Ordering::Relaxed);
         self.stall.store(f.stall, Ordering::Relaxed);
-        self.drop_after.store(f.drop_after.unwrap_or(NO_DROP), Ordering::Relaxed);
+        self.drop_after
+            .store(f.drop_after.unwrap_or(NO_DROP), Ordering::Relaxed);
         let ms = u64::try_from(f.rpc_delay.as_millis()).unwrap_or(u64::MAX);
         self.rpc_delay_ms.store(ms, Ordering::Relaxed);
     }
@@ -184,25 +187,44 @@ mod tests {
     fn bad_flags_are_refused_with_the_name() {
         let mut f = Faults::default();
         assert!(f.apply_flag("explode").unwrap_err().0.contains("explode"));
-        assert!(f.apply_flag("drop_after=-1").unwrap_err().0.contains("drop_after"));
+        assert!(
+            f.apply_flag("drop_after=-1")
+                .unwrap_err()
+                .0
+                .contains("drop_after")
+        );
         assert!(f.apply_flag("stall=7").unwrap_err().0.contains("stall"));
         assert!(f.apply_json(&json!([1])).is_err());
     }
 
     #[test]
     fn json_changes_only_given_keys() {
-        let mut f = Faults { stall: true, ..Default::default() };
-        f.apply_json(&json!({"drop_after": 0, "rpc_delay_ms": 5})).unwrap();
+        let mut f = Faults {
+            stall: true,
+            ..Default::default()
+        };
+        f.apply_json(&json!({"drop_after": 0, "rpc_delay_ms": 5}))
+            .unwrap();
         assert!(f.stall);
         assert_eq!(f.drop_after, Some(0));
         assert_eq!(f.to_json()["rpc_delay_ms"], 5);
-        f.apply_json(&json!({"drop_after": null, "stall": false})).unwrap();
-        assert_eq!(f.to_json(), json!({"refuse_auth": false, "drop_after": null, "stall": false, "rpc_delay_ms": 5}));
+        f.apply_json(&json!({"drop_after": null, "stall": false}))
+            .unwrap();
+        assert_eq!(
+            f.to_json(),
+            json!({"refuse_auth": false, "drop_after": null, "stall": false, "rpc_delay_ms": 5})
+        );
     }
 
     #[test]
     fn cell_round_trips_switches() {
-        let f = Faults { refuse_auth: true, drop_after: Some(2), stall: true, rpc_delay: Duration::from_millis(9), reset: true };
+        let f = Faults {
+            refuse_auth: true,
+            drop_after: Some(2),
+            stall: true,
+            rpc_delay: Duration::from_millis(9),
+            reset: true,
+        };
         let cell = FaultCell::new(&f);
         assert_eq!(cell.load(), Faults { reset: false, ..f });
         cell.store(&Faults::default());

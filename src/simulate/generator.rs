@@ -47,7 +47,8 @@ fn run_flows(shared: &Shared) {
     let cfg = &shared.cfg;
     let start = Instant::now();
     let block_every = (!cfg.block_interval.is_zero()).then_some(cfg.block_interval);
-    let flow_every = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(flow_size(cfg.family) / cfg.rate));
+    let flow_every =
+        (cfg.rate > 0.0).then(|| Duration::from_secs_f64(flow_size(cfg.family) / cfg.rate));
     let mut next_block = block_every.map(|d| start + d);
     let mut next_flow = flow_every.map(|d| start + d);
     while !shared.is_stopping() {
@@ -56,7 +57,11 @@ fn run_flows(shared: &Shared) {
             && now >= due
         {
             shared.mine();
-            next_block = Some(if now > due + every { now + every } else { due + every });
+            next_block = Some(if now > due + every {
+                now + every
+            } else {
+                due + every
+            });
         }
         if let (Some(mut due), Some(every)) = (next_flow, flow_every) {
             let mut n = 0;
@@ -65,9 +70,17 @@ fn run_flows(shared: &Shared) {
                 due += every;
                 n += 1;
             }
-            next_flow = Some(if now > due + Duration::from_secs(1) { now + every } else { due });
+            next_flow = Some(if now > due + Duration::from_secs(1) {
+                now + every
+            } else {
+                due
+            });
         }
-        let wake = [next_block, next_flow].into_iter().flatten().min().unwrap_or(now + TICK);
+        let wake = [next_block, next_flow]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + TICK);
         std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(TICK));
     }
 }
@@ -103,7 +116,10 @@ impl BenchFrames {
         text.push_str(&self.prefix);
         let _ = write!(text, "0x{scheduled_micros:016x}{i:048x}");
         text.push_str(&self.suffix);
-        Frame { wallet: Some(self.wallet.clone()), text: text.into() }
+        Frame {
+            wallet: Some(self.wallet.clone()),
+            text: text.into(),
+        }
     }
 }
 
@@ -128,7 +144,9 @@ fn run_bench(shared: &Shared) {
     let end = if cfg.count == 0 { u64::MAX } else { cfg.count };
     let mut i = 0u64;
     while !shared.is_stopping() && i < end {
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64).saturating_add(1).min(end);
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64)
+            .saturating_add(1)
+            .min(end);
         if i < due {
             let upto = due.min(i + BENCH_BATCH);
             let loaded = shared.chain().is_loaded(wallet);
@@ -137,7 +155,10 @@ fn run_bench(shared: &Shared) {
                 .map(|k| frames.frame(start_micros + (k as f64 * 1e6 / rate) as u64, k))
                 .collect();
             shared.hub.broadcast(&batch);
-            shared.stats.bench_events.fetch_add(upto - i, Ordering::Relaxed);
+            shared
+                .stats
+                .bench_events
+                .fetch_add(upto - i, Ordering::Relaxed);
             i = upto;
             continue;
         }
@@ -160,14 +181,23 @@ mod tests {
         let v: Value = serde_json::from_str(f.text.as_str()).unwrap();
         let u = &v["updates"][0];
         assert_eq!(u["event"], "new_transaction");
-        assert_eq!((u["to"].as_str(), u["contract"].as_str()), (Some("0xAbC"), Some("0xdAC")));
+        assert_eq!(
+            (u["to"].as_str(), u["contract"].as_str()),
+            (Some("0xAbC"), Some("0xdAC"))
+        );
         assert_eq!(v["wallet"], "0xAbC_0xdAC");
         assert_eq!(v["currency"], "ETH");
         let tx = u["tx"].as_str().unwrap();
         assert_eq!(tx.len(), 66);
-        assert_eq!(tx, format!("0x{:016x}{:048x}", 1_700_000_000_123_456u64, 42));
+        assert_eq!(
+            tx,
+            format!("0x{:016x}{:048x}", 1_700_000_000_123_456u64, 42)
+        );
         assert_eq!(decode_bench_tx(tx), Some((1_700_000_000_123_456, 42)));
-        let len = BenchFrames::new("ETH", "0x5a0b54d5dc17e0aadc383d2db43b0a0d3e029c4c").frame(0, 0).text.len();
+        let len = BenchFrames::new("ETH", "0x5a0b54d5dc17e0aadc383d2db43b0a0d3e029c4c")
+            .frame(0, 0)
+            .text
+            .len();
         assert!((250..=350).contains(&len), "frame is {len} bytes");
     }
 

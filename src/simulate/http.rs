@@ -54,7 +54,10 @@ pub(crate) enum HttpError {
 impl Head {
     /// The first header called `name` (lower case).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn has_token(&self, name: &str, token: &str) -> bool {
@@ -88,9 +91,11 @@ impl Head {
 
     /// The `Sec-WebSocket-Key` of a valid upgrade request.
     pub(crate) fn ws_key(&self) -> Option<&str> {
-        let upgrade = self.has_token("upgrade", "websocket") && self.has_token("connection", "upgrade");
+        let upgrade =
+            self.has_token("upgrade", "websocket") && self.has_token("connection", "upgrade");
         let version = self.header("sec-websocket-version").map(str::trim) == Some("13");
-        self.header("sec-websocket-key").filter(|_| upgrade && version && self.method == "GET")
+        self.header("sec-websocket-key")
+            .filter(|_| upgrade && version && self.method == "GET")
     }
 }
 
@@ -109,7 +114,12 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError>
                 headers: req
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect(),
             };
             Ok(Some((head, len)))
@@ -131,11 +141,21 @@ pub(crate) fn basic_auth_ok(header: Option<&str>, login: &str, password: &str) -
     };
     let expected = format!("{login}:{password}");
     decoded.len() == expected.len()
-        && decoded.iter().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        && decoded
+            .iter()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// A complete HTTP response.
-pub(crate) fn response(status: u16, reason: &str, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
+pub(crate) fn response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\nServer: cryptoworker-simulate\r\n\r\n",
@@ -151,18 +171,36 @@ const JSON: &str = "application/json; charset=utf-8";
 /// What to do with one request.
 #[derive(Debug)]
 enum Route {
-    Answer { status: u16, reason: &'static str, content_type: &'static str, body: Vec<u8>, close: bool },
+    Answer {
+        status: u16,
+        reason: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+        close: bool,
+    },
     Upgrade(String),
 }
 
 impl Route {
     fn json(body: String) -> Route {
-        Route::Answer { status: 200, reason: "OK", content_type: JSON, body: body.into_bytes(), close: false }
+        Route::Answer {
+            status: 200,
+            reason: "OK",
+            content_type: JSON,
+            body: body.into_bytes(),
+            close: false,
+        }
     }
 
     fn status(status: u16, reason: &'static str, error: &str) -> Route {
         let body = serde_json::json!({"error": error}).to_string().into_bytes();
-        Route::Answer { status, reason, content_type: JSON, body, close: false }
+        Route::Answer {
+            status,
+            reason,
+            content_type: JSON,
+            body,
+            close: false,
+        }
     }
 }
 
@@ -178,10 +216,13 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 shared.active.fetch_add(1, Ordering::Relaxed);
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let s = shared.clone();
-                let spawned = std::thread::Builder::new().name("sim-conn".into()).spawn(move || {
-                    serve(&s, stream);
-                    s.active.fetch_sub(1, Ordering::Relaxed);
-                });
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("sim-conn".into())
+                        .spawn(move || {
+                            serve(&s, stream);
+                            s.active.fetch_sub(1, Ordering::Relaxed);
+                        });
                 match spawned {
                     Ok(h) => shared.track(h),
                     Err(e) => {
@@ -190,7 +231,9 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log::warn!("[SIMULATE] accept failed: {e}");
@@ -217,9 +260,19 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
             }
         };
         match route(shared, &head, &body) {
-            Route::Answer { status, reason, content_type, body, close } => {
+            Route::Answer {
+                status,
+                reason,
+                content_type,
+                body,
+                close,
+            } => {
                 let keep = !close && head.keep_alive();
-                if stream.write_all(&response(status, reason, content_type, &body, keep)).is_err() || !keep {
+                if stream
+                    .write_all(&response(status, reason, content_type, &body, keep))
+                    .is_err()
+                    || !keep
+                {
                     return;
                 }
             }
@@ -228,9 +281,12 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
                 let head = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
+                // Subscribe before the 101, so every push after the handshake reaches it.
+                let sub = shared.hub.subscribe();
                 if stream.write_all(head.as_bytes()).is_ok() {
-                    ws::run(shared, stream, std::mem::take(&mut buf));
+                    ws::run(shared, stream, std::mem::take(&mut buf), &sub);
                 }
+                shared.hub.unsubscribe(sub.id);
                 return;
             }
         }
@@ -240,7 +296,11 @@ fn serve(shared: &Shared, mut stream: TcpStream) {
 fn error_response(e: &HttpError) -> Vec<u8> {
     let (status, reason, msg) = match e {
         HttpError::Malformed => (400, "Bad Request", "malformed request"),
-        HttpError::HeadTooLarge => (431, "Request Header Fields Too Large", "request head too large"),
+        HttpError::HeadTooLarge => (
+            431,
+            "Request Header Fields Too Large",
+            "request head too large",
+        ),
         HttpError::BodyTooLarge => (413, "Payload Too Large", "request body too large"),
         HttpError::Unsupported(m) => (501, "Not Implemented", *m),
     };
@@ -249,7 +309,11 @@ fn error_response(e: &HttpError) -> Vec<u8> {
 }
 
 /// Reads one request (head and body); `Ok(None)` on close, idle timeout or stop.
-fn read_request(shared: &Shared, stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<(Head, Vec<u8>)>, HttpError> {
+fn read_request(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(Head, Vec<u8>)>, HttpError> {
     let since = Instant::now();
     let (head, len) = loop {
         if let Some(done) = parse_head(buf)? {
@@ -283,7 +347,13 @@ fn fill(shared: &Shared, stream: &mut TcpStream, buf: &mut Vec<u8>, since: Insta
                 buf.extend_from_slice(&tmp[..n]);
                 return true;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return false,
         }
     }
@@ -349,7 +419,10 @@ mod tests {
     fn parses_head_path_headers_and_partial() {
         let raw = b"POST /?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nAuthorization: Basic abc\r\n\r\n{}";
         let (head, len) = parse_head(raw).unwrap().unwrap();
-        assert_eq!((head.method.as_str(), head.path.as_str(), head.version), ("POST", "/", 1));
+        assert_eq!(
+            (head.method.as_str(), head.path.as_str(), head.version),
+            ("POST", "/", 1)
+        );
         assert_eq!(head.header("authorization"), Some("Basic abc"));
         assert_eq!(head.content_length(), Ok(2));
         assert_eq!(&raw[len..], b"{}");
@@ -359,30 +432,73 @@ mod tests {
 
     #[test]
     fn bad_heads_are_errors() {
-        assert_eq!(parse_head(b"\x00\x01 garbage\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(
+            parse_head(b"\x00\x01 garbage\r\n\r\n"),
+            Err(HttpError::Malformed)
+        );
         let big = vec![b'a'; MAX_HEAD + 1];
-        assert_eq!(parse_head(&[b"GET / HTTP/1.1\r\nX: ".as_slice(), &big].concat()), Err(HttpError::HeadTooLarge));
-        let head = |h: &str| parse_head(format!("POST / HTTP/1.1\r\n{h}\r\n\r\n").as_bytes()).unwrap().unwrap().0;
-        assert_eq!(head("Content-Length: x").content_length(), Err(HttpError::Malformed));
-        assert_eq!(head("Content-Length: 99999999").content_length(), Err(HttpError::BodyTooLarge));
-        assert!(matches!(head("Transfer-Encoding: chunked").content_length(), Err(HttpError::Unsupported(_))));
+        assert_eq!(
+            parse_head(&[b"GET / HTTP/1.1\r\nX: ".as_slice(), &big].concat()),
+            Err(HttpError::HeadTooLarge)
+        );
+        let head = |h: &str| {
+            parse_head(format!("POST / HTTP/1.1\r\n{h}\r\n\r\n").as_bytes())
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            head("Content-Length: x").content_length(),
+            Err(HttpError::Malformed)
+        );
+        assert_eq!(
+            head("Content-Length: 99999999").content_length(),
+            Err(HttpError::BodyTooLarge)
+        );
+        assert!(matches!(
+            head("Transfer-Encoding: chunked").content_length(),
+            Err(HttpError::Unsupported(_))
+        ));
         assert!(!head("Connection: close").keep_alive());
     }
 
     #[test]
     fn http10_closes_unless_keep_alive() {
-        let h = parse_head(b"GET /spec HTTP/1.0\r\n\r\n").unwrap().unwrap().0;
+        let h = parse_head(b"GET /spec HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .0;
         assert!(!h.keep_alive());
-        let h = parse_head(b"GET /spec HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap().0;
+        let h = parse_head(b"GET /spec HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .0;
         assert!(h.keep_alive());
     }
 
     #[test]
     fn basic_auth_checks_login_and_password() {
-        let enc = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
-        assert!(basic_auth_ok(Some(&enc("electrum:electrumz")), "electrum", "electrumz"));
-        assert!(!basic_auth_ok(Some(&enc("electrum:wrong")), "electrum", "electrumz"));
-        assert!(!basic_auth_ok(Some(&enc("electrum:electrumzz")), "electrum", "electrumz"));
+        let enc = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert!(basic_auth_ok(
+            Some(&enc("electrum:electrumz")),
+            "electrum",
+            "electrumz"
+        ));
+        assert!(!basic_auth_ok(
+            Some(&enc("electrum:wrong")),
+            "electrum",
+            "electrumz"
+        ));
+        assert!(!basic_auth_ok(
+            Some(&enc("electrum:electrumzz")),
+            "electrum",
+            "electrumz"
+        ));
         assert!(!basic_auth_ok(Some("Basic !!!"), "electrum", "electrumz"));
         assert!(!basic_auth_ok(Some("Bearer x"), "electrum", "electrumz"));
         assert!(!basic_auth_ok(None, "electrum", "electrumz"));
@@ -392,7 +508,10 @@ mod tests {
     #[test]
     fn ws_key_needs_upgrade_headers() {
         let ok = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k==\r\n\r\n";
-        assert_eq!(parse_head(ok.as_bytes()).unwrap().unwrap().0.ws_key(), Some("k=="));
+        assert_eq!(
+            parse_head(ok.as_bytes()).unwrap().unwrap().0.ws_key(),
+            Some("k==")
+        );
         let no = ok.replace("Upgrade: websocket\r\n", "");
         assert_eq!(parse_head(no.as_bytes()).unwrap().unwrap().0.ws_key(), None);
     }

@@ -29,7 +29,10 @@ pub(crate) struct Frame {
 impl Frame {
     /// The frame carrying one update in the daemon envelope.
     pub(crate) fn update(update: &Value, wallet: Option<&str>, currency: &str) -> Frame {
-        Frame { wallet: wallet.map(Arc::from), text: envelope(update, wallet, currency).into() }
+        Frame {
+            wallet: wallet.map(Arc::from),
+            text: envelope(update, wallet, currency).into(),
+        }
     }
 
     /// The frame for a chain update.
@@ -78,7 +81,11 @@ impl Hub {
         let (tx, rx) = crossbeam_channel::unbounded();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::new(AtomicUsize::new(0));
-        lock(&self.subs).push(Sub { id, tx, queued: queued.clone() });
+        lock(&self.subs).push(Sub {
+            id,
+            tx,
+            queued: queued.clone(),
+        });
         Subscription { id, rx, queued }
     }
 
@@ -127,7 +134,10 @@ mod tests {
     fn envelope_has_one_update_wallet_and_currency() {
         let text = envelope(&json!({"event": "new_block", "height": 5}), None, "BTC");
         let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v, json!({"updates": [{"event": "new_block", "height": 5}], "wallet": null, "currency": "BTC"}));
+        assert_eq!(
+            v,
+            json!({"updates": [{"event": "new_block", "height": 5}], "wallet": null, "currency": "BTC"})
+        );
         let f = Frame::update(&json!({"event": "x"}), Some("w_c"), "ETH");
         assert_eq!(f.wallet.as_deref(), Some("w_c"));
         assert!(f.text.as_str().contains(r#""wallet":"w_c""#));
@@ -137,10 +147,15 @@ mod tests {
     fn broadcast_reaches_every_socket_in_order() {
         let hub = Hub::default();
         let (a, b) = (hub.subscribe(), hub.subscribe());
-        let frames: Vec<Frame> = (0..3).map(|i| Frame::update(&json!(i), None, "BTC")).collect();
+        let frames: Vec<Frame> = (0..3)
+            .map(|i| Frame::update(&json!(i), None, "BTC"))
+            .collect();
         hub.broadcast(&frames);
         for s in [&a, &b] {
-            let got: Vec<String> = s.rx.try_iter().map(|f| f.text.as_str().to_string()).collect();
+            let got: Vec<String> =
+                s.rx.try_iter()
+                    .map(|f| f.text.as_str().to_string())
+                    .collect();
             assert_eq!(got.len(), 3);
             assert!(got[0].contains("[0]") && got[2].contains("[2]"));
             assert_eq!(s.queued.load(Ordering::Relaxed), 3);

@@ -101,11 +101,15 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
         "add_request" => {
             let amount = amount_arg(call, chain.decimals(wallet))?;
             let memo = call.arg(1, "memo").and_then(Value::as_str).unwrap_or("");
-            let expiry = call.arg(2, "expiry").or_else(|| call.kwargs.get("expiration"));
+            let expiry = call
+                .arg(2, "expiry")
+                .or_else(|| call.kwargs.get("expiration"));
             let expiry = expiry.and_then(Value::as_u64).unwrap_or(900);
             let id = chain.add_request(wallet, amount, memo, expiry, unix_secs());
             chain.queue_payment(wallet, &id);
-            let r = chain.request(wallet, &id).ok_or_else(|| exception(shared, "Request not found"))?;
+            let r = chain
+                .request(wallet, &id)
+                .ok_or_else(|| exception(shared, "Request not found"))?;
             Ok(views::request(&chain, wallet, r))
         }
         "getbalance" => {
@@ -123,7 +127,11 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
             if family != Family::Eth {
                 return Ok(json!(false));
             }
-            if chain.set_payer(wallet, id, addr) { Ok(json!(true)) } else { Err(exception(shared, "Request not found")) }
+            if chain.set_payer(wallet, id, addr) {
+                Ok(json!(true))
+            } else {
+                Err(exception(shared, "Request not found"))
+            }
         }
         "normalizeaddress" => Ok(json!(call.str_arg(0, "address")?)),
         "close_wallet" => Ok(json!(chain.unload(wallet))),
@@ -135,15 +143,23 @@ fn amount_arg(call: &Call, decimals: u32) -> Result<u128, RpcError> {
     let text = match call.arg(0, "amount") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(RpcError::fixed(-32603, "add_request() missing 1 required positional argument: 'amount'")),
+        _ => {
+            return Err(RpcError::fixed(
+                -32603,
+                "add_request() missing 1 required positional argument: 'amount'",
+            ));
+        }
     };
-    parse_amount(&text, decimals).map_err(|_| RpcError::fixed(-32603, &format!("Invalid amount: {text}")))
+    parse_amount(&text, decimals)
+        .map_err(|_| RpcError::fixed(-32603, &format!("Invalid amount: {text}")))
 }
 
 fn admin(shared: &Shared, call: &Call) -> Result<Value, RpcError> {
     match call.method.as_str() {
         "sim_emit" => {
-            let update = call.arg(0, "update").ok_or_else(|| bad_params("sim_emit(update, wallet)"))?;
+            let update = call
+                .arg(0, "update")
+                .ok_or_else(|| bad_params("sim_emit(update, wallet)"))?;
             let wallet = match call.arg(1, "wallet") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(w)) => Some(w.as_str()),
@@ -158,7 +174,10 @@ fn admin(shared: &Shared, call: &Call) -> Result<Value, RpcError> {
             Ok(json!(true))
         }
         "sim_set_fault" => {
-            let given = call.arg(0, "faults").cloned().unwrap_or_else(|| Value::Object(call.kwargs.clone()));
+            let given = call
+                .arg(0, "faults")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(call.kwargs.clone()));
             let mut faults = shared.faults.load();
             faults.apply_json(&given).map_err(|e| bad_params(&e.0))?;
             shared.set_faults(&faults);
@@ -192,23 +211,41 @@ fn set_request(shared: &Shared, call: &Call) -> Result<Value, RpcError> {
             let amount = |k: &str| -> Result<Option<u128>, RpcError> {
                 match o.get(k) {
                     None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) => parse_amount(s, d).map(Some).map_err(|_| bad_params(k)),
-                    Some(Value::Number(n)) => parse_amount(&n.to_string(), d).map(Some).map_err(|_| bad_params(k)),
+                    Some(Value::String(s)) => {
+                        parse_amount(s, d).map(Some).map_err(|_| bad_params(k))
+                    }
+                    Some(Value::Number(n)) => parse_amount(&n.to_string(), d)
+                        .map(Some)
+                        .map_err(|_| bad_params(k)),
                     Some(_) => Err(bad_params(k)),
                 }
             };
             let status = match o.get("status") {
                 None => None,
-                Some(v) => Some(v.as_u64().and_then(|s| u8::try_from(s).ok()).ok_or_else(|| bad_params("status"))?),
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|s| u8::try_from(s).ok())
+                        .ok_or_else(|| bad_params("status"))?,
+                ),
             };
             let tx_hashes = match o.get("tx_hashes") {
                 None => None,
-                Some(v) => Some(serde_json::from_value::<Vec<String>>(v.clone()).map_err(|_| bad_params("tx_hashes"))?),
+                Some(v) => Some(
+                    serde_json::from_value::<Vec<String>>(v.clone())
+                        .map_err(|_| bad_params("tx_hashes"))?,
+                ),
             };
-            Some(RequestPatch { status, sent: amount("sent_amount")?, amount: amount("amount")?, tx_hashes })
+            Some(RequestPatch {
+                status,
+                sent: amount("sent_amount")?,
+                amount: amount("amount")?,
+                tx_hashes,
+            })
         }
         Some(_) => return Err(bad_params("state must be an object or null")),
     };
     let existed = chain.set_request(wallet, id, patch, unix_secs());
-    Ok(json!({"existed": existed, "request": chain.request(wallet, id).map(|r| views::request(&chain, wallet, r))}))
+    Ok(
+        json!({"existed": existed, "request": chain.request(wallet, id).map(|r| views::request(&chain, wallet, r))}),
+    )
 }

@@ -148,11 +148,19 @@ impl SimHandle {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg));
-        let mut handle = SimHandle { addr, shared: shared.clone(), threads: Vec::new() };
+        let mut handle = SimHandle {
+            addr,
+            shared: shared.clone(),
+            threads: Vec::new(),
+        };
         let s = shared.clone();
-        handle.threads.push(spawn("sim-accept", move || http::accept_loop(&s, listener))?);
+        handle.threads.push(spawn("sim-accept", move || {
+            http::accept_loop(&s, listener)
+        })?);
         let s = shared.clone();
-        handle.threads.push(spawn("sim-generator", move || generator::run(&s))?);
+        handle
+            .threads
+            .push(spawn("sim-generator", move || generator::run(&s))?);
         let c = &shared.cfg;
         log::info!(
             "[SIMULATE] {} ({:?} family) on {addr}: rate {}/s, block every {:?}, wallets {:?}{}",
@@ -222,6 +230,10 @@ impl Drop for SimHandle {
             }
         }
         self.shared.join_all();
-        log::info!("[SIMULATE] {} daemon on {} stopped", self.shared.cfg.coin, self.addr);
+        log::info!(
+            "[SIMULATE] {} daemon on {} stopped",
+            self.shared.cfg.coin,
+            self.addr
+        );
     }
 }

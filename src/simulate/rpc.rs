@@ -41,10 +41,16 @@ impl Call {
     pub(crate) fn str_arg(&self, index: usize, name: &str) -> Result<&str, RpcError> {
         match self.arg(index, name) {
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(RpcError::fixed(-32603, &format!("{}: {name} must be a string", self.method))),
+            Some(_) => Err(RpcError::fixed(
+                -32603,
+                &format!("{}: {name} must be a string", self.method),
+            )),
             None => Err(RpcError::fixed(
                 -32603,
-                &format!("{}() missing 1 required positional argument: '{name}'", self.method),
+                &format!(
+                    "{}() missing 1 required positional argument: '{name}'",
+                    self.method
+                ),
             )),
         }
     }
@@ -52,9 +58,13 @@ impl Call {
 
 /// Parses a request body. On failure, returns the id to echo (if one was readable) and the error.
 pub(crate) fn parse_call(body: &[u8]) -> Result<Call, (Value, RpcError)> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| (Value::Null, RpcError::parse()))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| (Value::Null, RpcError::parse()))?;
     let Value::Object(mut obj) = value else {
-        return Err((Value::Null, RpcError::fixed(-32600, "Invalid Request: expected an object")));
+        return Err((
+            Value::Null,
+            RpcError::fixed(-32600, "Invalid Request: expected an object"),
+        ));
     };
     let id = obj.remove("id").unwrap_or(Value::Null);
     let method = match obj.remove("method") {
@@ -68,15 +78,29 @@ pub(crate) fn parse_call(body: &[u8]) -> Result<Call, (Value, RpcError)> {
             Some(Value::Object(o)) => (Vec::new(), o),
             _ => (Vec::new(), Map::new()),
         };
-        return Ok(Call { id, method, args, kwargs, wallet: None });
+        return Ok(Call {
+            id,
+            method,
+            args,
+            kwargs,
+            wallet: None,
+        });
     }
     let (args, mut kwargs) = split_params(params).map_err(|e| (id.clone(), e))?;
     let wallet = take_wallet(&mut kwargs).map_err(|e| (id.clone(), e))?;
-    Ok(Call { id, method, args, kwargs, wallet })
+    Ok(Call {
+        id,
+        method,
+        args,
+        kwargs,
+        wallet,
+    })
 }
 
 /// Splits `params` into positional args and keyword args.
-pub(crate) fn split_params(params: Option<Value>) -> Result<(Vec<Value>, Map<String, Value>), RpcError> {
+pub(crate) fn split_params(
+    params: Option<Value>,
+) -> Result<(Vec<Value>, Map<String, Value>), RpcError> {
     match params {
         None | Some(Value::Null) => Ok((Vec::new(), Map::new())),
         Some(Value::Object(kwargs)) => Ok((Vec::new(), kwargs)),
@@ -90,7 +114,10 @@ pub(crate) fn split_params(params: Option<Value>) -> Result<(Vec<Value>, Map<Str
             };
             Ok((args, kwargs))
         }
-        Some(_) => Err(RpcError::fixed(-32603, "Invalid params: expected a list or an object")),
+        Some(_) => Err(RpcError::fixed(
+            -32603,
+            "Invalid params: expected a list or an object",
+        )),
     }
 }
 
@@ -122,7 +149,11 @@ pub(crate) fn take_wallet(kwargs: &mut Map<String, Value>) -> Result<Option<Wall
         Some(c) => format!("{xpub}_{c}"),
         None => xpub.clone(),
     };
-    Ok(Some(WalletRef { key, xpub, contract }))
+    Ok(Some(WalletRef {
+        key,
+        xpub,
+        contract,
+    }))
 }
 
 fn loading_error(why: &str) -> RpcError {
@@ -136,7 +167,8 @@ pub(crate) fn success(id: &Value, result: Value) -> String {
 
 /// An error answer.
 pub(crate) fn failure(id: &Value, err: &RpcError) -> String {
-    json!({"jsonrpc": "2.0", "error": {"code": err.code, "message": err.message}, "id": id}).to_string()
+    json!({"jsonrpc": "2.0", "error": {"code": err.code, "message": err.message}, "id": id})
+        .to_string()
 }
 
 #[cfg(test)]
@@ -149,7 +181,9 @@ mod tests {
 
     #[test]
     fn list_params_with_trailing_kwargs() {
-        let c = call(r#"{"jsonrpc":"2.0","id":2,"method":"get_request","params":["ab12cd34ef",{"xpub":"zpub6r"}]}"#);
+        let c = call(
+            r#"{"jsonrpc":"2.0","id":2,"method":"get_request","params":["ab12cd34ef",{"xpub":"zpub6r"}]}"#,
+        );
         assert_eq!(c.id, json!(2));
         assert_eq!(c.method, "get_request");
         assert_eq!(c.args, vec![json!("ab12cd34ef")]);
@@ -161,21 +195,29 @@ mod tests {
     fn object_params_and_null_xpub() {
         let c = call(r#"{"id":1,"method":"help","params":{"xpub":null}}"#);
         assert_eq!(c.wallet, None);
-        let c = call(r#"{"id":4,"method":"add_request","params":{"amount":"0.1","expiry":900,"xpub":"z"}}"#);
+        let c = call(
+            r#"{"id":4,"method":"add_request","params":{"amount":"0.1","expiry":900,"xpub":"z"}}"#,
+        );
         assert_eq!(c.arg(0, "amount"), Some(&json!("0.1")));
         assert_eq!(c.arg(1, "expiry"), Some(&json!(900)));
         assert_eq!(c.wallet.map(|w| w.xpub), Some("z".to_string()));
         assert!(call(r#"{"method":"help"}"#).args.is_empty());
-        assert_eq!(call(r#"{"method":"getinfo","params":{"xpub":""}}"#).wallet, None);
+        assert_eq!(
+            call(r#"{"method":"getinfo","params":{"xpub":""}}"#).wallet,
+            None
+        );
     }
 
     #[test]
     fn object_xpub_with_contract_makes_token_key() {
-        let c = call(r#"{"method":"getrequest","params":["J",{"xpub":{"xpub":"0xAbC","contract":"0xdAC","diskless":true}}]}"#);
+        let c = call(
+            r#"{"method":"getrequest","params":["J",{"xpub":{"xpub":"0xAbC","contract":"0xdAC","diskless":true}}]}"#,
+        );
         let w = c.wallet.expect("wallet");
         assert_eq!(w.key, "0xAbC_0xdAC");
         assert_eq!(w.contract.as_deref(), Some("0xdAC"));
-        let c = call(r#"{"method":"getbalance","params":{"xpub":{"xpub":"0xAbC","contract":null}}}"#);
+        let c =
+            call(r#"{"method":"getbalance","params":{"xpub":{"xpub":"0xAbC","contract":null}}}"#);
         assert_eq!(c.wallet.map(|w| w.key), Some("0xAbC".to_string()));
     }
 
@@ -188,8 +230,13 @@ mod tests {
         assert_eq!(code(r#"{"method":5}"#), Some(-32601));
         assert_eq!(code(r#"{"method":"x","params":5}"#), Some(-32603));
         assert_eq!(code(r#"{"method":"x","params":{"xpub":5}}"#), Some(-32005));
-        assert_eq!(code(r#"{"method":"x","params":{"xpub":{"xpub":"a","contract":1}}}"#), Some(-32005));
-        let (id, _) = parse_call(br#"{"id":"q","method":"x","params":7}"#).err().unwrap();
+        assert_eq!(
+            code(r#"{"method":"x","params":{"xpub":{"xpub":"a","contract":1}}}"#),
+            Some(-32005)
+        );
+        let (id, _) = parse_call(br#"{"id":"q","method":"x","params":7}"#)
+            .err()
+            .unwrap();
         assert_eq!(id, json!("q"));
     }
 
@@ -216,7 +263,11 @@ mod tests {
     fn answers_are_jsonrpc_envelopes() {
         let ok: Value = serde_json::from_str(&success(&json!(3), json!(true))).unwrap();
         assert_eq!(ok, json!({"jsonrpc":"2.0","result":true,"id":3}));
-        let err: Value = serde_json::from_str(&failure(&Value::Null, &RpcError::unauthorized())).unwrap();
-        assert_eq!(err, json!({"jsonrpc":"2.0","error":{"code":-32600,"message":"Unauthorized"},"id":null}));
+        let err: Value =
+            serde_json::from_str(&failure(&Value::Null, &RpcError::unauthorized())).unwrap();
+        assert_eq!(
+            err,
+            json!({"jsonrpc":"2.0","error":{"code":-32600,"message":"Unauthorized"},"id":null})
+        );
     }
 }

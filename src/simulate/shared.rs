@@ -51,7 +51,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub(crate) fn new(cfg: SimConfig) -> Shared {
-        let chain = Chain::new(&cfg.coin, cfg.family, &cfg.wallets, cfg.preload_wallets, cfg.seed);
+        let chain = Chain::new(
+            &cfg.coin,
+            cfg.family,
+            &cfg.wallets,
+            cfg.preload_wallets,
+            cfg.seed,
+        );
         let shared = Shared {
             chain: Mutex::new(chain),
             hub: Hub::default(),
@@ -120,7 +126,10 @@ impl Shared {
         if log.len() >= MAX_LOG {
             log.pop_front();
         }
-        log.push_back(RpcCall { method: method.to_string(), wallet: wallet.map(str::to_string) });
+        log.push_back(RpcCall {
+            method: method.to_string(),
+            wallet: wallet.map(str::to_string),
+        });
     }
 
     pub(crate) fn rpc_log(&self) -> Vec<RpcCall> {
@@ -159,13 +168,17 @@ impl Shared {
     /// Pushes one update as given, whatever the wallet's load state (`sim_emit`).
     pub(crate) fn emit(&self, update: &Value, wallet: Option<&str>) {
         let chain = self.chain();
-        self.hub.broadcast(&[Frame::update(update, wallet, &chain.coin)]);
+        self.hub
+            .broadcast(&[Frame::update(update, wallet, &chain.coin)]);
     }
 
     /// Pushes a raw text frame to every socket (`sim_emit_raw`).
     pub(crate) fn emit_raw(&self, text: String) {
         let _order = self.chain();
-        self.hub.broadcast(&[Frame { wallet: None, text: text.into() }]);
+        self.hub.broadcast(&[Frame {
+            wallet: None,
+            text: text.into(),
+        }]);
     }
 
     /// The `sim_state` answer.

@@ -17,7 +17,10 @@ pub(crate) struct RpcError {
 impl RpcError {
     /// A framework error with a fixed code.
     pub(crate) fn fixed(code: i64, message: &str) -> RpcError {
-        RpcError { code, message: message.to_string() }
+        RpcError {
+            code,
+            message: message.to_string(),
+        }
     }
 
     /// -32700: the body is not JSON.
@@ -42,7 +45,10 @@ impl RpcError {
 
     /// An exception raised by a method: its code comes from the family's `electrum_map`.
     pub(crate) fn exception(family: Family, coin: &str, message: &str) -> RpcError {
-        RpcError { code: map_code(family, coin, message), message: message.to_string() }
+        RpcError {
+            code: map_code(family, coin, message),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -169,7 +175,10 @@ pub(crate) fn map_code(family: Family, coin: &str, message: &str) -> i64 {
 /// The message a family's daemon raises for an unknown transaction.
 pub(crate) fn tx_not_found(family: Family, hash: &str) -> String {
     match family {
-        Family::Btc => "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.".into(),
+        Family::Btc => {
+            "No such mempool or blockchain transaction. Use gettransaction for wallet transactions."
+                .into()
+        }
         Family::Eth => format!("TransactionNotFound: Transaction with hash: '{hash}' not found."),
         Family::Xmr => "Transaction not found".into(),
     }
@@ -181,17 +190,35 @@ mod tests {
 
     #[test]
     fn request_not_found_code_depends_on_family() {
-        assert_eq!(map_code(Family::Btc, "BTC", "Exception: Request not found"), -32003);
-        assert_eq!(map_code(Family::Eth, "ETH", "Exception: Request not found"), -32603);
+        assert_eq!(
+            map_code(Family::Btc, "BTC", "Exception: Request not found"),
+            -32003
+        );
+        assert_eq!(
+            map_code(Family::Eth, "ETH", "Exception: Request not found"),
+            -32603
+        );
         assert_eq!(map_code(Family::Xmr, "XMR", "Request not found"), -32603);
     }
 
     #[test]
     fn matching_is_case_insensitive_substring() {
-        assert_eq!(map_code(Family::Btc, "BTC", "Error: WALLET NOT LOADED yet"), -32000);
-        assert_eq!(map_code(Family::Btc, "BTC", &tx_not_found(Family::Btc, "ab")), -32002);
-        assert_eq!(map_code(Family::Eth, "ETH", &tx_not_found(Family::Eth, "0xab")), -32002);
-        assert_eq!(map_code(Family::Xmr, "XMR", &tx_not_found(Family::Xmr, "ab")), -32002);
+        assert_eq!(
+            map_code(Family::Btc, "BTC", "Error: WALLET NOT LOADED yet"),
+            -32000
+        );
+        assert_eq!(
+            map_code(Family::Btc, "BTC", &tx_not_found(Family::Btc, "ab")),
+            -32002
+        );
+        assert_eq!(
+            map_code(Family::Eth, "ETH", &tx_not_found(Family::Eth, "0xab")),
+            -32002
+        );
+        assert_eq!(
+            map_code(Family::Xmr, "XMR", &tx_not_found(Family::Xmr, "ab")),
+            -32002
+        );
         assert_eq!(map_code(Family::Btc, "BTC", "something else"), -32603);
     }
 
@@ -199,14 +226,29 @@ mod tests {
     fn specs_carry_version_exceptions_and_capabilities() {
         let btc = spec(Family::Btc, "BTC");
         assert_eq!(btc["version"], "4.5.0");
-        assert_eq!(btc["exceptions"]["-32003"]["exc_name"], "RequestNotFoundError");
+        assert_eq!(
+            btc["exceptions"]["-32003"]["exc_name"],
+            "RequestNotFoundError"
+        );
         assert_eq!(btc["capabilities"]["lightning"], false);
         let eth = spec(Family::Eth, "ETH");
-        assert_eq!(eth["exceptions"]["-32003"]["exc_name"], "PrivateKeyRequiredError");
+        assert_eq!(
+            eth["exceptions"]["-32003"]["exc_name"],
+            "PrivateKeyRequiredError"
+        );
         assert!(eth.get("capabilities").is_none());
-        assert_eq!(spec(Family::Eth, "TRX")["exceptions"]["-32013"]["exc_name"], "UnexpectedFormatError");
-        assert_eq!(spec(Family::Xmr, "XMR")["electrum_map"]["Invalid tx hash"], -32001);
-        assert_eq!(spec(Family::Btc, "BCH")["electrum_map"]["invalid checksum in address"], -32004);
+        assert_eq!(
+            spec(Family::Eth, "TRX")["exceptions"]["-32013"]["exc_name"],
+            "UnexpectedFormatError"
+        );
+        assert_eq!(
+            spec(Family::Xmr, "XMR")["electrum_map"]["Invalid tx hash"],
+            -32001
+        );
+        assert_eq!(
+            spec(Family::Btc, "BCH")["electrum_map"]["invalid checksum in address"],
+            -32004
+        );
     }
 
     #[test]
@@ -214,6 +256,12 @@ mod tests {
         assert_eq!(RpcError::parse().code, -32700);
         assert_eq!(RpcError::not_found().code, -32601);
         assert_eq!(RpcError::wallet_required().code, -32000);
-        assert_eq!(RpcError::unauthorized(), RpcError { code: -32600, message: "Unauthorized".into() });
+        assert_eq!(
+            RpcError::unauthorized(),
+            RpcError {
+                code: -32600,
+                message: "Unauthorized".into()
+            }
+        );
     }
 }

@@ -45,7 +45,8 @@ impl Rng {
 }
 
 /// Characters of `secrets.token_urlsafe()` output.
-pub(crate) const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+pub(crate) const URLSAFE: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 /// Characters of bech32 data parts.
 pub(crate) const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 /// Characters of base58 (Tron, Monero addresses).
@@ -112,8 +113,16 @@ pub(crate) fn parse_amount(text: &str, decimals: u32) -> Result<u128, AmountErro
         return Err(AmountError::Range);
     }
     let scale = 10u128.pow(decimals);
-    let int_part: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| AmountError::Range)? };
-    let mut frac_part: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| AmountError::Range)? };
+    let int_part: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| AmountError::Range)?
+    };
+    let mut frac_part: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| AmountError::Range)?
+    };
     frac_part *= 10u128.pow(decimals - frac.len() as u32);
     int_part
         .checked_mul(scale)
@@ -127,12 +136,19 @@ pub(crate) fn format_amount(units: u128, decimals: u32) -> String {
         return units.to_string();
     }
     let scale = 10u128.pow(decimals);
-    format!("{}.{:0width$}", units / scale, units % scale, width = decimals as usize)
+    format!(
+        "{}.{:0width$}",
+        units / scale,
+        units % scale,
+        width = decimals as usize
+    )
 }
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Microseconds since the Unix epoch.
@@ -164,7 +180,10 @@ mod tests {
         assert_eq!(parse_amount("12", 8), Ok(1_200_000_000));
         assert_eq!(parse_amount(".5", 2), Ok(50));
         assert_eq!(format_amount(18_000, 8), "0.00018000");
-        assert_eq!(format_amount(100_000_000_000_000_000, 18), "0.100000000000000000");
+        assert_eq!(
+            format_amount(100_000_000_000_000_000, 18),
+            "0.100000000000000000"
+        );
         assert_eq!(format_amount(7, 0), "7");
     }
 
@@ -174,7 +193,10 @@ mod tests {
         assert_eq!(parse_amount("1e-5", 8), Err(AmountError::Syntax));
         assert_eq!(parse_amount("-1", 8), Err(AmountError::Syntax));
         assert_eq!(parse_amount("0.123456789", 8), Err(AmountError::Range));
-        assert_eq!(parse_amount("999999999999999999999999", 8), Err(AmountError::Range));
+        assert_eq!(
+            parse_amount("999999999999999999999999", 8),
+            Err(AmountError::Range)
+        );
     }
 
     #[test]

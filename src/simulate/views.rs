@@ -45,7 +45,11 @@ pub(crate) fn request(chain: &Chain, wallet: &str, r: &Request) -> Value {
     v["status_str"] = json!(status_str(r.status));
     v["sent_amount"] = json!(format_amount(r.sent, d));
     v["tx_hashes"] = json!(r.tx_hashes);
-    let first_mined = r.tx_hashes.first().and_then(|h| chain.tx(h)).filter(|t| t.height.is_some());
+    let first_mined = r
+        .tx_hashes
+        .first()
+        .and_then(|h| chain.tx(h))
+        .filter(|t| t.height.is_some());
     if let Some(tx) = first_mined {
         v["confirmations"] = json!(chain.confirmations(tx));
     }
@@ -117,7 +121,13 @@ mod tests {
     fn btc_request_shape_and_confirmations_once_mined() {
         let mut c = Chain::new("BTC", Family::Btc, &["w".into()], true, 3);
         c.pay_step(0);
-        let (w, id) = ("w", c.pay_step(0)[0].update["address"].as_str().unwrap().to_string());
+        let (w, id) = (
+            "w",
+            c.pay_step(0)[0].update["address"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
         let v = request(&c, w, c.request(w, &id).unwrap());
         assert_eq!(v["request_id"], json!(id));
         assert_eq!(v["status"], 7);
@@ -125,10 +135,16 @@ mod tests {
         assert!(v["amount_BTC"].is_string() && v["amount_sat"].is_u64());
         c.mine();
         let v = request(&c, w, c.request(w, &id).unwrap());
-        assert_eq!((v["status"].clone(), v["confirmations"].clone()), (json!(3), json!(1)));
+        assert_eq!(
+            (v["status"].clone(), v["confirmations"].clone()),
+            (json!(3), json!(1))
+        );
         let tx = c.tx(v["tx_hashes"][0].as_str().unwrap()).unwrap();
         let t = btc_tx(&c, tx);
-        assert_eq!(t["outputs"][0]["value_sats"], json!(c.request(w, &id).unwrap().amount as u64));
+        assert_eq!(
+            t["outputs"][0]["value_sats"],
+            json!(c.request(w, &id).unwrap().amount as u64)
+        );
         assert_eq!(t["outputs"][0]["address"], v["address"]);
         assert_eq!(t["confirmations"], 1);
     }
@@ -146,12 +162,18 @@ mod tests {
         let info = getinfo(&c, 0);
         assert_eq!(info["blockchain_height"], 20_000_000);
         assert_eq!(info["trace_enabled"], false);
-        assert_eq!(getinfo(&Chain::new("BTC", Family::Btc, &[], false, 1), 2)["total_wallets"], 2);
+        assert_eq!(
+            getinfo(&Chain::new("BTC", Family::Btc, &[], false, 1), 2)["total_wallets"],
+            2
+        );
     }
 
     #[test]
     fn huge_amounts_become_strings() {
         assert_eq!(units(5), json!(5));
-        assert_eq!(units(u128::from(u64::MAX) + 1), json!("18446744073709551616"));
+        assert_eq!(
+            units(u128::from(u64::MAX) + 1),
+            json!("18446744073709551616")
+        );
     }
 }

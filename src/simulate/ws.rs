@@ -87,8 +87,9 @@ struct Session {
     backlog: bool,
 }
 
-/// Runs a session on an upgraded stream; `leftover` is what was read past the request head.
-pub(crate) fn run(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) {
+/// Runs a session on an upgraded stream; `leftover` is what was read past the request head,
+/// `sub` the socket's hub queue (the caller unsubscribes it afterwards).
+pub(crate) fn run(shared: &Shared, stream: TcpStream, leftover: Vec<u8>, sub: &Subscription) {
     if stream.set_read_timeout(None).is_err() || stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -97,10 +98,13 @@ pub(crate) fn run(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) {
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
-    let sub = shared.hub.subscribe();
-    let mut session = Session { ws, filter: None, sent: 0, backlog: false };
-    let end = session.pump(shared, &sub);
-    shared.hub.unsubscribe(sub.id);
+    let mut session = Session {
+        ws,
+        filter: None,
+        sent: 0,
+        backlog: false,
+    };
+    let end = session.pump(shared, sub);
     log::debug!("[SIMULATE] websocket session ended: {end:?}");
     match end {
         End::Stop => session.close(CloseCode::Away, "Server shutdown"),
@@ -189,7 +193,10 @@ impl Session {
 
     /// Sends a close frame and waits briefly for the peer's, then lets the socket drop.
     fn close(&mut self, code: CloseCode, reason: &str) {
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
         match self.ws.close(Some(frame)) {
             Ok(()) => {}
             Err(e) if would_block(&e) => {}
@@ -216,21 +223,36 @@ mod tests {
 
     #[test]
     fn xpub_messages_set_the_filter() {
-        assert_eq!(filter_from(r#"{"xpub":"zpub6r"}"#), Ok(Some("zpub6r".into())));
+        assert_eq!(
+            filter_from(r#"{"xpub":"zpub6r"}"#),
+            Ok(Some("zpub6r".into()))
+        );
         assert_eq!(filter_from(r#"{"xpub":""}"#), Ok(None));
         assert_eq!(filter_from(r#"{"xpub":null}"#), Ok(None));
         assert_eq!(filter_from(r#"{"other":1}"#), Ok(None));
         assert_eq!(filter_from("not json"), Ok(None));
-        assert_eq!(filter_from(r#"{"xpub":{"a":1}}"#), Ok(Some(r#"{"a":1}"#.into())));
+        assert_eq!(
+            filter_from(r#"{"xpub":{"a":1}}"#),
+            Ok(Some(r#"{"a":1}"#.into()))
+        );
         assert_eq!(filter_from("[1]"), Err(()));
         assert_eq!(filter_from("5"), Err(()));
     }
 
     #[test]
     fn narrowing_keeps_global_and_own_wallet() {
-        let global = Frame { wallet: None, text: "g".into() };
-        let mine = Frame { wallet: Some(Arc::from("a")), text: "a".into() };
-        let other = Frame { wallet: Some(Arc::from("b")), text: "b".into() };
+        let global = Frame {
+            wallet: None,
+            text: "g".into(),
+        };
+        let mine = Frame {
+            wallet: Some(Arc::from("a")),
+            text: "a".into(),
+        };
+        let other = Frame {
+            wallet: Some(Arc::from("b")),
+            text: "b".into(),
+        };
         assert!(passes(&global, Some("a")) && passes(&mine, Some("a")));
         assert!(!passes(&other, Some("a")));
         assert!(passes(&other, None));

@@ -9,9 +9,9 @@
 
 use crate::server::outbox::Outbox;
 use std::io::{self, Read, Write};
+use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
-use tungstenite::Message;
 
 /// Bytes read from the socket per `read()` call; also the initial read buffer of a connection.
 /// Small on purpose: idle memory per client matters more than read throughput here.

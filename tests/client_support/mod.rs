@@ -46,30 +46,48 @@ fn collect_lines(stream: impl Read + Send + 'static, lines: Lines) {
 fn wait_for_line(lines: &Lines, marker: &str, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some(rest) = lines.lock().unwrap().iter().find_map(|l| l.split_once(marker).map(|(_, r)| r.to_string())) {
+        if let Some(rest) = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.split_once(marker).map(|(_, r)| r.to_string()))
+        {
             return rest;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen: Vec<String> = lines.lock().unwrap().iter().cloned().collect();
-    panic!("{what} never printed {marker:?}; output:\n{}", seen.join("\n"));
+    panic!(
+        "{what} never printed {marker:?}; output:\n{}",
+        seen.join("\n")
+    );
 }
 
 /// A port nothing listens on (bound then released).
 pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A spawned child process with its output captured.
 struct Proc {
     child: Child,
     lines: Lines,
+    /// The command line, for failure reports.
+    args: Vec<String>,
 }
 
 impl Proc {
     fn spawn(args: &[&str], env: &[(String, String)]) -> Proc {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -77,16 +95,39 @@ impl Proc {
         let lines: Lines = Arc::default();
         collect_lines(child.stdout.take().unwrap(), lines.clone());
         collect_lines(child.stderr.take().unwrap(), lines.clone());
-        Proc { child, lines }
+        Proc {
+            child,
+            lines,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
     }
 
     fn output(&self) -> String {
-        self.lines.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let lines = self
+                .lines
+                .lock()
+                .map(|l| l.iter().rev().take(150).rev().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            eprintln!(
+                "--- last output of {:?} (pid {}) ---\n{}",
+                self.args,
+                self.child.id(),
+                lines.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -107,7 +148,13 @@ impl Worker {
             ("WORKER_HOST".into(), "127.0.0.1".into()),
             ("WORKER_PORT".into(), "0".into()),
             ("LOG_LEVEL".into(), "info".into()),
-            ("DB_SPOOL_DIR".into(), std::env::temp_dir().join("cw-test-spool").display().to_string()),
+            (
+                "DB_SPOOL_DIR".into(),
+                std::env::temp_dir()
+                    .join("cw-test-spool")
+                    .display()
+                    .to_string(),
+            ),
         ];
         for (k, v) in env {
             all.retain(|(name, _)| name != k);
@@ -115,14 +162,21 @@ impl Worker {
         }
         let proc = Proc::spawn(&["run"], &all);
         let rest = wait_for_line(&proc.lines, "Listening for clients on ws://", "worker");
-        let addr = rest.trim_end_matches('/').parse().unwrap_or_else(|e| panic!("bad listen line {rest:?}: {e}"));
+        let addr = rest
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("bad listen line {rest:?}: {e}"));
         Worker { proc, addr }
     }
 
     /// A worker for coin BTC whose daemon port is closed (no events but `daemon_status`).
     pub fn without_daemon(env: &[(&str, &str)]) -> Worker {
         let port = closed_port().to_string();
-        let mut all = vec![("WORKER_COINS", "BTC"), ("BTC_HOST", "127.0.0.1"), ("BTC_PORT", port.as_str())];
+        let mut all = vec![
+            ("WORKER_COINS", "BTC"),
+            ("BTC_HOST", "127.0.0.1"),
+            ("BTC_PORT", port.as_str()),
+        ];
         all.extend_from_slice(env);
         Worker::start(&all)
     }
@@ -136,7 +190,10 @@ impl Worker {
             owned.push((format!("{}_HOST", s.coin), "127.0.0.1".into()));
             owned.push((format!("{}_PORT", s.coin), s.addr.port().to_string()));
         }
-        let mut all: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut all: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         all.extend_from_slice(env);
         let w = Worker::start(&all);
         w.wait_daemons_connected(sims.len());
@@ -149,13 +206,18 @@ impl Worker {
         let mut last = Value::Null;
         while Instant::now() < deadline {
             last = self.status();
-            let up = last["daemons"].as_object().map_or(0, |d| d.values().filter(|v| v["connected"] == true).count());
+            let up = last["daemons"]
+                .as_object()
+                .map_or(0, |d| d.values().filter(|v| v["connected"] == true).count());
             if up >= n {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("daemons never connected: {last}\nworker log:\n{}", self.logs());
+        panic!(
+            "daemons never connected: {last}\nworker log:\n{}",
+            self.logs()
+        );
     }
 
     /// The `get_status` data, through a short-lived client.
@@ -179,7 +241,10 @@ impl Worker {
     /// Resident set size in KiB (`VmRSS` of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
@@ -222,13 +287,21 @@ impl Sim {
         all.extend_from_slice(args);
         let proc = Proc::spawn(&all, &[("LOG_LEVEL".into(), "warn".into())]);
         let rest = wait_for_line(&proc.lines, "daemon listening on ", "simulator");
-        let addr = rest.trim().parse().unwrap_or_else(|e| panic!("bad sim line {rest:?}: {e}"));
-        Sim { proc, coin: coin.to_ascii_uppercase(), addr }
+        let addr = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad sim line {rest:?}: {e}"));
+        Sim {
+            proc,
+            coin: coin.to_ascii_uppercase(),
+            addr,
+        }
     }
 
     /// Calls a JSON-RPC method with Basic auth `electrum:electrumz`; returns `result`.
     pub fn rpc(&self, method: &str, params: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
         let auth = base64_basic("electrum", "electrumz");
         let head = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n\
@@ -237,8 +310,12 @@ impl Sim {
             body.len()
         );
         let resp = http_raw(self.addr, format!("{head}{body}").as_bytes());
-        let v: Value = serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("sim answer not JSON ({e}): {resp:?}"));
-        assert!(v.get("error").is_none_or(Value::is_null), "{method} failed: {v}");
+        let v: Value = serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("sim answer not JSON ({e}): {resp:?}"));
+        assert!(
+            v.get("error").is_none_or(Value::is_null),
+            "{method} failed: {v}"
+        );
         v["result"].clone()
     }
 
@@ -281,7 +358,10 @@ impl HttpResponse {
 
     /// A header's value (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -307,16 +387,27 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse 
 }
 
 fn parse_http(raw: &[u8]) -> HttpResponse {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 /// A minimal valid WebSocket upgrade request head for raw-socket tests.
@@ -376,7 +467,8 @@ pub struct Client {
 impl Client {
     /// Connects to `ws://addr/` or panics.
     pub fn connect(addr: SocketAddr) -> Client {
-        Client::connect_with(&format!("ws://{addr}/"), &[]).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+        Client::connect_with(&format!("ws://{addr}/"), &[])
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
     }
 
     /// Connects to `url` with extra headers; the handshake error (e.g. HTTP 401) otherwise.
@@ -384,7 +476,8 @@ impl Client {
         let mut req = url.into_client_request()?;
         for (k, v) in headers {
             let name: tungstenite::http::HeaderName = k.parse().unwrap();
-            req.headers_mut().insert(name, HeaderValue::from_str(v).unwrap());
+            req.headers_mut()
+                .insert(name, HeaderValue::from_str(v).unwrap());
         }
         let host = req.uri().authority().unwrap().as_str().to_string();
         let stream = TcpStream::connect(host)?;
@@ -396,7 +489,11 @@ impl Client {
                 return Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()));
             }
         };
-        Ok(Client { ws, replies: VecDeque::new(), events: VecDeque::new() })
+        Ok(Client {
+            ws,
+            replies: VecDeque::new(),
+            events: VecDeque::new(),
+        })
     }
 
     /// Sends a JSON value as a text frame.
@@ -406,7 +503,9 @@ impl Client {
 
     /// Sends a text frame.
     pub fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).unwrap_or_else(|e| panic!("send {text:.80}: {e}"));
+        self.ws
+            .send(Message::text(text))
+            .unwrap_or_else(|e| panic!("send {text:.80}: {e}"));
     }
 
     /// The next message from the socket (pings answered, pongs skipped).
@@ -417,15 +516,25 @@ impl Client {
             if left.is_zero() {
                 return Got::Timeout;
             }
-            self.ws.get_mut().set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.ws
+                .get_mut()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             match self.ws.read() {
                 Ok(Message::Text(t)) => {
-                    return Got::Msg(serde_json::from_str(&t).unwrap_or_else(|e| panic!("server sent non-JSON {t:?}: {e}")));
+                    return Got::Msg(
+                        serde_json::from_str(&t)
+                            .unwrap_or_else(|e| panic!("server sent non-JSON {t:?}: {e}")),
+                    );
                 }
                 Ok(Message::Close(frame)) => return Got::Close(frame.map(|f| u16::from(f.code))),
                 Ok(Message::Binary(b)) => panic!("server sent a binary frame of {} bytes", b.len()),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Got::Gone(e.to_string()),
             }
         }
@@ -524,7 +633,9 @@ impl Client {
 
 /// The `seq` of an event.
 pub fn seq(e: &Value) -> u64 {
-    e["seq"].as_u64().unwrap_or_else(|| panic!("event without seq: {e}"))
+    e["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("event without seq: {e}"))
 }
 
 /// The `data.event` name of an event.
@@ -535,7 +646,13 @@ pub fn name(e: &Value) -> &str {
 /// Asserts that `seqs` are strictly consecutive (no gap, no duplicate).
 pub fn assert_consecutive(seqs: &[u64], what: &str) {
     for w in seqs.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "{what}: gap or duplicate between {} and {} in {seqs:?}", w[0], w[1]);
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "{what}: gap or duplicate between {} and {} in {seqs:?}",
+            w[0],
+            w[1]
+        );
     }
 }
 
@@ -567,7 +684,9 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
 
 fn valid_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
@@ -576,16 +695,25 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     let value: f64 = match value {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().map_err(|_| format!("value {v:?} is not a number"))?,
+        v => v
+            .parse()
+            .map_err(|_| format!("value {v:?} is not a number"))?,
     };
     let (name, labels) = match series.split_once('{') {
         None => (series, Vec::new()),
-        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').ok_or("unclosed labels")?)?),
+        Some((name, rest)) => (
+            name,
+            parse_labels(rest.strip_suffix('}').ok_or("unclosed labels")?)?,
+        ),
     };
     if !valid_name(name) {
         return Err(format!("bad metric name {name:?}"));
     }
-    Ok(Sample { name: name.to_string(), labels, value })
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
 }
 
 fn parse_labels(mut s: &str) -> Result<Vec<(String, String)>, String> {
@@ -620,7 +748,12 @@ fn parse_labels(mut s: &str) -> Result<Vec<(String, String)>, String> {
 pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v)))
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+        })
         .map(|s| s.value)
 }
 

@@ -81,8 +81,13 @@ pub fn http_post_json(
 /// response has arrived, or `deadline` passes (then what arrived so far).
 pub fn http_raw(addr: SocketAddr, bytes: &[u8], deadline: Instant) -> io::Result<Vec<u8>> {
     let mut stream = connect(addr, deadline)?;
-    stream.write_all(bytes)?;
-    read_response_bytes(&mut stream, deadline)
+    // A server may answer and close before taking all of a hostile request: keep its answer.
+    let written = stream.write_all(bytes);
+    let got = read_response_bytes(&mut stream, deadline)?;
+    match written {
+        Err(e) if got.is_empty() => Err(e),
+        _ => Ok(got),
+    }
 }
 
 /// One request/response exchange, parsed.

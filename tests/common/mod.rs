@@ -4,6 +4,7 @@
 //!   ([`Sim`]) run as child processes of `env!("CARGO_BIN_EXE_cryptoworker")`, each behind a guard
 //!   that kills it on drop and, when the test is failing, prints the tail of its output.
 //! - [`ws`]: a blocking WebSocket test client ([`WsClient`]) with deadlines on every read.
+//! - [`events`]: daemon updates to inject with `sim_emit` and checks of the client envelope.
 //! - [`http`]: plain HTTP/1.1 requests (GET, JSON POST, raw bytes) with deadlines.
 //!
 //! Invariants: nothing here sleeps for a fixed time beyond short polling steps; every wait has a
@@ -11,9 +12,11 @@
 //! (tests run in parallel); children never inherit the caller's environment (no stray
 //! `DATABASE_URL` or `WORKER_*` variable can change a test).
 //!
-//! Helpers that a given test binary does not use are expected, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! Helpers and re-exports that a given test binary does not use are expected, hence the
+//! `dead_code` and `unused_imports` allowances.
+#![allow(dead_code, unused_imports)]
 
+pub mod events;
 pub mod http;
 pub mod process;
 pub mod ws;
@@ -49,6 +52,36 @@ pub fn wait_until(deadline: Instant, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
+/// Simulator flags for a quiet daemon: no payment flows, no blocks; events only when a test
+/// injects them (`sim_emit`), so every expected event is known in advance.
+pub const QUIET: &[&str] = &["--rate", "0", "--block-interval", "0"];
+
+/// Starts a worker on `sims` with extra environment and waits until every daemon is connected.
+pub fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
+    let mut b = WorkerBuilder::new();
+    for s in sims {
+        b = b.daemon(s);
+    }
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    let mut w = b.start();
+    let coins: Vec<&str> = sims.iter().map(|s| s.coin.as_str()).collect();
+    w.wait_connected(&coins, deadline(15.0));
+    w
+}
+
+/// A client subscribed to every event, and the `seq` its `subscribed` reply reported (every
+/// later event has a larger one).
+pub fn star_client(w: &Worker) -> (WsClient, u64) {
+    let mut c = w.ws();
+    let reply = c.subscribe(serde_json::json!({"events": ["*"]}), deadline(5.0));
+    let seq = reply["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("seq in {reply}"));
+    (c, seq)
+}
+
 /// A loopback port that was free a moment ago (bind to port 0, read it, release it). The worker
 /// does not report an ephemeral port, so the tests pick one for it.
 pub fn free_port() -> u16 {
@@ -74,7 +107,11 @@ pub fn decimal_units(text: &str, decimals: u32) -> Option<u128> {
     }
     let scale = 10u128.checked_pow(decimals)?;
     let whole: u128 = int.parse().ok()?;
-    let mut fraction: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut fraction: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     fraction = fraction.checked_mul(10u128.checked_pow(decimals - frac.len() as u32)?)?;
     whole.checked_mul(scale)?.checked_add(fraction)
 }
@@ -99,7 +136,9 @@ pub fn assert_timestamp_ms(text: &str, slack_s: f64) {
         (1..=3).contains(&decimals),
         "timestamp {raw} should have millisecond precision: {text}"
     );
-    let t: f64 = raw.parse().unwrap_or_else(|_| panic!("bad timestamp {raw}"));
+    let t: f64 = raw
+        .parse()
+        .unwrap_or_else(|_| panic!("bad timestamp {raw}"));
     assert!(
         (t - now_unix()).abs() < slack_s,
         "timestamp {t} is not close to now: {text}"

@@ -77,7 +77,11 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let url = admin_url.replace("dbname=postgres", &format!("dbname={name}"));
-        TestDb { name, url, admin_url }
+        TestDb {
+            name,
+            url,
+            admin_url,
+        }
     }
 
     /// A new connection to this database.
@@ -144,7 +148,10 @@ impl PrivateCluster {
         let bin = pg_bin_dir();
         let data = std::env::temp_dir().join(format!("cw-pgdata-{}", random_tag()));
         std::fs::create_dir_all(&data).expect("mkdir data dir");
-        run_checked(Command::new("chown").arg("postgres:postgres").arg(&data), "chown");
+        run_checked(
+            Command::new("chown").arg("postgres:postgres").arg(&data),
+            "chown",
+        );
         let initdb = bin.join("initdb");
         as_postgres(&[
             initdb.to_str().unwrap_or("initdb"),
@@ -231,14 +238,17 @@ fn pg_bin_dir() -> PathBuf {
         .filter(|(_, p)| p.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().map(|(_, p)| p).expect("no /usr/lib/postgresql/*/bin/initdb")
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .expect("no /usr/lib/postgresql/*/bin/initdb")
 }
 
 /// Runs a command as the `postgres` OS user (`runuser`, or directly when already `postgres`).
 fn as_postgres(args: &[&str]) {
     let whoami = Command::new("id").arg("-un").output();
     let me = whoami.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let mut cmd = if me.as_deref() == Ok("postgres") {
+    let mut cmd = if me.is_ok_and(|m| m == "postgres") {
         let mut c = Command::new(args[0]);
         c.args(&args[1..]);
         c
@@ -252,7 +262,9 @@ fn as_postgres(args: &[&str]) {
 
 fn run_checked(cmd: &mut Command, what: &str) {
     let started = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed after {:?}: {}\n{}",
@@ -266,7 +278,10 @@ fn run_checked(cmd: &mut Command, what: &str) {
 pub fn wait_for(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -279,6 +294,15 @@ use cryptoworker::event::{Event, Published};
 use serde_json::json;
 use std::sync::Arc;
 
+/// Logs to the test output when `CW_TEST_LOG` is set (e.g. `CW_TEST_LOG=debug`).
+pub fn init_log() {
+    if let Ok(level) = std::env::var("CW_TEST_LOG") {
+        let level = level.parse().unwrap_or(log::LevelFilter::Debug);
+        let _ =
+            simplelog::WriteLogger::init(level, simplelog::Config::default(), std::io::stderr());
+    }
+}
+
 /// Starts the persistence layer on `url` with a spool in `spool`.
 pub fn start_db(
     url: &str,
@@ -286,6 +310,7 @@ pub fn start_db(
     pool: usize,
     batch: usize,
 ) -> Result<(DbHandle, crossbeam_channel::Receiver<DbMessage>, Resume), cryptoworker::db::DbError> {
+    init_log();
     let cfg = DbConfig {
         url: url.to_string(),
         pool_size: pool,
@@ -332,7 +357,12 @@ pub fn verified_event(coin: &str, wallet: &str, hash: &str, height: u64) -> Even
 
 /// Sequences an event.
 pub fn publish(epoch: &str, seq: u64, ev: &Event) -> Arc<Published> {
-    Arc::new(Published::new(epoch.into(), seq, ev, 1_700_000_000.0 + seq as f64 / 1000.0))
+    Arc::new(Published::new(
+        epoch.into(),
+        seq,
+        ev,
+        1_700_000_000.0 + seq as f64 / 1000.0,
+    ))
 }
 
 /// A deterministic mix of every kind for seq numbers `seqs`: blocks, transactions (some for the
@@ -341,10 +371,23 @@ pub fn mixed(epoch: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Arc<Publis
     seqs.map(|s| {
         let ev = match s % 5 {
             0 => block_event("BTC", 800_000 + s),
-            1 => tx_event("BTC", "zpubA", &format!("h{}", s / 10), &format!("0.{s:05}")),
+            1 => tx_event(
+                "BTC",
+                "zpubA",
+                &format!("h{}", s / 10),
+                &format!("0.{s:05}"),
+            ),
             2 => verified_event("BTC", "zpubA", &format!("h{}", s / 10), 800_000 + s),
-            3 => payment_event("ETH", "0xw", &format!("r{}", s % 7), (s % 3) as i64, &s.to_string()),
-            _ => Event::new("ETH".into(), "daemon_status", None).with("connected", json!(s % 2 == 0)),
+            3 => payment_event(
+                "ETH",
+                "0xw",
+                &format!("r{}", s % 7),
+                (s % 3) as i64,
+                &s.to_string(),
+            ),
+            _ => {
+                Event::new("ETH".into(), "daemon_status", None).with("connected", json!(s % 2 == 0))
+            }
         };
         publish(epoch, s, &ev)
     })

@@ -78,7 +78,12 @@ impl Output {
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let skip = lines.len().saturating_sub(n);
-        lines.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+        lines
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -265,7 +270,8 @@ impl Sim {
     /// `sim_mine`: mines one block now; returns the new height.
     pub fn mine(&self) -> u64 {
         let h = self.call("sim_mine", json!([]));
-        h.as_u64().unwrap_or_else(|| panic!("sim_mine answered {h}"))
+        h.as_u64()
+            .unwrap_or_else(|| panic!("sim_mine answered {h}"))
     }
 
     /// `sim_state`.
@@ -313,8 +319,10 @@ impl WorkerBuilder {
     pub fn daemon(mut self, sim: &Sim) -> WorkerBuilder {
         self.coins.push(sim.coin.clone());
         let c = &sim.coin;
-        self.env.insert(format!("{c}_HOST"), sim.addr.ip().to_string());
-        self.env.insert(format!("{c}_PORT"), sim.addr.port().to_string());
+        self.env
+            .insert(format!("{c}_HOST"), sim.addr.ip().to_string());
+        self.env
+            .insert(format!("{c}_PORT"), sim.addr.port().to_string());
         self
     }
 

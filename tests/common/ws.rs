@@ -61,7 +61,8 @@ impl WsClient {
         stream
             .set_write_timeout(Some(Duration::from_secs(5)))
             .map_err(io_err)?;
-        let (ws, resp) = tungstenite::client(url, stream).map_err(|e| format!("upgrade {url}: {e}"))?;
+        let (ws, resp) =
+            tungstenite::client(url, stream).map_err(|e| format!("upgrade {url}: {e}"))?;
         if resp.status().as_u16() != 101 {
             return Err(format!("upgrade {url}: status {}", resp.status()));
         }
@@ -123,6 +124,26 @@ impl WsClient {
         self.recv_event_text(deadline).1
     }
 
+    /// Reads `n` events, checking that `seq` goes up by exactly one from `after` (what a `"*"`
+    /// subscriber must see); returns each event's raw text and JSON.
+    pub fn events_in_sequence(
+        &mut self,
+        n: usize,
+        after: u64,
+        until: Instant,
+    ) -> Vec<(String, Value)> {
+        let mut out = Vec::with_capacity(n);
+        let mut last = after;
+        for _ in 0..n {
+            let (text, v) = self.recv_event_text(until);
+            let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("seq in {text}"));
+            assert_eq!(seq, last + 1, "seq must grow by exactly one: {text}");
+            last = seq;
+            out.push((text, v));
+        }
+        out
+    }
+
     /// Sends `msg` (adding a numeric `id` when it has none) and returns the reply echoing that
     /// id; events arriving meanwhile go to the backlog. Panics at `deadline`.
     pub fn request(&mut self, mut msg: Value, deadline: Instant) -> Value {
@@ -146,7 +167,10 @@ impl WsClient {
             if v["type"] != "event" && v.get("id") == Some(id) {
                 return v;
             }
-            assert_eq!(v["type"], "event", "unexpected reply while waiting for id {id}: {text}");
+            assert_eq!(
+                v["type"], "event",
+                "unexpected reply while waiting for id {id}: {text}"
+            );
             self.backlog.push_back(text);
         }
     }
@@ -188,7 +212,10 @@ impl WsClient {
             match self.ws.read() {
                 Ok(Message::Text(t)) => return Ok(t.as_str().to_string()),
                 Ok(Message::Binary(b)) => {
-                    return Err(RecvError::Failed(format!("binary frame of {} bytes", b.len())));
+                    return Err(RecvError::Failed(format!(
+                        "binary frame of {} bytes",
+                        b.len()
+                    )));
                 }
                 Ok(Message::Close(frame)) => {
                     let _ = self.ws.flush();
@@ -197,7 +224,10 @@ impl WsClient {
                 }
                 Ok(_) => {}
                 Err(WsError::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     return Err(RecvError::Closed(None));

@@ -13,7 +13,9 @@ fn drop_after_closes_without_a_close_frame() {
     assert_eq!(next_json(&mut sock)["updates"][0]["height"], 0);
     assert_eq!(next_json(&mut sock)["updates"][0]["height"], 1);
     match sock.read() {
-        Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {}
+        Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => {}
         Err(tungstenite::Error::Io(_)) => {}
         other => panic!("expected an abrupt end, got {other:?}"),
     }
@@ -38,11 +40,18 @@ fn refuse_auth_refuses_everything_but_admin_calls() {
     let h = start("BTC", |c| c.faults.refuse_auth = true);
     let a = h.addr();
     assert_eq!(code(a, "getinfo", json!([])), -32600);
-    let spec: Value = serde_json::from_str(&http(a, "GET", "/spec", Some(&good_auth()), "").1).unwrap();
+    let spec: Value =
+        serde_json::from_str(&http(a, "GET", "/spec", Some(&good_auth()), "").1).unwrap();
     assert_eq!(spec["error"]["code"], -32600);
     assert_eq!(ws_with(a, &good_auth()).err(), Some(200));
     assert_eq!(ok(a, "sim_state", json!([]))["faults"]["refuse_auth"], true);
-    let (_, bad) = http(a, "POST", "/", Some(&basic("x", "y")), r#"{"method":"sim_state"}"#);
+    let (_, bad) = http(
+        a,
+        "POST",
+        "/",
+        Some(&basic("x", "y")),
+        r#"{"method":"sim_state"}"#,
+    );
     assert!(bad.contains("-32600"), "admin calls still need credentials");
     ok(a, "sim_set_fault", json!([{"refuse_auth": false}]));
     assert_eq!(ok(a, "getinfo", json!([]))["connected"], true);
@@ -54,7 +63,10 @@ fn stall_stops_events_and_pongs_but_keeps_the_socket() {
     let h = start("BTC", |_| {});
     let mut sock = ws(h.addr());
     sync(&mut sock);
-    h.set_faults(Faults { stall: true, ..Faults::default() });
+    h.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
     std::thread::sleep(Duration::from_millis(30));
     sock.send(Message::Ping(b"p".to_vec().into())).unwrap();
     h.emit(json!({"event": "new_block", "height": 1}), None);
@@ -67,11 +79,17 @@ fn stall_stops_events_and_pongs_but_keeps_the_socket() {
     while heights.is_empty() || !ponged {
         match sock.read().expect("traffic resumes") {
             Message::Pong(_) => ponged = true,
-            Message::Text(t) => heights.push(serde_json::from_str::<Value>(t.as_str()).unwrap()["updates"][0]["height"].clone()),
+            Message::Text(t) => heights.push(
+                serde_json::from_str::<Value>(t.as_str()).unwrap()["updates"][0]["height"].clone(),
+            ),
             _ => {}
         }
     }
-    assert_eq!(heights, [json!(2)], "events during the stall are lost, as on a half-open link");
+    assert_eq!(
+        heights,
+        [json!(2)],
+        "events during the stall are lost, as on a half-open link"
+    );
 }
 
 #[test]
@@ -95,12 +113,18 @@ fn reset_forgets_loaded_wallets() {
     });
     let a = h.addr();
     ok(a, "getbalance", json!({"xpub": "v"}));
-    assert_eq!(ok(a, "sim_state", json!([]))["loaded_wallets"], json!(["v", "w"]));
+    assert_eq!(
+        ok(a, "sim_state", json!([]))["loaded_wallets"],
+        json!(["v", "w"])
+    );
     ok(a, "sim_set_fault", json!([{"reset": true}]));
     assert_eq!(ok(a, "sim_state", json!([]))["loaded_wallets"], json!([]));
     let mut sock = ws(a);
     ok(a, "sim_pay", json!([]));
-    assert!(sync(&mut sock).is_empty(), "no events for forgotten wallets");
+    assert!(
+        sync(&mut sock).is_empty(),
+        "no events for forgotten wallets"
+    );
     assert_eq!(code(a, "sim_set_fault", json!([{"explode": true}])), -32602);
 }
 

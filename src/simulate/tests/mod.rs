@@ -18,7 +18,10 @@ use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 const DEADLINE: Duration = Duration::from_secs(5);
 
 fn basic(login: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"))
+    )
 }
 
 fn good_auth() -> String {
@@ -36,10 +39,18 @@ fn start(coin: &str, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
 }
 
 /// One raw HTTP request on its own connection; returns (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: sim\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -48,7 +59,11 @@ fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &s
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
     (status, body.to_string())
 }
 
@@ -70,7 +85,9 @@ fn ok(addr: SocketAddr, method: &str, params: Value) -> Value {
 /// The error code of a call that must fail.
 fn code(addr: SocketAddr, method: &str, params: Value) -> i64 {
     let v = rpc(addr, method, params);
-    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("{method} did not fail: {v}"))
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{method} did not fail: {v}"))
 }
 
 type Ws = WebSocket<TcpStream>;
@@ -110,7 +127,8 @@ fn event(v: &Value) -> &str {
 
 /// Sends a ping and waits for its pong: proves the server processed everything sent before.
 fn sync(ws: &mut Ws) -> Vec<Value> {
-    ws.send(Message::Ping(b"sync".to_vec().into())).expect("ping");
+    ws.send(Message::Ping(b"sync".to_vec().into()))
+        .expect("ping");
     let mut before = Vec::new();
     loop {
         match ws.read().expect("pong before the deadline") {
@@ -125,10 +143,16 @@ fn sync(ws: &mut Ws) -> Vec<Value> {
 fn assert_silent(ws: &mut Ws, quiet: Duration) {
     ws.get_ref().set_read_timeout(Some(quiet)).expect("timeout");
     match ws.read() {
-        Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
         other => panic!("expected silence, got {other:?}"),
     }
-    ws.get_ref().set_read_timeout(Some(DEADLINE)).expect("timeout");
+    ws.get_ref()
+        .set_read_timeout(Some(DEADLINE))
+        .expect("timeout");
 }
 
 /// Polls `f` until it is true or the deadline passes.

@@ -1,0 +1,552 @@
+//! Client protocol (SPEC §4): each subscription filter against real events injected through the
+//! simulator, replace semantics of `subscribe`, `unsubscribe`, the `subscribed` echo, every
+//! request error code with its `id`, `ping`, and the `get_status` fields.
+//!
+//! Pattern: a `"*"` witness client sees everything; once it has the last injected event, every
+//! other client has had its share written in the same reactor turn, so a short grace window
+//! tells "not delivered" from "not yet delivered".
+
+mod client_support;
+
+use client_support::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Grace for frames already written to other clients once the witness has the marker.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// Reads the witness until an event satisfying `last` arrives; returns all its events.
+fn witness_until(w: &mut Client, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let e = w
+            .event(WAIT)
+            .unwrap_or_else(|| panic!("witness stalled after {seen:?}"));
+        let done = last(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The event names a client received within the grace window.
+fn names_within_grace(c: &mut Client) -> Vec<String> {
+    c.events_for(GRACE)
+        .iter()
+        .map(|e| name(e).to_string())
+        .collect()
+}
+
+fn is_block(h: u64) -> impl Fn(&Value) -> bool {
+    move |e| name(e) == "new_block" && e["data"]["height"] == h
+}
+
+/// Every server message has a string `type` and a float `timestamp` near now.
+fn assert_envelope(v: &Value) {
+    assert!(v["type"].is_string(), "{v}");
+    let t = v["timestamp"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no timestamp: {v}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((t - now).abs() < 60.0, "timestamp {t} far from now: {v}");
+}
+
+fn payment(id: &str, status: u64, sent: &str) -> Value {
+    json!({"event": "new_payment", "address": id, "status": status, "status_str": "Unconfirmed",
+           "tx_hashes": [tx_hash(1)], "sent_amount": sent})
+}
+
+#[test]
+fn events_filter_and_star_including_unknown_event_names() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[]);
+    let mut star = Client::connect(w.addr);
+    let mut blocks = Client::connect(w.addr);
+    let mut pay_tx = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    blocks.subscribe(json!({"events": ["new_block"]}));
+    pay_tx.subscribe(json!({"events": ["new_payment", "new_transaction"]}));
+
+    sim.emit(payment("aa00000001", 7, "0.001"), Some("W1"));
+    sim.emit(
+        json!({"event": "new_transaction", "tx": tx_hash(1)}),
+        Some("W1"),
+    );
+    sim.emit(
+        json!({"event": "verified_tx", "tx": tx_hash(1), "height": 800_001}),
+        Some("W1"),
+    );
+    sim.emit(
+        json!({"event": "x_custom_event", "foo": 1, "bar": "baz"}),
+        Some("W1"),
+    );
+    sim.emit(json!({"event": "new_block", "height": 800_002}), None);
+
+    let all = witness_until(&mut star, is_block(800_002));
+    let names: Vec<&str> = all.iter().map(name).collect();
+    assert_eq!(
+        names,
+        [
+            "new_payment",
+            "new_transaction",
+            "verified_tx",
+            "x_custom_event",
+            "new_block"
+        ]
+    );
+    for e in &all {
+        assert_envelope(e);
+        assert_eq!(e["data"]["coin"], "BTC", "{e}");
+    }
+    let custom = &all[3]["data"];
+    assert_eq!(custom["wallet"], "W1", "{custom}");
+    assert_eq!(
+        custom["foo"], 1,
+        "unknown events pass their fields through: {custom}"
+    );
+    assert_eq!(custom["bar"], "baz", "{custom}");
+    assert_eq!(names_within_grace(&mut blocks), ["new_block"]);
+    assert_eq!(
+        names_within_grace(&mut pay_tx),
+        ["new_payment", "new_transaction"]
+    );
+}
+
+#[test]
+fn coins_filter_is_case_insensitive_and_echoed_upper_case() {
+    let btc = Sim::start("BTC", &[]);
+    let eth = Sim::start("ETH", &[]);
+    let w = Worker::with_sims(&[&btc, &eth], &[]);
+    let mut star = Client::connect(w.addr);
+    let mut only_btc = Client::connect(w.addr);
+    let mut both = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    let r = only_btc.subscribe(json!({"events": ["new_block"], "coins": ["btc"]}));
+    assert_eq!(r["coins"], json!(["BTC"]), "{r}");
+    let r = both.subscribe(json!({"events": ["new_block"], "coins": ["Eth", "BTC"]}));
+    let mut coins: Vec<String> = serde_json::from_value(r["coins"].clone()).unwrap();
+    coins.sort();
+    assert_eq!(coins, ["BTC", "ETH"], "{r}");
+
+    eth.emit(json!({"event": "new_block", "height": 20_000_001}), None);
+    witness_until(&mut star, is_block(20_000_001));
+    btc.emit(json!({"event": "new_block", "height": 800_001}), None);
+    witness_until(&mut star, is_block(800_001));
+
+    let got: Vec<String> = only_btc
+        .events_for(GRACE)
+        .iter()
+        .map(|e| e["data"]["coin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["BTC"]);
+    let got: Vec<String> = both
+        .events_for(GRACE)
+        .iter()
+        .map(|e| e["data"]["coin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["ETH", "BTC"]);
+}
+
+#[test]
+fn wallets_filter_constrains_only_events_that_carry_a_wallet() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[]);
+    let mut star = Client::connect(w.addr);
+    let mut w1 = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    let r = w1.subscribe(json!({"events": ["*"], "wallets": ["W1"]}));
+    assert_eq!(r["wallets"], json!(["W1"]), "{r}");
+    assert_eq!(r["addresses"], json!(["*"]), "{r}");
+
+    sim.emit(payment("bb00000001", 7, "0.5"), Some("W2"));
+    sim.emit(
+        json!({"event": "new_transaction", "tx": tx_hash(7)}),
+        Some("W1"),
+    );
+    sim.emit(
+        json!({"event": "new_transaction", "tx": tx_hash(8)}),
+        Some("W2"),
+    );
+    sim.emit(json!({"event": "new_block", "height": 800_010}), None);
+    witness_until(&mut star, is_block(800_010));
+
+    let got = w1.events_for(GRACE);
+    let summary: Vec<(String, Value)> = got
+        .iter()
+        .map(|e| (name(e).to_string(), e["data"]["wallet"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("new_transaction".to_string(), json!("W1")),
+            ("new_block".to_string(), Value::Null)
+        ]
+    );
+    assert_eq!(got[0]["data"]["tx_hash"], tx_hash(7));
+}
+
+#[test]
+fn addresses_filter_matches_from_to_and_payment_address_and_passes_blocks() {
+    let sim = Sim::start("ETH", &[]);
+    let w = Worker::with_sims(&[&sim], &[]);
+    let mut star = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    let from = "0x1111111111111111111111111111111111111111";
+    let to = "0x2222222222222222222222222222222222222222";
+    let mut by_from = Client::connect(w.addr);
+    let mut by_to = Client::connect(w.addr);
+    let mut by_request = Client::connect(w.addr);
+    let mut other = Client::connect(w.addr);
+    let r = by_from.subscribe(
+        json!({"events": ["new_transaction", "new_payment", "new_block"], "addresses": [from]}),
+    );
+    assert_eq!(r["addresses"], json!([from]), "{r}");
+    by_to.subscribe(json!({"events": ["*"], "addresses": [to]}));
+    by_request.subscribe(json!({"events": ["*"], "addresses": ["req-42"]}));
+    other.subscribe(json!({"events": ["new_transaction", "new_payment"], "addresses": ["0x3333333333333333333333333333333333333333"]}));
+
+    let tx = format!("0x{}", tx_hash(3));
+    sim.emit(
+        json!({"event": "new_transaction", "tx": tx, "from_address": from, "to": to,
+                    "amount": "0.100000000000000000", "contract": null}),
+        Some(to),
+    );
+    sim.emit(
+        json!({"event": "new_payment", "address": "req-42", "status": 3, "status_str": "Paid",
+                    "tx_hashes": [tx], "sent_amount": "0.1", "contract": null}),
+        Some(to),
+    );
+    sim.emit(json!({"event": "new_block", "height": 20_000_100}), None);
+    witness_until(&mut star, is_block(20_000_100));
+
+    let got = by_from.events_for(GRACE);
+    assert_eq!(
+        got.iter().map(name).collect::<Vec<_>>(),
+        ["new_transaction", "new_block"]
+    );
+    assert_eq!(got[0]["data"]["data"]["from_address"], from, "{}", got[0]);
+    let got = by_to.events_for(GRACE);
+    assert_eq!(
+        got.iter().map(name).collect::<Vec<_>>(),
+        ["new_transaction", "new_block"]
+    );
+    assert_eq!(got[0]["data"]["data"]["to_address"], to, "{}", got[0]);
+    let got = by_request.events_for(GRACE);
+    assert_eq!(
+        got.iter().map(name).collect::<Vec<_>>(),
+        ["new_payment", "new_block"]
+    );
+    assert_eq!(got[0]["data"]["address"], "req-42", "{}", got[0]);
+    assert!(names_within_grace(&mut other).is_empty());
+}
+
+#[test]
+fn addresses_filter_matches_btc_output_addresses_from_get_transaction() {
+    // A generated payment flow gives a transaction the simulator knows, so the worker's
+    // get_transaction lookup fills `outputs`.
+    let sim = Sim::start(
+        "BTC",
+        &["--rate", "20", "--wallets", "zpubW", "--preload-wallets"],
+    );
+    let w = Worker::with_sims(&[&sim], &[("LOG_LEVEL", "debug")]);
+    let mut star = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["new_transaction"]}));
+    let tx_ev = star.event_named("new_transaction", Duration::from_secs(10));
+    let outputs = tx_ev["data"]["data"]["outputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let address = outputs
+        .first()
+        .and_then(|o| o["address"].as_str())
+        .unwrap_or_else(|| panic!("no outputs: {tx_ev}"))
+        .to_string();
+    let hash = tx_ev["data"]["tx_hash"].as_str().unwrap().to_string();
+
+    let mut by_output = Client::connect(w.addr);
+    by_output.subscribe(json!({"events": ["new_transaction"], "addresses": [address]}));
+    eprintln!(
+        "DBG get_transaction: {}",
+        sim.rpc("get_transaction", json!([hash.clone()]))
+    );
+    // The same transaction seen for another wallet is a new (coin, wallet, tx): delivered again.
+    sim.emit(
+        json!({"event": "new_transaction", "tx": hash}),
+        Some("zpubOther"),
+    );
+    let e = by_output
+        .event(Duration::from_secs(5))
+        .expect("output-address match");
+    assert_eq!(e["data"]["tx_hash"], hash, "{e}");
+    assert_eq!(e["data"]["wallet"], "zpubOther", "{e}");
+    let outs = e["data"]["data"]["outputs"].as_array().unwrap();
+    assert!(outs.iter().any(|o| o["address"] == address.as_str()), "{e}");
+    // Every other event it got (generated flows keep running) must carry the address too.
+    for e in by_output.events_for(GRACE) {
+        assert!(
+            e.to_string().contains(&address),
+            "delivered without the address: {e}"
+        );
+    }
+}
+
+#[test]
+fn subscribe_replaces_the_filter_and_echoes_it() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[]);
+    let mut star = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    let mut c = Client::connect(w.addr);
+    let r = c.request(json!({"type": "subscribe", "id": 11, "events": ["*"]}));
+    assert_envelope(&r);
+    assert_eq!(r["type"], "subscribed");
+    assert_eq!(r["id"], 11);
+    for dim in ["events", "coins", "wallets", "addresses"] {
+        assert_eq!(r[dim], json!(["*"]), "{dim} should be unrestricted: {r}");
+    }
+    assert!(r["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    assert!(r["seq"].is_u64(), "{r}");
+    assert!(r.get("resumed").is_none(), "no resumed without since: {r}");
+
+    let r = c.subscribe(json!({"id": "x", "events": ["new_payment"], "wallets": ["W1"]}));
+    assert_eq!(r["id"], "x");
+    assert_eq!(r["events"], json!(["new_payment"]));
+    assert_eq!(r["wallets"], json!(["W1"]));
+    assert_eq!(r["coins"], json!(["*"]));
+    sim.emit(json!({"event": "new_block", "height": 800_100}), None);
+    sim.emit(payment("cc00000001", 7, "1"), Some("W1"));
+    sim.emit(payment("cc00000002", 7, "1"), Some("W2"));
+    sim.emit(json!({"event": "new_block", "height": 800_101}), None);
+    witness_until(&mut star, is_block(800_101));
+    let got = c.events_for(GRACE);
+    assert_eq!(
+        got.len(),
+        1,
+        "only the W1 payment after the replace: {got:?}"
+    );
+    assert_eq!(got[0]["data"]["address"], "cc00000001");
+
+    // A refused subscribe leaves the previous filter in place.
+    let r = c.request(json!({"type": "subscribe", "events": ["no_such_event"]}));
+    assert_eq!(r["error"]["code"], "unknown_event", "{r}");
+    sim.emit(payment("cc00000003", 7, "1"), Some("W1"));
+    sim.emit(json!({"event": "new_block", "height": 800_102}), None);
+    witness_until(&mut star, is_block(800_102));
+    let got = c.events_for(GRACE);
+    assert_eq!(
+        got.iter()
+            .map(|e| e["data"]["address"].clone())
+            .collect::<Vec<_>>(),
+        [json!("cc00000003")]
+    );
+}
+
+#[test]
+fn unsubscribe_by_event_and_everything() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[]);
+    let mut star = Client::connect(w.addr);
+    star.subscribe(json!({"events": ["*"]}));
+    let mut c = Client::connect(w.addr);
+    c.subscribe(json!({"events": ["new_block", "new_payment", "verified_tx"]}));
+    let r = c.request(json!({"type": "unsubscribe", "id": 5, "events": ["new_block"]}));
+    assert_envelope(&r);
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["id"], 5);
+    let mut still: Vec<String> = serde_json::from_value(r["events"].clone()).unwrap();
+    still.sort();
+    assert_eq!(still, ["new_payment", "verified_tx"]);
+
+    sim.emit(json!({"event": "new_block", "height": 800_200}), None);
+    sim.emit(payment("dd00000001", 7, "1"), Some("W1"));
+    sim.emit(json!({"event": "new_block", "height": 800_201}), None);
+    witness_until(&mut star, is_block(800_201));
+    assert_eq!(names_within_grace(&mut c), ["new_payment"]);
+
+    let r = c.request(json!({"type": "unsubscribe", "events": ["bogus_event"], "id": 6}));
+    assert_eq!(r["error"]["code"], "unknown_event", "{r}");
+    assert_eq!(r["id"], 6);
+
+    let r = c.request(json!({"type": "unsubscribe"}));
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["events"], json!([]), "{r}");
+    sim.emit(payment("dd00000002", 7, "1"), Some("W1"));
+    sim.emit(
+        json!({"event": "verified_tx", "tx": tx_hash(9), "height": 800_201}),
+        Some("W1"),
+    );
+    sim.emit(json!({"event": "new_block", "height": 800_202}), None);
+    witness_until(&mut star, is_block(800_202));
+    assert!(names_within_grace(&mut c).is_empty());
+
+    // "*" can be unsubscribed as a name too.
+    c.subscribe(json!({"events": ["*"]}));
+    let r = c.request(json!({"type": "unsubscribe", "events": ["*"]}));
+    assert_eq!(r["events"], json!([]), "{r}");
+}
+
+/// Sends `text` and returns the error reply, checking its envelope and code.
+fn expect_error(c: &mut Client, text: &str, code: &str) -> Value {
+    c.send_text(text);
+    let r = c.reply();
+    assert_envelope(&r);
+    assert_eq!(r["type"], "error", "{text} -> {r}");
+    assert_eq!(r["error"]["code"], code, "{text} -> {r}");
+    assert!(
+        r["error"]["message"].as_str().is_some_and(|m| m.len() > 5),
+        "{r}"
+    );
+    r
+}
+
+#[test]
+fn every_error_code_with_its_id_and_the_connection_survives() {
+    let w = Worker::without_daemon(&[]);
+    let mut c = Client::connect(w.addr);
+    let r = expect_error(&mut c, "this is not json", "invalid_json");
+    assert!(r["id"].is_null(), "{r}");
+    expect_error(&mut c, "[1,2,3]", "invalid_message");
+    expect_error(&mut c, "\"subscribe\"", "invalid_message");
+    let r = expect_error(&mut c, r#"{"id":7}"#, "invalid_message");
+    assert_eq!(r["id"], 7);
+    let r = expect_error(&mut c, r#"{"id":"s7","type":42}"#, "invalid_message");
+    assert_eq!(r["id"], "s7");
+    let r = expect_error(&mut c, r#"{"id":"a","type":"dance"}"#, "unknown_type");
+    assert_eq!(r["id"], "a");
+
+    let field_cases = [
+        (r#"{"id":1,"type":"subscribe"}"#, "events"),
+        (
+            r#"{"id":1,"type":"subscribe","events":"new_block"}"#,
+            "events",
+        ),
+        (r#"{"id":1,"type":"subscribe","events":[1]}"#, "events"),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"coins":5}"#,
+            "coins",
+        ),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"wallets":[true]}"#,
+            "wallets",
+        ),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"addresses":{}}"#,
+            "addresses",
+        ),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"since":-1}"#,
+            "since",
+        ),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"since":"x"}"#,
+            "since",
+        ),
+        (
+            r#"{"id":1,"type":"subscribe","events":["*"],"since":1,"epoch":5}"#,
+            "epoch",
+        ),
+        (
+            r#"{"id":1,"type":"unsubscribe","events":"new_block"}"#,
+            "events",
+        ),
+        (r#"{"id":1,"type":"auth","token":5}"#, "token"),
+    ];
+    for (text, field) in field_cases {
+        let r = expect_error(&mut c, text, "invalid_field");
+        assert_eq!(r["id"], 1, "{text} -> {r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(field),
+            "{text}: message should name {field:?}: {msg}"
+        );
+    }
+
+    let r = expect_error(
+        &mut c,
+        r#"{"id":3,"type":"subscribe","events":["new_block","new_blok"]}"#,
+        "unknown_event",
+    );
+    assert_eq!(r["id"], 3);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("new_blok"),
+        "{r}"
+    );
+    let r = expect_error(
+        &mut c,
+        r#"{"id":4,"type":"subscribe","events":["*"],"coins":["btc","DOGE"]}"#,
+        "unknown_coin",
+    );
+    assert_eq!(r["id"], 4);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("DOGE"),
+        "{r}"
+    );
+
+    // No error closed the connection.
+    let r = c.request(json!({"type": "ping", "id": "still-here"}));
+    assert_eq!(r["type"], "pong", "{r}");
+    assert_eq!(r["id"], "still-here");
+}
+
+#[test]
+fn ping_answers_pong_with_the_id() {
+    let w = Worker::without_daemon(&[]);
+    let mut c = Client::connect(w.addr);
+    for id in [json!(42), json!("abc"), json!(1.5)] {
+        let r = c.request(json!({"type": "ping", "id": id}));
+        assert_envelope(&r);
+        assert_eq!(r["type"], "pong", "{r}");
+        assert_eq!(r["id"], id, "{r}");
+    }
+    let r = c.request(json!({"type": "ping"}));
+    assert_eq!(r["type"], "pong");
+    assert!(r.get("id").is_none_or(Value::is_null), "{r}");
+}
+
+#[test]
+fn get_status_has_every_spec_field() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[("BTC_NETWORK", "testnet")]);
+    let mut c = Client::connect(w.addr);
+    let sub = c.subscribe(json!({"events": ["new_block"]}));
+    sim.emit(json!({"event": "new_block", "height": 812_345}), None);
+    let e = c.event_named("new_block", WAIT);
+    let r = c.request(json!({"type": "get_status", "id": 99}));
+    assert_envelope(&r);
+    assert_eq!(r["type"], "status", "{r}");
+    assert_eq!(r["id"], 99);
+    let d = &r["data"];
+    assert_eq!(d["running"], true, "{d}");
+    assert!(d["version"].as_str().is_some_and(|v| !v.is_empty()), "{d}");
+    assert!(d["uptime_s"].is_number(), "{d}");
+    assert_eq!(d["coins"], json!(["BTC"]), "{d}");
+    assert!(d["clients"].as_u64().is_some_and(|n| n >= 1), "{d}");
+    assert!(
+        d["events_processed"].as_u64().is_some_and(|n| n >= 2),
+        "daemon_status + new_block: {d}"
+    );
+    assert_eq!(d["epoch"], sub["epoch"], "{d}");
+    assert_eq!(d["last_seq"], seq(&e), "{d}");
+    let btc = &d["daemons"]["BTC"];
+    assert_eq!(btc["connected"], true, "{d}");
+    assert!(
+        btc["url"]
+            .as_str()
+            .is_some_and(|u| u.contains(&sim.addr.port().to_string())),
+        "{btc}"
+    );
+    assert_eq!(btc["network"], "testnet", "{btc}");
+    assert_eq!(btc["height"], 812_345, "{btc}");
+    assert!(btc["last_event_at"].is_number(), "{btc}");
+    assert!(btc["reconnects"].is_u64(), "{btc}");
+    assert!(btc["events"].as_u64().is_some_and(|n| n >= 1), "{btc}");
+    let db = &d["db"];
+    assert_eq!(db["enabled"], false, "{db}");
+    for k in ["connected", "queue_depth", "written", "spooled"] {
+        assert!(db.get(k).is_some(), "db.{k} missing: {db}");
+    }
+}

@@ -1,0 +1,662 @@
+//! Integration tests for the core pipeline (issue 2, SPEC §2 and §4): simulated daemons run as
+//! separate `cryptoworker simulate` processes and feed a `cryptoworker run` process, which real
+//! WebSocket clients on loopback subscribe to.
+//!
+//! Most tests run the simulator quiet (`--rate 0 --block-interval 0`) and inject a known series
+//! with `sim_emit`, so every expected event is known in advance; one test uses the simulator's
+//! own payment flows to check enrichment from `get_transaction`.
+
+mod common;
+
+use common::events::{self, assert_envelope, index_of};
+use common::ws::connect_with_rcvbuf;
+use common::{Sim, Worker, WorkerBuilder, WsClient, deadline, http_raw};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+const W1: &str = "zpubTESTwalletOne";
+const W2: &str = "zpubTESTwalletTwo";
+const QUIET: &[&str] = &["--rate", "0", "--block-interval", "0"];
+
+/// Starts a worker on `sims` with extra environment and waits until every daemon is connected.
+fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
+    let mut b = WorkerBuilder::new();
+    for s in sims {
+        b = b.daemon(s);
+    }
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    let mut w = b.start();
+    let coins: Vec<&str> = sims.iter().map(|s| s.coin.as_str()).collect();
+    w.wait_connected(&coins, deadline(15.0));
+    w
+}
+
+/// A client subscribed to every event, and the `seq` its `subscribed` reply reported.
+fn star_client(w: &Worker) -> (WsClient, u64) {
+    let mut c = w.ws();
+    let reply = c.subscribe(json!({"events": ["*"]}), deadline(5.0));
+    let seq = reply["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("seq in {reply}"));
+    (c, seq)
+}
+
+/// Reads `n` events, checking that `seq` goes up by exactly one from `after`.
+fn events_in_sequence(
+    c: &mut WsClient,
+    n: usize,
+    after: u64,
+    until: Instant,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::with_capacity(n);
+    let mut last = after;
+    for _ in 0..n {
+        let (text, v) = c.recv_event_text(until);
+        let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("seq in {text}"));
+        assert_eq!(seq, last + 1, "seq must grow by exactly one: {text}");
+        last = seq;
+        out.push((text, v));
+    }
+    out
+}
+
+#[test]
+fn live_events_carry_every_envelope_field_and_reach_every_client_identically() {
+    let sim = Sim::start(
+        "BTC",
+        &["--wallets", W1, "--rate", "10", "--block-interval", "0"],
+    );
+    let worker = worker_for(&[&sim], &[("BTC_WALLETS", W1)]);
+    let mut clients: Vec<(WsClient, u64)> = (0..3).map(|_| star_client(&worker)).collect();
+    let (first, rest) = clients.split_first_mut().expect("three clients");
+    let (seen, mined) = collect_every_kind(&sim, first);
+    for (text, v) in &seen {
+        assert_envelope(text, v, "BTC");
+        let d = &v["data"];
+        match d["event"].as_str() {
+            Some("new_transaction") => check_enrichment(&sim, d, text),
+            Some("new_payment" | "verified_tx") => assert_eq!(d["wallet"], W1, "{text}"),
+            _ => {}
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|(_, v)| v["data"]["event"] == "new_block" && v["data"]["height"] == mined),
+        "no new_block for the mined height {mined}"
+    );
+    // Every client gets byte-identical frames for the same seq (serialised once, shared).
+    let by_seq: BTreeMap<u64, &String> = seen
+        .iter()
+        .map(|(t, v)| (v["seq"].as_u64().unwrap_or(0), t))
+        .collect();
+    let last = *by_seq.keys().last().expect("events");
+    for (c, base) in rest.iter_mut() {
+        let n = usize::try_from(last - *base).expect("count");
+        for (text, v) in events_in_sequence(c, n, *base, deadline(10.0)) {
+            if let Some(t) = by_seq.get(&v["seq"].as_u64().unwrap_or(0)) {
+                assert_eq!(*t, &text, "clients got different frames for one seq");
+            }
+        }
+    }
+    // A daemon that goes away is announced to every client with `daemon_status`.
+    drop(sim);
+    for (c, _) in clients.iter_mut() {
+        let until = deadline(10.0);
+        let status = loop {
+            let (text, v) = c.recv_event_text(until);
+            if v["data"]["event"] == "daemon_status" {
+                break (text, v);
+            }
+        };
+        assert_envelope(&status.0, &status.1, "BTC");
+        assert_eq!(status.1["data"]["connected"], false, "{}", status.0);
+        assert!(
+            status.1["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
+            "{}",
+            status.0
+        );
+    }
+}
+
+/// Reads the simulator's live flow until every event kind has been seen (mining a block once a
+/// transaction is out, so it gets confirmed). Returns the events and the mined height.
+fn collect_every_kind(sim: &Sim, c: &mut (WsClient, u64)) -> (Vec<(String, Value)>, u64) {
+    let until = deadline(20.0);
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    let mut kinds = BTreeSet::new();
+    let mut mined = 0;
+    let want = ["new_block", "new_transaction", "new_payment", "verified_tx"];
+    let mut last = c.1;
+    while !want.iter().all(|k| kinds.contains(*k)) || mined == 0 {
+        assert!(Instant::now() < until, "only saw {kinds:?} (mined {mined})");
+        let (text, v) = c.0.recv_event_text(until);
+        let seq = v["seq"].as_u64().unwrap_or(0);
+        assert_eq!(seq, last + 1, "seq must grow by exactly one: {text}");
+        last = seq;
+        let kind = v["data"]["event"].as_str().unwrap_or_default().to_string();
+        if kind == "new_transaction" && mined == 0 {
+            mined = sim.mine();
+        }
+        kinds.insert(kind);
+        seen.push((text, v));
+    }
+    (seen, mined)
+}
+
+/// `new_transaction.data` must match what the daemon's `get_transaction` says (SPEC §4).
+fn check_enrichment(sim: &Sim, d: &Value, text: &str) {
+    assert_eq!(d["wallet"], W1, "{text}");
+    let tx = sim.call("get_transaction", json!([d["tx_hash"]]));
+    let outs = tx["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("outputs in {tx}"));
+    let sats: Vec<u128> = outs
+        .iter()
+        .map(|o| u128::from(o["value_sats"].as_u64().unwrap_or(0)))
+        .collect();
+    let inner = &d["data"];
+    let amount = inner["amount"]
+        .as_str()
+        .unwrap_or_else(|| panic!("amount not filled: {text}"));
+    assert_eq!(
+        common::decimal_units(amount, 8),
+        Some(sats.iter().sum()),
+        "amount: {text}"
+    );
+    assert_eq!(
+        inner["to_address"], outs[0]["address"],
+        "to_address: {text}"
+    );
+    let got = inner["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("outputs: {text}"));
+    assert_eq!(got.len(), outs.len(), "outputs: {text}");
+    for ((g, o), s) in got.iter().zip(outs).zip(&sats) {
+        assert_eq!(g["address"], o["address"], "{text}");
+        let units = g["amount"]
+            .as_str()
+            .and_then(|a| common::decimal_units(a, 8));
+        assert_eq!(units, Some(*s), "{text}");
+    }
+    assert!(inner["confirmations"].is_u64(), "confirmations: {text}");
+}
+
+#[test]
+fn star_subscriber_sees_seq_step_by_one_and_each_daemons_order() {
+    let (btc, ltc) = (Sim::start("BTC", QUIET), Sim::start("LTC", QUIET));
+    let worker = worker_for(&[&btc, &ltc], &[]);
+    let (mut a, base) = star_client(&worker);
+    let (mut b, base_b) = star_client(&worker);
+    assert_eq!(
+        base, base_b,
+        "no event happened between the two subscriptions"
+    );
+    const N: u64 = 100;
+    std::thread::scope(|s| {
+        for sim in [&btc, &ltc] {
+            s.spawn(move || {
+                for i in 0..N {
+                    sim.emit(events::mixed(i), events::mixed_has_wallet(i).then_some(W1));
+                }
+            });
+        }
+    });
+    let got_a = events_in_sequence(&mut a, 2 * N as usize, base, deadline(20.0));
+    let got_b = events_in_sequence(&mut b, 2 * N as usize, base, deadline(20.0));
+    let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for ((text, v), (text_b, _)) in got_a.iter().zip(&got_b) {
+        assert_eq!(
+            text, text_b,
+            "both clients see the same frames in the same order"
+        );
+        let coin = v["data"]["coin"].as_str().unwrap_or_default().to_string();
+        assert_envelope(text, v, &coin);
+        let i = index_of(&v["data"]).unwrap_or_else(|| panic!("not an injected event: {text}"));
+        order.entry(coin).or_default().push(i);
+    }
+    let expected: Vec<u64> = (0..N).collect();
+    assert_eq!(order.get("BTC"), Some(&expected), "BTC order");
+    assert_eq!(order.get("LTC"), Some(&expected), "LTC order");
+}
+
+/// A subscription in test form: which injected updates it must deliver (SPEC §4 semantics).
+struct Expect {
+    fields: Value,
+    events: Option<&'static [&'static str]>,
+    coins: Option<&'static [&'static str]>,
+    wallets: Option<&'static [&'static str]>,
+    addresses: Option<Vec<String>>,
+}
+
+impl Expect {
+    fn wants(&self, coin: &str, update: &Value, wallet: Option<&str>) -> bool {
+        let name = update["event"].as_str().unwrap_or_default();
+        let address =
+            (name == "new_payment").then(|| update["address"].as_str().unwrap_or_default());
+        self.events.is_none_or(|e| e.contains(&name))
+            && self
+                .coins
+                .is_none_or(|c| c.iter().any(|c| c.eq_ignore_ascii_case(coin)))
+            && self
+                .wallets
+                .is_none_or(|w| wallet.is_none_or(|x| w.contains(&x)))
+            && self
+                .addresses
+                .as_ref()
+                .is_none_or(|a| address.is_none_or(|x| a.iter().any(|y| y == x)))
+    }
+}
+
+fn filter_cases() -> Vec<Expect> {
+    let e = |fields: Value| Expect {
+        fields,
+        events: None,
+        coins: None,
+        wallets: None,
+        addresses: None,
+    };
+    vec![
+        Expect {
+            events: Some(&["new_block"]),
+            ..e(json!({"events": ["new_block"]}))
+        },
+        Expect {
+            events: Some(&["new_transaction", "new_payment"]),
+            coins: Some(&["LTC"]),
+            ..e(json!({"events": ["new_transaction", "new_payment"], "coins": ["ltc"]}))
+        },
+        Expect {
+            coins: Some(&["BTC"]),
+            ..e(json!({"events": ["*"], "coins": ["BTC"]}))
+        },
+        Expect {
+            wallets: Some(&[W1]),
+            ..e(json!({"events": ["*"], "wallets": [W1]}))
+        },
+        Expect {
+            events: Some(&["new_payment"]),
+            addresses: Some(vec![events::request_id(2), events::request_id(1000)]),
+            ..e(json!({"events": ["new_payment"],
+                       "addresses": [events::request_id(2), events::request_id(1000)]}))
+        },
+    ]
+}
+
+/// A filter dimension as a `subscribed` reply echoes it (`["*"]` when unrestricted).
+fn dimension(list: Option<&[&str]>) -> BTreeSet<String> {
+    list.unwrap_or(&["*"])
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// A list from a reply, as a set.
+fn echoed(v: &Value) -> BTreeSet<String> {
+    let list = v.as_array().unwrap_or_else(|| panic!("{v} is not a list"));
+    list.iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn filters_by_event_name_coin_wallet_and_address_are_honoured() {
+    let (btc, ltc) = (Sim::start("BTC", QUIET), Sim::start("LTC", QUIET));
+    let worker = worker_for(&[&btc, &ltc], &[]);
+    let cases = filter_cases();
+    let mut clients: Vec<WsClient> = Vec::new();
+    for case in &cases {
+        let mut c = worker.ws();
+        let reply = c.subscribe(case.fields.clone(), deadline(5.0));
+        assert_eq!(echoed(&reply["events"]), dimension(case.events), "{reply}");
+        assert_eq!(echoed(&reply["coins"]), dimension(case.coins), "{reply}");
+        assert_eq!(
+            echoed(&reply["wallets"]),
+            dimension(case.wallets),
+            "{reply}"
+        );
+        let addresses: Option<Vec<&str>> = case
+            .addresses
+            .as_ref()
+            .map(|a| a.iter().map(String::as_str).collect());
+        assert_eq!(
+            echoed(&reply["addresses"]),
+            dimension(addresses.as_deref()),
+            "{reply}"
+        );
+        clients.push(c);
+    }
+    // 30 mixed updates per coin, wallet-scoped ones alternating between two wallets, then a block
+    // and a payment per coin as sentinels that every client above matches on some coin.
+    let mut plan: Vec<(u64, Value, Option<&str>)> = (0..30)
+        .map(|i| {
+            (
+                i,
+                events::mixed(i),
+                events::mixed_has_wallet(i).then_some(if i % 2 == 0 { W1 } else { W2 }),
+            )
+        })
+        .collect();
+    plan.push((1000, events::block(1000), None));
+    plan.push((1000, events::payment(1000), Some(W1)));
+    for sim in [&btc, &ltc] {
+        for (_, update, wallet) in &plan {
+            sim.emit(update.clone(), *wallet);
+        }
+    }
+    for (case, c) in cases.iter().zip(clients.iter_mut()) {
+        let mut expected: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
+        for coin in ["BTC", "LTC"] {
+            for (i, update, wallet) in &plan {
+                if case.wants(coin, update, *wallet) {
+                    expected
+                        .entry(coin)
+                        .or_default()
+                        .push((update["event"].as_str().unwrap_or_default().to_string(), *i));
+                }
+            }
+        }
+        let total: usize = expected.values().map(Vec::len).sum();
+        let mut got: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
+        for _ in 0..total {
+            let (text, v) = c.recv_event_text(deadline(10.0));
+            let coin = if v["data"]["coin"] == "BTC" {
+                "BTC"
+            } else {
+                "LTC"
+            };
+            let i = index_of(&v["data"]).unwrap_or_else(|| panic!("unexpected event {text}"));
+            got.entry(coin).or_default().push((
+                v["data"]["event"].as_str().unwrap_or_default().to_string(),
+                i,
+            ));
+        }
+        assert_eq!(got, expected, "filter {}", case.fields);
+    }
+    unsubscribe_narrows_the_filter(&ltc, &mut clients[1]);
+}
+
+/// `unsubscribe` of one name answers with what is left, and stops that name only.
+fn unsubscribe_narrows_the_filter(ltc: &Sim, c: &mut WsClient) {
+    let reply = c.request(
+        json!({"type": "unsubscribe", "events": ["new_payment"]}),
+        deadline(5.0),
+    );
+    assert_eq!(reply["type"], "unsubscribed", "{reply}");
+    assert_eq!(reply["events"], json!(["new_transaction"]), "{reply}");
+    ltc.emit(events::payment(2000), Some(W1));
+    ltc.emit(events::transaction(2001), Some(W1));
+    let v = c.recv_event(deadline(10.0));
+    assert_eq!(
+        index_of(&v["data"]),
+        Some(2001),
+        "only the transaction is still subscribed: {v}"
+    );
+}
+
+#[test]
+fn never_reading_client_is_closed_with_4008_while_a_normal_client_gets_everything() {
+    let sim = Sim::start("BTC", QUIET);
+    let worker = worker_for(&[&sim], &[("WORKER_CLIENT_QUEUE_BYTES", "65536")]);
+    let stream = connect_with_rcvbuf(worker.addr, 4096).expect("connect");
+    let mut slow = WsClient::over(stream, &format!("ws://{}/", worker.addr)).expect("upgrade");
+    slow.subscribe(json!({"events": ["*"]}), deadline(5.0));
+    let (mut normal, base) = star_client(&worker);
+    let status = normal.request(json!({"type": "get_status"}), deadline(5.0));
+    assert_eq!(status["data"]["clients"], 2, "{status}");
+    // Batches of large events until the worker reports that the slow client is gone; the normal
+    // client must read every event of every batch, in order, with no gap.
+    let (mut sent, mut seq) = (0u64, base);
+    let mut closed = false;
+    for _ in 0..40 {
+        for _ in 0..20 {
+            sim.emit(events::probe(sent, 16_000), None);
+            sent += 1;
+        }
+        for (text, v) in events_in_sequence(&mut normal, 20, seq, deadline(10.0)) {
+            assert_eq!(
+                index_of(&v["data"]),
+                Some(seq - base),
+                "event order: {}",
+                text.get(..80).unwrap_or(&text)
+            );
+            seq += 1;
+        }
+        let status = normal.request(json!({"type": "get_status"}), deadline(5.0));
+        if status["data"]["clients"] == 1 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the never-reading client was not closed after {sent} large events"
+    );
+    assert_eq!(slow.expect_close_code(deadline(10.0)), 4008);
+    sim.emit(events::block(1), None);
+    let v = events_in_sequence(&mut normal, 1, seq, deadline(5.0));
+    assert_eq!(
+        index_of(&v[0].1["data"]),
+        Some(1),
+        "the normal client is still served"
+    );
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let sim = Sim::start("BTC", QUIET);
+    let mut worker = worker_for(&[&sim], &[]);
+    let (mut a, _) = star_client(&worker);
+    let (mut b, _) = star_client(&worker);
+    worker.sigterm();
+    assert_eq!(a.expect_close_code(deadline(10.0)), 1001);
+    assert_eq!(b.expect_close_code(deadline(10.0)), 1001);
+    let status = worker
+        .wait_exit(deadline(15.0))
+        .expect("the worker exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+/// Bad client messages and the error each must get (SPEC §4 "Errors and closes"): the text,
+/// the code, and a word the message must contain (the field at fault), if any.
+const BAD_MESSAGES: &[(&str, &str, &str)] = &[
+    ("not json", "invalid_json", ""),
+    (r#"{"type":"#, "invalid_json", ""),
+    ("[1,2,3]", "invalid_message", ""),
+    ("42", "invalid_message", ""),
+    (r#""subscribe""#, "invalid_message", ""),
+    ("null", "invalid_message", ""),
+    ("{}", "invalid_message", ""),
+    (r#"{"type":5,"id":1}"#, "invalid_message", ""),
+    (r#"{"type":"frobnicate","id":7}"#, "unknown_type", ""),
+    (
+        r#"{"type":"subscribe","events":"new_block","id":"s1"}"#,
+        "invalid_field",
+        "events",
+    ),
+    (
+        r#"{"type":"subscribe","events":[1],"id":2}"#,
+        "invalid_field",
+        "events",
+    ),
+    (r#"{"type":"subscribe"}"#, "invalid_field", "events"),
+    (
+        r#"{"type":"subscribe","events":["*"],"coins":"BTC"}"#,
+        "invalid_field",
+        "coins",
+    ),
+    (
+        r#"{"type":"subscribe","events":["*"],"wallets":{}}"#,
+        "invalid_field",
+        "wallets",
+    ),
+    (
+        r#"{"type":"subscribe","events":["*"],"addresses":[null]}"#,
+        "invalid_field",
+        "addresses",
+    ),
+    (
+        r#"{"type":"subscribe","events":["*"],"since":"abc"}"#,
+        "invalid_field",
+        "since",
+    ),
+    (
+        r#"{"type":"subscribe","events":["*"],"since":-1}"#,
+        "invalid_field",
+        "since",
+    ),
+    (
+        r#"{"type":"subscribe","events":["no_such_event"],"id":3}"#,
+        "unknown_event",
+        "",
+    ),
+    (
+        r#"{"type":"subscribe","events":["*"],"coins":["DOGE"],"id":4}"#,
+        "unknown_coin",
+        "",
+    ),
+    (
+        r#"{"type":"unsubscribe","events":7}"#,
+        "invalid_field",
+        "events",
+    ),
+    (r#"{"type":"ping","id":{"a":1}}"#, "invalid_field", "id"),
+    (r#"{"type":"auth"}"#, "invalid_field", "token"),
+];
+
+#[test]
+fn bad_client_messages_get_the_right_error_and_keep_the_connection() {
+    let sim = Sim::start("BTC", QUIET);
+    let limits = [("WORKER_RATE_LIMIT", "1000"), ("WORKER_RATE_BURST", "1000")];
+    let worker = worker_for(&[&sim], &limits);
+    let mut c = worker.ws();
+    c.subscribe(json!({"events": ["new_block"]}), deadline(5.0));
+    for (n, (text, code, field)) in BAD_MESSAGES.iter().enumerate() {
+        c.send_text(text);
+        let raw = c
+            .recv_text(deadline(5.0))
+            .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let v: Value = serde_json::from_str(&raw).expect("JSON reply");
+        assert_eq!(v["type"], "error", "{text} -> {raw}");
+        assert_eq!(v["error"]["code"], *code, "{text} -> {raw}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && message.contains(field),
+            "{text} -> {raw}"
+        );
+        let sent: Option<Value> = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|s| s.get("id").cloned());
+        if let Some(id) = sent.filter(|id| id.is_string() || id.is_number()) {
+            assert_eq!(v["id"], id, "the id is echoed: {text} -> {raw}");
+        }
+        common::assert_timestamp_ms(&raw, 120.0);
+        let pong = c.request(
+            json!({"type": "ping", "id": format!("after-{n}")}),
+            deadline(5.0),
+        );
+        assert_eq!(pong["type"], "pong", "connection kept after {text}: {pong}");
+    }
+    // A refused subscribe leaves the previous filter in place.
+    sim.emit(events::transaction(1), Some(W1));
+    sim.emit(events::block(2), None);
+    let v = c.recv_event(deadline(10.0));
+    assert_eq!(
+        index_of(&v["data"]),
+        Some(2),
+        "still subscribed to new_block only: {v}"
+    );
+    worker_keeps_serving(&worker);
+}
+
+/// `/health` answers and a new client can subscribe and ping.
+fn worker_keeps_serving(worker: &Worker) {
+    assert_eq!(worker.get("/health").status, 200);
+    let mut c = worker.ws();
+    c.subscribe(json!({"events": ["*"]}), deadline(5.0));
+    let pong = c.request(json!({"type": "ping"}), deadline(5.0));
+    assert_eq!(pong["type"], "pong", "{pong}");
+}
+
+#[test]
+fn garbage_http_requests_get_a_4xx_and_the_worker_keeps_serving() {
+    let sim = Sim::start("BTC", QUIET);
+    let worker = worker_for(&[&sim], &[]);
+    let mut huge = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    while huge.len() < 256 * 1024 {
+        huge.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    let requests: Vec<Vec<u8>> = vec![
+        b"GARBAGE\r\n\r\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello \r\n\r\n".to_vec(),
+        b"GET /health HTTP/1.1\r\nThis is not a header\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+        huge,
+    ];
+    for req in &requests {
+        let shown = String::from_utf8_lossy(&req[..req.len().min(60)]).into_owned();
+        let raw =
+            http_raw(worker.addr, req, deadline(5.0)).unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+        let status = common::http::parse_response(&raw).map(|r| r.status);
+        assert!(
+            status.is_some_and(|s| (400..500).contains(&s)),
+            "{shown:?} answered {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(200)])
+        );
+    }
+    assert_eq!(worker.get("/no/such/page").status, 404);
+    worker_keeps_serving(&worker);
+}
+
+#[test]
+fn garbage_daemon_frames_are_ignored_and_later_events_flow() {
+    let sim = Sim::start("BTC", QUIET);
+    let worker = worker_for(&[&sim], &[]);
+    let (mut c, base) = star_client(&worker);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let long = format!("\"{}\"", "z".repeat(300_000));
+    let env = |updates: &str, wallet: &str| {
+        format!(r#"{{"updates":{updates},"wallet":{wallet},"currency":"BTC"}}"#)
+    };
+    let garbage = [
+        "not json at all".to_string(),
+        "[1,2,3]".to_string(),
+        "{}".to_string(),
+        deep,
+        long,
+        env("5", "null"),
+        env("[]", "7"),
+        env(r#"[{"event":"new_transaction"}]"#, r#""w""#),
+        env(r#"[{"event":"new_transaction","tx":"ab"}]"#, "null"),
+        env(r#"[{"event":"new_block","height":"tall"}]"#, "null"),
+        env(
+            r#"[{"event":"new_payment","address":"r1","status":{}}]"#,
+            r#""w""#,
+        ),
+        env(r#"[{"height":5}]"#, "null"),
+        env(&format!(r#"[42, {}]"#, events::block(1)), "null"),
+    ];
+    for g in &garbage {
+        sim.emit_raw(g);
+    }
+    sim.emit(events::block(2), None);
+    let got = events_in_sequence(&mut c, 2, base, deadline(10.0));
+    let heights: Vec<Option<u64>> = got.iter().map(|(_, v)| index_of(&v["data"])).collect();
+    assert_eq!(
+        heights,
+        [Some(1), Some(2)],
+        "only the good updates go out: {got:?}"
+    );
+    let st = worker.status();
+    assert_eq!(st["daemons"]["BTC"]["connected"], true, "{st}");
+    assert_eq!(
+        st["daemons"]["BTC"]["reconnects"], 0,
+        "garbage must not cost the link: {st}"
+    );
+    worker_keeps_serving(&worker);
+}
