@@ -24,6 +24,7 @@ mod daemon;
 mod database;
 #[cfg(test)]
 mod loopback_tests;
+mod net;
 #[cfg(test)]
 mod tests;
 

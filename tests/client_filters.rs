@@ -269,10 +269,6 @@ fn addresses_filter_matches_btc_output_addresses_from_get_transaction() {
 
     let mut by_output = Client::connect(w.addr);
     by_output.subscribe(json!({"events": ["new_transaction"], "addresses": [address]}));
-    eprintln!(
-        "DBG get_transaction: {}",
-        sim.rpc("get_transaction", json!([hash.clone()]))
-    );
     // The same transaction seen for another wallet is a new (coin, wallet, tx): delivered again.
     sim.emit(
         json!({"event": "new_transaction", "tx": hash}),
@@ -549,4 +545,33 @@ fn get_status_has_every_spec_field() {
     for k in ["connected", "queue_depth", "written", "spooled"] {
         assert!(db.get(k).is_some(), "db.{k} missing: {db}");
     }
+}
+
+/// Regression: lookups (`get_transaction`) against an idle, healthy simulator sometimes hung for
+/// the whole DAEMON_RPC_TIMEOUT_S (5 s), so the event reached clients 5 s late with its fields
+/// null, and address filters on outputs missed it.
+#[test]
+fn enrichment_lookups_against_a_healthy_daemon_never_stall_delivery() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[("LOG_LEVEL", "debug")]);
+    let mut c = Client::connect(w.addr);
+    c.subscribe(json!({"events": ["new_transaction"]}));
+    let mut slow = Vec::new();
+    for i in 0..30u64 {
+        let started = std::time::Instant::now();
+        sim.emit(
+            json!({"event": "new_transaction", "tx": tx_hash(1000 + i)}),
+            Some("W"),
+        );
+        let e = c.event(Duration::from_secs(8)).expect("event");
+        assert_eq!(e["data"]["tx_hash"], tx_hash(1000 + i));
+        if started.elapsed() > Duration::from_secs(1) {
+            slow.push((i, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis((i % 5) * 40));
+    }
+    assert!(
+        slow.is_empty(),
+        "deliveries that waited for an RPC timeout: {slow:?}"
+    );
 }

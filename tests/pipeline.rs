@@ -8,60 +8,15 @@
 
 mod common;
 
-use common::events::{self, assert_envelope, index_of};
+use common::events::{self, FilterModel, assert_envelope, index_of};
 use common::ws::connect_with_rcvbuf;
-use common::{Sim, Worker, WorkerBuilder, WsClient, deadline, http_raw};
+use common::{QUIET, Sim, Worker, WsClient, deadline, http_raw, star_client, worker_for};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 const W1: &str = "zpubTESTwalletOne";
 const W2: &str = "zpubTESTwalletTwo";
-const QUIET: &[&str] = &["--rate", "0", "--block-interval", "0"];
-
-/// Starts a worker on `sims` with extra environment and waits until every daemon is connected.
-fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
-    let mut b = WorkerBuilder::new();
-    for s in sims {
-        b = b.daemon(s);
-    }
-    for (k, v) in env {
-        b = b.env(k, v);
-    }
-    let mut w = b.start();
-    let coins: Vec<&str> = sims.iter().map(|s| s.coin.as_str()).collect();
-    w.wait_connected(&coins, deadline(15.0));
-    w
-}
-
-/// A client subscribed to every event, and the `seq` its `subscribed` reply reported.
-fn star_client(w: &Worker) -> (WsClient, u64) {
-    let mut c = w.ws();
-    let reply = c.subscribe(json!({"events": ["*"]}), deadline(5.0));
-    let seq = reply["seq"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("seq in {reply}"));
-    (c, seq)
-}
-
-/// Reads `n` events, checking that `seq` goes up by exactly one from `after`.
-fn events_in_sequence(
-    c: &mut WsClient,
-    n: usize,
-    after: u64,
-    until: Instant,
-) -> Vec<(String, Value)> {
-    let mut out = Vec::with_capacity(n);
-    let mut last = after;
-    for _ in 0..n {
-        let (text, v) = c.recv_event_text(until);
-        let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("seq in {text}"));
-        assert_eq!(seq, last + 1, "seq must grow by exactly one: {text}");
-        last = seq;
-        out.push((text, v));
-    }
-    out
-}
 
 #[test]
 fn live_events_carry_every_envelope_field_and_reach_every_client_identically() {
@@ -95,7 +50,7 @@ fn live_events_carry_every_envelope_field_and_reach_every_client_identically() {
     let last = *by_seq.keys().last().expect("events");
     for (c, base) in rest.iter_mut() {
         let n = usize::try_from(last - *base).expect("count");
-        for (text, v) in events_in_sequence(c, n, *base, deadline(10.0)) {
+        for (text, v) in c.events_in_sequence(n, *base, deadline(10.0)) {
             if let Some(t) = by_seq.get(&v["seq"].as_u64().unwrap_or(0)) {
                 assert_eq!(*t, &text, "clients got different frames for one seq");
             }
@@ -104,22 +59,12 @@ fn live_events_carry_every_envelope_field_and_reach_every_client_identically() {
     // A daemon that goes away is announced to every client with `daemon_status`.
     drop(sim);
     for (c, _) in clients.iter_mut() {
-        let until = deadline(10.0);
-        let status = loop {
-            let (text, v) = c.recv_event_text(until);
-            if v["data"]["event"] == "daemon_status" {
-                break (text, v);
-            }
-        };
-        assert_envelope(&status.0, &status.1, "BTC");
-        assert_eq!(status.1["data"]["connected"], false, "{}", status.0);
-        assert!(
-            status.1["data"]["reason"]
-                .as_str()
-                .is_some_and(|r| !r.is_empty()),
-            "{}",
-            status.0
-        );
+        let is_status = |v: &Value| v["data"]["event"] == "daemon_status";
+        let (text, v) = c.recv_event_where(deadline(10.0), is_status);
+        assert_envelope(&text, &v, "BTC");
+        assert_eq!(v["data"]["connected"], false, "{text}");
+        let reason = v["data"]["reason"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty(), "a disconnect says why: {text}");
     }
 }
 
@@ -160,6 +105,7 @@ fn check_enrichment(sim: &Sim, d: &Value, text: &str) {
         .map(|o| u128::from(o["value_sats"].as_u64().unwrap_or(0)))
         .collect();
     let inner = &d["data"];
+    if inner["amount"].is_null() { eprintln!("DEBUG rpc_log={:?} t={}", sim.rpc_log(), common::now_unix()); }
     let amount = inner["amount"]
         .as_str()
         .unwrap_or_else(|| panic!("amount not filled: {text}"));
@@ -196,6 +142,8 @@ fn star_subscriber_sees_seq_step_by_one_and_each_daemons_order() {
         base, base_b,
         "no event happened between the two subscriptions"
     );
+    // Each daemon's first connect was announced with a `daemon_status`, which took a seq.
+    assert_eq!(base, 2, "one daemon_status per connected daemon so far");
     const N: u64 = 100;
     std::thread::scope(|s| {
         for sim in [&btc, &ltc] {
@@ -206,8 +154,8 @@ fn star_subscriber_sees_seq_step_by_one_and_each_daemons_order() {
             });
         }
     });
-    let got_a = events_in_sequence(&mut a, 2 * N as usize, base, deadline(20.0));
-    let got_b = events_in_sequence(&mut b, 2 * N as usize, base, deadline(20.0));
+    let got_a = a.events_in_sequence(2 * N as usize, base, deadline(20.0));
+    let got_b = b.events_in_sequence(2 * N as usize, base, deadline(20.0));
     let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for ((text, v), (text_b, _)) in got_a.iter().zip(&got_b) {
         assert_eq!(
@@ -224,158 +172,73 @@ fn star_subscriber_sees_seq_step_by_one_and_each_daemons_order() {
     assert_eq!(order.get("LTC"), Some(&expected), "LTC order");
 }
 
-/// A subscription in test form: which injected updates it must deliver (SPEC §4 semantics).
-struct Expect {
-    fields: Value,
-    events: Option<&'static [&'static str]>,
-    coins: Option<&'static [&'static str]>,
-    wallets: Option<&'static [&'static str]>,
-    addresses: Option<Vec<String>>,
-}
-
-impl Expect {
-    fn wants(&self, coin: &str, update: &Value, wallet: Option<&str>) -> bool {
-        let name = update["event"].as_str().unwrap_or_default();
-        let address =
-            (name == "new_payment").then(|| update["address"].as_str().unwrap_or_default());
-        self.events.is_none_or(|e| e.contains(&name))
-            && self
-                .coins
-                .is_none_or(|c| c.iter().any(|c| c.eq_ignore_ascii_case(coin)))
-            && self
-                .wallets
-                .is_none_or(|w| wallet.is_none_or(|x| w.contains(&x)))
-            && self
-                .addresses
-                .as_ref()
-                .is_none_or(|a| address.is_none_or(|x| a.iter().any(|y| y == x)))
-    }
-}
-
-fn filter_cases() -> Vec<Expect> {
-    let e = |fields: Value| Expect {
-        fields,
-        events: None,
-        coins: None,
-        wallets: None,
-        addresses: None,
-    };
+/// Subscriptions whose deliveries the filter test checks, one client each.
+fn filter_requests() -> Vec<Value> {
+    let addresses = [events::request_id(2), events::request_id(1000)];
     vec![
-        Expect {
-            events: Some(&["new_block"]),
-            ..e(json!({"events": ["new_block"]}))
-        },
-        Expect {
-            events: Some(&["new_transaction", "new_payment"]),
-            coins: Some(&["LTC"]),
-            ..e(json!({"events": ["new_transaction", "new_payment"], "coins": ["ltc"]}))
-        },
-        Expect {
-            coins: Some(&["BTC"]),
-            ..e(json!({"events": ["*"], "coins": ["BTC"]}))
-        },
-        Expect {
-            wallets: Some(&[W1]),
-            ..e(json!({"events": ["*"], "wallets": [W1]}))
-        },
-        Expect {
-            events: Some(&["new_payment"]),
-            addresses: Some(vec![events::request_id(2), events::request_id(1000)]),
-            ..e(json!({"events": ["new_payment"],
-                       "addresses": [events::request_id(2), events::request_id(1000)]}))
-        },
+        json!({"events": ["new_block"]}),
+        json!({"events": ["new_transaction", "new_payment"], "coins": ["ltc"]}),
+        json!({"events": ["*"], "coins": ["BTC"]}),
+        json!({"events": ["*"], "wallets": [W1]}),
+        json!({"events": ["new_payment"], "addresses": addresses}),
     ]
 }
 
-/// A filter dimension as a `subscribed` reply echoes it (`["*"]` when unrestricted).
-fn dimension(list: Option<&[&str]>) -> BTreeSet<String> {
-    list.unwrap_or(&["*"])
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// 30 mixed updates (wallet-scoped ones alternating between two wallets), then a block and a
+/// payment as sentinels that every subscription of [`filter_requests`] matches on some coin.
+fn filter_plan() -> Vec<(u64, Value, Option<&'static str>)> {
+    let owner = |i: u64| if i.is_multiple_of(2) { W1 } else { W2 };
+    let wallet = |i: u64| events::mixed_has_wallet(i).then(|| owner(i));
+    let mut plan: Vec<_> = (0..30).map(|i| (i, events::mixed(i), wallet(i))).collect();
+    plan.push((1000, events::block(1000), None));
+    plan.push((1000, events::payment(1000), Some(W1)));
+    plan
 }
 
-/// A list from a reply, as a set.
-fn echoed(v: &Value) -> BTreeSet<String> {
-    let list = v.as_array().unwrap_or_else(|| panic!("{v} is not a list"));
-    list.iter()
-        .map(|s| s.as_str().unwrap_or_default().to_string())
-        .collect()
-}
+/// Per coin, the (event name, index) list a client must receive, in order.
+type Deliveries = BTreeMap<String, Vec<(String, u64)>>;
 
 #[test]
 fn filters_by_event_name_coin_wallet_and_address_are_honoured() {
     let (btc, ltc) = (Sim::start("BTC", QUIET), Sim::start("LTC", QUIET));
     let worker = worker_for(&[&btc, &ltc], &[]);
-    let cases = filter_cases();
+    let models: Vec<FilterModel> = filter_requests()
+        .iter()
+        .map(FilterModel::from_request)
+        .collect();
     let mut clients: Vec<WsClient> = Vec::new();
-    for case in &cases {
+    for m in &models {
         let mut c = worker.ws();
-        let reply = c.subscribe(case.fields.clone(), deadline(5.0));
-        assert_eq!(echoed(&reply["events"]), dimension(case.events), "{reply}");
-        assert_eq!(echoed(&reply["coins"]), dimension(case.coins), "{reply}");
-        assert_eq!(
-            echoed(&reply["wallets"]),
-            dimension(case.wallets),
-            "{reply}"
-        );
-        let addresses: Option<Vec<&str>> = case
-            .addresses
-            .as_ref()
-            .map(|a| a.iter().map(String::as_str).collect());
-        assert_eq!(
-            echoed(&reply["addresses"]),
-            dimension(addresses.as_deref()),
-            "{reply}"
-        );
+        m.assert_echoed(&c.subscribe(m.request.clone(), deadline(5.0)));
         clients.push(c);
     }
-    // 30 mixed updates per coin, wallet-scoped ones alternating between two wallets, then a block
-    // and a payment per coin as sentinels that every client above matches on some coin.
-    let mut plan: Vec<(u64, Value, Option<&str>)> = (0..30)
-        .map(|i| {
-            (
-                i,
-                events::mixed(i),
-                events::mixed_has_wallet(i).then_some(if i % 2 == 0 { W1 } else { W2 }),
-            )
-        })
-        .collect();
-    plan.push((1000, events::block(1000), None));
-    plan.push((1000, events::payment(1000), Some(W1)));
+    let plan = filter_plan();
     for sim in [&btc, &ltc] {
         for (_, update, wallet) in &plan {
             sim.emit(update.clone(), *wallet);
         }
     }
-    for (case, c) in cases.iter().zip(clients.iter_mut()) {
-        let mut expected: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
+    for (m, c) in models.iter().zip(clients.iter_mut()) {
+        let mut expected = Deliveries::new();
         for coin in ["BTC", "LTC"] {
-            for (i, update, wallet) in &plan {
-                if case.wants(coin, update, *wallet) {
-                    expected
-                        .entry(coin)
-                        .or_default()
-                        .push((update["event"].as_str().unwrap_or_default().to_string(), *i));
-                }
+            for (i, update, _) in plan.iter().filter(|(_, u, w)| m.wants(coin, u, *w)) {
+                let name = update["event"].as_str().unwrap_or_default().to_string();
+                expected
+                    .entry(coin.to_string())
+                    .or_default()
+                    .push((name, *i));
             }
         }
-        let total: usize = expected.values().map(Vec::len).sum();
-        let mut got: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
-        for _ in 0..total {
+        let mut got = Deliveries::new();
+        for _ in 0..expected.values().map(Vec::len).sum::<usize>() {
             let (text, v) = c.recv_event_text(deadline(10.0));
-            let coin = if v["data"]["coin"] == "BTC" {
-                "BTC"
-            } else {
-                "LTC"
-            };
-            let i = index_of(&v["data"]).unwrap_or_else(|| panic!("unexpected event {text}"));
-            got.entry(coin).or_default().push((
-                v["data"]["event"].as_str().unwrap_or_default().to_string(),
-                i,
-            ));
+            let d = &v["data"];
+            let i = index_of(d).unwrap_or_else(|| panic!("unexpected event {text}"));
+            let name = d["event"].as_str().unwrap_or_default().to_string();
+            let coin = d["coin"].as_str().unwrap_or_default().to_string();
+            got.entry(coin).or_default().push((name, i));
         }
-        assert_eq!(got, expected, "filter {}", case.fields);
+        assert_eq!(got, expected, "deliveries for {}", m.request);
     }
     unsubscribe_narrows_the_filter(&ltc, &mut clients[1]);
 }
@@ -417,7 +280,7 @@ fn never_reading_client_is_closed_with_4008_while_a_normal_client_gets_everythin
             sim.emit(events::probe(sent, 16_000), None);
             sent += 1;
         }
-        for (text, v) in events_in_sequence(&mut normal, 20, seq, deadline(10.0)) {
+        for (text, v) in normal.events_in_sequence(20, seq, deadline(10.0)) {
             assert_eq!(
                 index_of(&v["data"]),
                 Some(seq - base),
@@ -438,7 +301,7 @@ fn never_reading_client_is_closed_with_4008_while_a_normal_client_gets_everythin
     );
     assert_eq!(slow.expect_close_code(deadline(10.0)), 4008);
     sim.emit(events::block(1), None);
-    let v = events_in_sequence(&mut normal, 1, seq, deadline(5.0));
+    let v = normal.events_in_sequence(1, seq, deadline(5.0));
     assert_eq!(
         index_of(&v[0].1["data"]),
         Some(1),
@@ -645,7 +508,7 @@ fn garbage_daemon_frames_are_ignored_and_later_events_flow() {
         sim.emit_raw(g);
     }
     sim.emit(events::block(2), None);
-    let got = events_in_sequence(&mut c, 2, base, deadline(10.0));
+    let got = c.events_in_sequence(2, base, deadline(10.0));
     let heights: Vec<Option<u64>> = got.iter().map(|(_, v)| index_of(&v["data"])).collect();
     assert_eq!(
         heights,

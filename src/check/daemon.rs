@@ -1,37 +1,28 @@
 //! The daemon half of `check`: TCP, `GET /spec`, credentials, `/ws` upgrade and ping, `getinfo`,
 //! over plain blocking sockets, each exchange on its own connection.
 //!
-//! Invariants: every connect, write and read is bounded by the timeout (reads by a deadline for
-//! the whole answer, so a slow drip cannot stretch it); at most [`MAX_READ`] bytes are buffered
-//! per answer; the classification of answers ([`classify_spec`], [`classify_getinfo`]) is pure,
-//! so it is unit-tested without sockets.
+//! Invariants: all socket work goes through `net`, which bounds it by the timeout and a byte
+//! limit; a step that makes the rest pointless (unreachable, credentials refused, no answer in
+//! time) ends the probe; the classification of answers ([`classify_spec`], [`classify_getinfo`])
+//! is pure, so it is unit-tested without sockets.
 
+use super::net::{ExchangeError, connect, exchange, ping, printable};
 use super::{CheckLine, Step, TargetReport, seconds};
 use crate::config::{CoinConfig, default_port};
 use crate::http::client::{
-    MAX_RESPONSE_HEAD, UpgradeOutcome, basic_auth, get_request, parse_response,
-    parse_upgrade_response, rpc_request, websocket_key, websocket_request,
+    UpgradeOutcome, basic_auth, get_request, parse_response, parse_upgrade_response, rpc_request,
+    websocket_key, websocket_request,
 };
 use crate::http::jsonrpc::{ErrorSpec, RpcError, RpcOutcome, decode_rpc_body, rpc_body};
 use crate::http::{HttpError, Response};
 use serde_json::{Value, json};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
-use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
-use tungstenite::{Bytes, Message};
+use std::time::Duration;
 
 /// Largest `/spec` or `getinfo` body accepted (real ones are a few KiB).
-const MAX_BODY: usize = 1024 * 1024;
-/// Most bytes buffered for one answer: head, body and chunk framing.
-const MAX_READ: usize = MAX_RESPONSE_HEAD + 2 * MAX_BODY;
-/// Largest WebSocket message read while waiting for the pong.
-const MAX_WS_MESSAGE: usize = 1024 * 1024;
-/// Most messages (events) skipped while waiting for the pong.
-const MAX_WS_MESSAGES: usize = 10_000;
-/// The ping payload; the pong must echo it.
-const PING_PAYLOAD: &[u8] = b"cryptoworker check";
+pub(super) const MAX_BODY: usize = 1024 * 1024;
 /// The JSON-RPC code Bitcart daemons answer for bad credentials.
 const UNAUTHORIZED: i64 = -32600;
 
@@ -131,19 +122,6 @@ struct Probe<'a> {
     authorization: String,
 }
 
-/// Why an HTTP exchange did not produce an answer.
-#[derive(Debug)]
-enum ExchangeError {
-    /// The deadline passed.
-    TimedOut,
-    /// The peer closed before a complete answer.
-    Closed,
-    /// A socket error.
-    Io(io::Error),
-    /// The answer is not acceptable HTTP.
-    Http(HttpError),
-}
-
 impl Probe<'_> {
     /// Runs the steps in order; `Break` when a step makes the rest pointless.
     fn run(&self, lines: &mut Vec<CheckLine>) -> ControlFlow<()> {
@@ -195,7 +173,7 @@ impl Probe<'_> {
         }
     }
 
-    /// The failure line for an exchange that produced no answer, with whether to stop.
+    /// The failure line for an exchange that produced no answer, .
     fn exchange_failure(&self, step: Step, what: &str, e: ExchangeError) -> CheckLine {
         match e {
             ExchangeError::TimedOut => CheckLine::failed(
@@ -443,121 +421,4 @@ fn height_line(info: &Value, hints: &Hints) -> CheckLine {
         }
         None => CheckLine::ok(Step::Height, format!("height {height}")),
     }
-}
-
-/// Text from the peer made safe to print: control characters dropped, at most 64 characters.
-fn printable(text: &str) -> String {
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(64).collect();
-    match clean.is_empty() {
-        true => "(no version)".to_string(),
-        false => clean,
-    }
-}
-
-/// Connects to the first of `addrs` that accepts within `timeout` each; the last error if none.
-fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, *addr));
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Whether an I/O error is a timeout of a blocking socket.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Sends `request`, then reads until `parse` accepts the bytes (it gets the whole buffer and
-/// whether the peer has closed). Bounded by `timeout` for the write and the whole answer, and by
-/// [`MAX_READ`] bytes. Returns the parsed answer and every byte read.
-fn exchange<T>(
-    stream: &mut TcpStream,
-    request: &[u8],
-    timeout: Duration,
-    parse: impl Fn(&[u8], bool) -> Result<Option<T>, HttpError>,
-) -> Result<(T, Vec<u8>), ExchangeError> {
-    let deadline = Instant::now() + timeout;
-    let io_err = |e: io::Error| match is_timeout(&e) {
-        true => ExchangeError::TimedOut,
-        false => ExchangeError::Io(e),
-    };
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    stream.write_all(request).map_err(io_err)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(ExchangeError::TimedOut);
-        }
-        stream.set_read_timeout(Some(remaining)).map_err(io_err)?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(e)),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_READ {
-            return Err(ExchangeError::Http(HttpError::TooLarge));
-        }
-        match parse(&buf, n == 0).map_err(ExchangeError::Http)? {
-            Some(answer) => return Ok((answer, buf)),
-            None if n == 0 => return Err(ExchangeError::Closed),
-            None => {}
-        }
-    }
-}
-
-/// Sends a ping on an upgraded stream and waits for its pong (events before it are skipped),
-/// then closes politely. `Err` says what went wrong.
-fn ping(stream: TcpStream, leftover: Vec<u8>, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let _ = stream.set_write_timeout(Some(timeout));
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_WS_MESSAGE))
-        .max_frame_size(Some(MAX_WS_MESSAGE));
-    let mut ws = WebSocket::from_partially_read(stream, leftover, Role::Client, Some(config));
-    let failed = |e: tungstenite::Error| format!("the /ws stream failed: {e}");
-    ws.send(Message::Ping(Bytes::from_static(PING_PAYLOAD)))
-        .map_err(failed)?;
-    let no_pong = || {
-        format!(
-            "the /ws stream did not answer a ping within {}",
-            seconds(timeout)
-        )
-    };
-    for _ in 0..MAX_WS_MESSAGES {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(no_pong());
-        }
-        let _ = ws.get_ref().set_read_timeout(Some(remaining));
-        match ws.read() {
-            Ok(Message::Pong(payload)) if payload.as_ref() == PING_PAYLOAD => {
-                let _ = ws.close(None);
-                let _ = ws.flush();
-                return Ok(());
-            }
-            Ok(Message::Close(frame)) => {
-                let why = frame.map_or_else(String::new, |f| {
-                    format!(" ({} {})", u16::from(f.code), printable(&f.reason))
-                });
-                return Err(format!("the daemon closed the /ws stream{why}"));
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => return Err(no_pong()),
-            Err(e) => return Err(failed(e)),
-        }
-    }
-    Err(no_pong())
 }

@@ -34,6 +34,13 @@ impl Reactor {
     }
 
     fn admit(&mut self, mut stream: mio::net::TcpStream, ip: std::net::IpAddr, now: Instant) {
+        let max = self.config.limits.max_clients;
+        if self.clients.len() >= max + max / 10 + 100 {
+            // Far beyond the client limit (mostly unfinished handshakes): refuse at the door.
+            self.metrics.inc(&self.metrics.capacity_closes);
+            log::debug!("[WORKER] Connection limit reached; dropping a new connection from {ip}");
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(256 * 1024);
         let entry = self.clients.vacant_entry();

@@ -89,10 +89,7 @@ pub struct Reactor {
     /// Clients that hit the per-turn message cap and still have input.
     carry: Vec<usize>,
     control: Receiver<Control>,
-    resolved: (
-        Sender<(usize, io::Result<SocketAddr>)>,
-        Receiver<(usize, io::Result<SocketAddr>)>,
-    ),
+    resolved: (Sender<Resolved>, Receiver<Resolved>),
     waker: Arc<Waker>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -279,6 +276,7 @@ impl Reactor {
         matched.clear();
         self.index.matching(&p.meta, &mut matched);
         let limit = self.config.limits.client_queue_bytes;
+        let mut delivered = 0;
         for &key in &matched {
             let Some(client) = self.clients.get_mut(key) else {
                 continue;
@@ -286,7 +284,7 @@ impl Reactor {
             if !client.is_open() {
                 continue;
             }
-            self.metrics.inc(&self.metrics.deliveries);
+            delivered += 1;
             if client.enqueue(p.clone(), limit) {
                 self.mark_dirty(key);
             } else {
@@ -298,6 +296,9 @@ impl Reactor {
             }
         }
         self.scratch = matched;
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn mark_dirty(&mut self, key: usize) {

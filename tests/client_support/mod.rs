@@ -300,23 +300,7 @@ impl Sim {
 
     /// Calls a JSON-RPC method with Basic auth `electrum:electrumz`; returns `result`.
     pub fn rpc(&self, method: &str, params: Value) -> Value {
-        let body =
-            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let auth = base64_basic("electrum", "electrumz");
-        let head = format!(
-            "POST / HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        let resp = http_raw(self.addr, format!("{head}{body}").as_bytes());
-        let v: Value = serde_json::from_slice(&resp.body)
-            .unwrap_or_else(|e| panic!("sim answer not JSON ({e}): {resp:?}"));
-        assert!(
-            v.get("error").is_none_or(Value::is_null),
-            "{method} failed: {v}"
-        );
-        v["result"].clone()
+        sim_rpc(self.addr, method, params)
     }
 
     /// Pushes one raw update (`sim_emit`).
@@ -333,6 +317,31 @@ impl Sim {
     pub fn logs(&self) -> String {
         self.proc.output()
     }
+}
+
+/// Calls a simulator's JSON-RPC `method` at `addr` (usable from any thread); returns `result`
+/// and panics on an error answer.
+pub fn sim_rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let auth = base64_basic("electrum", "electrumz");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let resp = http_raw(addr, format!("{head}{body}").as_bytes());
+    let v: Value = serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("sim answer not JSON ({e}): {resp:?}"));
+    assert!(
+        v.get("error").is_none_or(Value::is_null),
+        "{method} failed: {v}"
+    );
+    v["result"].clone()
+}
+
+/// `sim_emit(update, wallet)` at `addr`, from any thread.
+pub fn sim_emit(addr: SocketAddr, update: Value, wallet: Option<&str>) {
+    sim_rpc(addr, "sim_emit", json!([update, wallet]));
 }
 
 /// `base64(user:password)`.
@@ -473,14 +482,34 @@ impl Client {
 
     /// Connects to `url` with extra headers; the handshake error (e.g. HTTP 401) otherwise.
     pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
+        let req = url.into_client_request()?;
+        let host = req.uri().authority().unwrap().as_str().to_string();
+        Client::handshake(TcpStream::connect(host)?, url, headers)
+    }
+
+    /// Connects to `ws://addr/` from the local address `from` (another loopback IP).
+    pub fn connect_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+    ) -> Result<Client, tungstenite::Error> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect(&addr.into())?;
+        Client::handshake(socket.into(), &format!("ws://{addr}/"), &[])
+    }
+
+    /// Runs the client handshake for `url` over `stream` with extra headers.
+    pub fn handshake(
+        stream: TcpStream,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tungstenite::Error> {
         let mut req = url.into_client_request()?;
         for (k, v) in headers {
             let name: tungstenite::http::HeaderName = k.parse().unwrap();
             req.headers_mut()
                 .insert(name, HeaderValue::from_str(v).unwrap());
         }
-        let host = req.uri().authority().unwrap().as_str().to_string();
-        let stream = TcpStream::connect(host)?;
         stream.set_read_timeout(Some(WAIT))?;
         let ws = match tungstenite::client::client(req, stream) {
             Ok((ws, _)) => ws,
@@ -629,6 +658,77 @@ impl Client {
     pub fn pending_replies(&mut self) -> Vec<Value> {
         self.replies.drain(..).collect()
     }
+}
+
+/// The HTTP status of a refused WebSocket handshake.
+pub fn refusal_status(r: Result<Client, tungstenite::Error>) -> u16 {
+    match r {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
+    }
+}
+
+/// Reads a raw socket until EOF or error; returns the bytes and when it ended (`None`: still
+/// open at `wait`).
+pub fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, Option<Instant>) {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, None);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => return (out, Some(Instant::now())),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (out, Some(Instant::now())),
+        }
+    }
+}
+
+/// Splits unmasked server frames: `(opcode, payload)` each (stops at a partial frame).
+pub fn server_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let opcode = b[0] & 0x0F;
+        let (len, head) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if b.len() < head + len {
+            break;
+        }
+        out.push((opcode, b[head..head + len].to_vec()));
+        b = &b[head + len..];
+    }
+    out
+}
+
+/// The body after the HTTP head of a raw upgrade answer (and the status code).
+pub fn split_upgrade(raw: &[u8]) -> (u16, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head: {:?}", String::from_utf8_lossy(raw)));
+    let status = String::from_utf8_lossy(&raw[..end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, &raw[end + 4..])
 }
 
 /// The `seq` of an event.

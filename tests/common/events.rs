@@ -65,7 +65,7 @@ pub fn mixed(i: u64) -> Value {
 
 /// Whether [`mixed`]`(i)` is wallet-scoped.
 pub fn mixed_has_wallet(i: u64) -> bool {
-    i % 5 != 0
+    !i.is_multiple_of(5)
 }
 
 /// The index an injected update carried, read back from the client event's `data`.

@@ -26,6 +26,14 @@ const KEEP_LINES: usize = 4000;
 const REPORT_LINES: usize = 80;
 /// Time allowed for a child to start listening.
 const START_TIMEOUT_S: f64 = 15.0;
+/// Variable of the test run that sets the children's `LOG_LEVEL` (default `info`), e.g.
+/// `CW_TEST_LOG_LEVEL=debug cargo test --test pipeline` to see why a test failed.
+pub const LOG_LEVEL_VAR: &str = "CW_TEST_LOG_LEVEL";
+
+/// The children's `LOG_LEVEL`.
+fn log_level() -> String {
+    std::env::var(LOG_LEVEL_VAR).unwrap_or_else(|_| "info".to_string())
+}
 
 /// The path of the binary under test.
 pub fn bin() -> &'static str {
@@ -221,7 +229,7 @@ impl Sim {
             .collect();
         args.extend(["--port".to_string(), "0".to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let env = BTreeMap::from([("LOG_LEVEL".to_string(), "info".to_string())]);
+        let env = BTreeMap::from([("LOG_LEVEL".to_string(), log_level())]);
         let mut proc = Proc::spawn(&format!("simulate {coin}"), &args, &env);
         let marker = format!("{coin} daemon listening on ");
         let line = proc.output.wait_for(&marker, deadline(START_TIMEOUT_S));
@@ -306,9 +314,9 @@ impl Default for WorkerBuilder {
 }
 
 impl WorkerBuilder {
-    /// No coins yet, logs at `info`, no database.
+    /// No coins yet, logs at `info` (see [`LOG_LEVEL_VAR`]), no database.
     pub fn new() -> WorkerBuilder {
-        let env = BTreeMap::from([("LOG_LEVEL".to_string(), "info".to_string())]);
+        let env = BTreeMap::from([("LOG_LEVEL".to_string(), log_level())]);
         WorkerBuilder {
             coins: Vec::new(),
             env,

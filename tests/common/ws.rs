@@ -124,6 +124,21 @@ impl WsClient {
         self.recv_event_text(deadline).1
     }
 
+    /// Skips events until one satisfies `pred` and returns it (raw text and JSON); panics on a
+    /// message that is not an event or at `until`.
+    pub fn recv_event_where(
+        &mut self,
+        until: Instant,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (String, Value) {
+        loop {
+            let (text, v) = self.recv_event_text(until);
+            if pred(&v) {
+                return (text, v);
+            }
+        }
+    }
+
     /// Reads `n` events, checking that `seq` goes up by exactly one from `after` (what a `"*"`
     /// subscriber must see); returns each event's raw text and JSON.
     pub fn events_in_sequence(

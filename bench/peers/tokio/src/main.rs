@@ -120,9 +120,13 @@ async fn client(stream: TcpStream, id: u64, hub: Rc<RefCell<Hub>>) {
     let cfg = WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(65536));
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await else { return };
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    // Only the hub holds the strong sender, so the queue closes when the hub drops this client.
+    let weak = tx.downgrade();
+    let mut first_tx = Some(tx);
+    let mut subscribed = false;
     loop {
         tokio::select! {
-            queued = rx.recv() => {
+            queued = rx.recv(), if subscribed => {
                 let Some(first) = queued else {
                     // The hub dropped us: our queue overflowed.
                     let close = CloseFrame { code: CloseCode::from(4008), reason: "slow consumer".into() };
@@ -145,7 +149,8 @@ async fn client(stream: TcpStream, id: u64, hub: Rc<RefCell<Hub>>) {
             }
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Text(t))) => {
-                    let reply = request(&t, id, &tx, &hub);
+                    let (reply, now_subscribed) = request(&t, id, &mut first_tx, &weak, &hub);
+                    subscribed |= now_subscribed;
                     if ws.send(Message::Text(reply)).await.is_err() {
                         break;
                     }
@@ -164,11 +169,19 @@ fn error(code: &str, message: &str) -> Utf8Bytes {
         .into()
 }
 
-fn request(text: &str, id: u64, tx: &mpsc::Sender<Message>, hub: &Rc<RefCell<Hub>>) -> Utf8Bytes {
+/// Answers one client request; a valid subscribe hands the client's queue sender to the hub
+/// (the first one, or one upgraded from `weak` on a re-subscribe) and returns `true`.
+fn request(
+    text: &str,
+    id: u64,
+    first: &mut Option<mpsc::Sender<Message>>,
+    weak: &mpsc::WeakSender<Message>,
+    hub: &Rc<RefCell<Hub>>,
+) -> (Utf8Bytes, bool) {
     let Ok(msg) = serde_json::from_str::<Value>(text) else {
-        return error("invalid_json", "message is not JSON");
+        return (error("invalid_json", "message is not JSON"), false);
     };
-    match msg.get("type").and_then(Value::as_str) {
+    let reply = match msg.get("type").and_then(Value::as_str) {
         None => error("invalid_message", "expected an object with a type"),
         Some("ping") => json!({"type": "pong", "timestamp": timestamp()}).to_string().into(),
         Some("subscribe") => {
@@ -176,14 +189,17 @@ fn request(text: &str, id: u64, tx: &mpsc::Sender<Message>, hub: &Rc<RefCell<Hub
                 v.as_array()?.iter().map(|s| s.as_str().map(String::from)).collect()
             };
             let Some(events) = list(&msg["events"]) else {
-                return error("invalid_field", "events must be a list of strings");
+                return (error("invalid_field", "events must be a list of strings"), false);
             };
             let coins = match &msg["coins"] {
                 Value::Null => None,
                 v => match list(v) {
                     Some(c) => Some(c),
-                    None => return error("invalid_field", "coins must be a list of strings"),
+                    None => return (error("invalid_field", "coins must be a list of strings"), false),
                 },
+            };
+            let Some(tx) = first.take().or_else(|| weak.upgrade()) else {
+                return (error("slow_consumer", "this connection's queue was closed"), false);
             };
             let filter = Filter::new(events, coins);
             let mut hub = hub.borrow_mut();
@@ -192,9 +208,10 @@ fn request(text: &str, id: u64, tx: &mpsc::Sender<Message>, hub: &Rc<RefCell<Hub
                 "coins": filter.coins.clone().unwrap_or_else(|| vec!["*".into()]),
                 "wallets": ["*"], "addresses": ["*"], "seq": hub.seq, "timestamp": timestamp(),
             });
-            hub.subscribe(id, filter, tx.clone());
-            reply.to_string().into()
+            hub.subscribe(id, filter, tx);
+            return (reply.to_string().into(), true);
         }
         Some(other) => error("unknown_type", &format!("unknown type {other:?}")),
-    }
+    };
+    (reply, false)
 }
