@@ -105,7 +105,6 @@ fn check_enrichment(sim: &Sim, d: &Value, text: &str) {
         .map(|o| u128::from(o["value_sats"].as_u64().unwrap_or(0)))
         .collect();
     let inner = &d["data"];
-    if inner["amount"].is_null() { eprintln!("DEBUG rpc_log={:?} t={}", sim.rpc_log(), common::now_unix()); }
     let amount = inner["amount"]
         .as_str()
         .unwrap_or_else(|| panic!("amount not filled: {text}"));
@@ -170,6 +169,31 @@ fn star_subscriber_sees_seq_step_by_one_and_each_daemons_order() {
     let expected: Vec<u64> = (0..N).collect();
     assert_eq!(order.get("BTC"), Some(&expected), "BTC order");
     assert_eq!(order.get("LTC"), Some(&expected), "LTC order");
+}
+
+/// Regression: a lookup answer that arrives before the worker's first read after sending the
+/// call (a fast daemon on loopback) must not be lost. Losing it holds the daemon's stream until
+/// `DAEMON_RPC_TIMEOUT_S` and sends the event with null fields.
+#[test]
+fn enrichment_answers_that_arrive_at_once_are_not_lost() {
+    let sim = Sim::start("BTC", QUIET);
+    let env = [("DAEMON_RPC_TIMEOUT_S", "8"), ("LOG_LEVEL", "debug")];
+    let worker = worker_for(&[&sim], &env);
+    let (mut c, base) = star_client(&worker);
+    const N: u64 = 300;
+    let start = Instant::now();
+    for i in 0..N {
+        sim.emit(events::transaction(i), Some(W1));
+    }
+    // Every lookup fails fast (the simulator does not know these txs): well under the timeout.
+    let until = start + std::time::Duration::from_secs(6);
+    for (i, (text, v)) in c
+        .events_in_sequence(N as usize, base, until)
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(index_of(&v["data"]), Some(i as u64), "order: {text}");
+    }
 }
 
 /// Subscriptions whose deliveries the filter test checks, one client each.

@@ -102,7 +102,8 @@ def start_server(kind, port, daemon_port, core, worker_env=None):
     if kind == "cryptoworker":
         env.update({"WORKER_COINS": "ETH", "ETH_HOST": "127.0.0.1", "ETH_PORT": str(daemon_port),
                     "WORKER_HOST": "127.0.0.1", "WORKER_PORT": str(port), "WORKER_MAX_CLIENTS": "25000",
-                    "WORKER_MAX_CONNECTIONS_PER_IP": "0", "LOG_LEVEL": "warn"})
+                    "WORKER_MAX_CONNECTIONS_PER_IP": "0", "LOG_LEVEL": "warn",
+                    "DAEMON_ENRICH": "off"})
         env.update(worker_env or {})
     p = Proc(f"server-{kind}", server_argv(kind, port, daemon_port), core, env=env)
     if not wait_port(port, proc=p.popen):

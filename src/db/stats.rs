@@ -17,7 +17,8 @@ pub struct DbStats {
     pub connected: AtomicBool,
     /// Events accepted by `submit`, not yet committed and not yet in the spool.
     pub queue_depth: AtomicU64,
-    /// Event rows committed to the database so far (this process).
+    /// Events committed to the database so far by this process (an event replayed from the
+    /// spool that was already stored counts again; the row itself is never doubled).
     pub written: AtomicU64,
     /// Events waiting in the spool file now.
     pub spooled: AtomicU64,

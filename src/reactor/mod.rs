@@ -68,6 +68,8 @@ type Resolved = (usize, io::Result<SocketAddr>);
 enum TimerOwner {
     Client(ConnId),
     Daemon(usize),
+    /// A resume from the event log that must be answered by now.
+    Resume(u64),
     Shutdown,
 }
 
@@ -257,6 +259,7 @@ impl Reactor {
             }
             TimerOwner::Client(_) => {}
             TimerOwner::Daemon(i) => self.daemon_timer(i, now),
+            TimerOwner::Resume(query_id) => self.resume_timeout(query_id),
             TimerOwner::Shutdown => {}
         }
     }

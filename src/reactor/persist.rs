@@ -15,10 +15,14 @@ use crate::db::{DbMessage, MAX_QUERY_ROWS, PaymentRequest, WatchedWallet};
 use crate::event::Published;
 use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
+use crate::server::conn::Held;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// How long a resume waits for the event log before giving up (`resumed: false`).
+const RESUME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A client waiting for the event log to answer its resume.
 #[derive(Debug)]
@@ -167,7 +171,7 @@ impl Reactor {
         let query_id = self.next_query;
         let client = self.gens.id(key);
         if let Some(c) = self.clients.get_mut(key) {
-            c.held = Some(Box::default());
+            c.held = Some(Box::new(Held { query_id, ..Held::default() }));
         }
         self.index.insert(key, filter.clone());
         self.resumes.insert(
@@ -184,6 +188,14 @@ impl Reactor {
         );
         if let Some(db) = &self.db {
             db.query_events(query_id, &self.pipeline.epoch, since, up_to);
+        }
+        self.timers.schedule(Instant::now() + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
+    }
+
+    /// A resume the event log did not answer in time goes ahead with `resumed: false`.
+    pub(super) fn resume_timeout(&mut self, query_id: u64) {
+        if self.resumes.contains_key(&query_id) {
+            self.resume_answer(query_id, Err("the event log did not answer in time".into()));
         }
     }
 
@@ -210,6 +222,9 @@ impl Reactor {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
+        if c.held.as_ref().is_none_or(|h| h.query_id != query_id) {
+            return; // the client subscribed again meanwhile
+        }
         let held = c.held.take().map(|h| h.events).unwrap_or_default();
         c.send_text(&reply::subscribed(
             r.id.as_ref(),

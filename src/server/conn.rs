@@ -81,6 +81,8 @@ pub struct ClientConn {
 /// Live events held for a client whose resume is being read from the event log.
 #[derive(Debug, Default)]
 pub struct Held {
+    /// The event-log query this hold waits for.
+    pub query_id: u64,
     pub events: Vec<Arc<Published>>,
     /// Frame bytes held (counted against the outbound queue limit).
     pub bytes: usize,

@@ -4,6 +4,8 @@
 //!   ([`Sim`]) run as child processes of `env!("CARGO_BIN_EXE_cryptoworker")`, each behind a guard
 //!   that kills it on drop and, when the test is failing, prints the tail of its output.
 //! - [`ws`]: a blocking WebSocket test client ([`WsClient`]) with deadlines on every read.
+//! - [`daemon`]: daemon restarts, `daemon_status` waits and a seq-checked event reader for
+//!   the daemon-side tests.
 //! - [`events`]: daemon updates to inject with `sim_emit` and checks of the client envelope.
 //! - [`http`]: plain HTTP/1.1 requests (GET, JSON POST, raw bytes) with deadlines.
 //!
@@ -16,6 +18,7 @@
 //! `dead_code` and `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod daemon;
 pub mod events;
 pub mod http;
 pub mod process;

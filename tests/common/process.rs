@@ -222,19 +222,49 @@ impl Sim {
     /// Starts `simulate --coin <coin> --host 127.0.0.1 --port 0 <extra...>` and waits for its
     /// `[SIMULATE] <COIN> daemon listening on HOST:PORT` line.
     pub fn start(coin: &str, extra: &[&str]) -> Sim {
+        Sim::try_start(coin, 0, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts a simulator on a given `port` (for example the port of one that was killed, to
+    /// play a daemon restart). A port still held by another socket is retried until `deadline`.
+    pub fn start_at(coin: &str, port: u16, extra: &[&str], deadline: Instant) -> Sim {
+        loop {
+            match Sim::try_start(coin, port, extra) {
+                Ok(sim) => return sim,
+                Err(why) if Instant::now() >= deadline => panic!("{why}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// One attempt at [`Sim::start_at`]: `Err` says why it did not come up.
+    fn try_start(coin: &str, port: u16, extra: &[&str]) -> Result<Sim, String> {
         let coin = coin.to_ascii_uppercase();
         let mut args: Vec<String> = ["simulate", "--coin", &coin, "--host", "127.0.0.1"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        args.extend(["--port".to_string(), "0".to_string()]);
+        args.extend(["--port".to_string(), port.to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let env = BTreeMap::from([("LOG_LEVEL".to_string(), log_level())]);
         let mut proc = Proc::spawn(&format!("simulate {coin}"), &args, &env);
         let marker = format!("{coin} daemon listening on ");
-        let line = proc.output.wait_for(&marker, deadline(START_TIMEOUT_S));
-        proc.assert_running("while starting");
-        let line = line.unwrap_or_else(|| panic!("simulate {coin} never printed `{marker}`"));
+        let until = deadline(START_TIMEOUT_S);
+        let line = loop {
+            let step = (Instant::now() + Duration::from_millis(100)).min(until);
+            if let Some(line) = proc.output.wait_for(&marker, step) {
+                break line;
+            }
+            if let Some(status) = proc.try_exit() {
+                return Err(format!(
+                    "simulate {coin} on port {port} exited ({status}): {}",
+                    proc.output.tail(REPORT_LINES)
+                ));
+            }
+            if Instant::now() >= until {
+                return Err(format!("simulate {coin} never printed `{marker}`"));
+            }
+        };
         let addr_text = line
             .split(&marker)
             .nth(1)
@@ -242,8 +272,8 @@ impl Sim {
             .unwrap_or_default();
         let addr: SocketAddr = addr_text
             .parse()
-            .unwrap_or_else(|_| panic!("cannot read the address in {line:?}"));
-        Sim { proc, addr, coin }
+            .map_err(|_| format!("cannot read the address in {line:?}"))?;
+        Ok(Sim { proc, addr, coin })
     }
 
     /// One JSON-RPC call with the default credentials: `Ok(result)` or `Err(error object)`.
@@ -324,13 +354,18 @@ impl WorkerBuilder {
     }
 
     /// Connects the worker to `sim` (adds its coin and sets `{COIN}_HOST`/`{COIN}_PORT`).
-    pub fn daemon(mut self, sim: &Sim) -> WorkerBuilder {
-        self.coins.push(sim.coin.clone());
-        let c = &sim.coin;
+    pub fn daemon(self, sim: &Sim) -> WorkerBuilder {
+        self.daemon_at(&sim.coin, sim.addr)
+    }
+
+    /// Adds `coin` with its daemon at `addr`, which need not be a running simulator (a closed
+    /// port, a socket that never answers).
+    pub fn daemon_at(mut self, coin: &str, addr: SocketAddr) -> WorkerBuilder {
+        let c = coin.to_ascii_uppercase();
+        self.env.insert(format!("{c}_HOST"), addr.ip().to_string());
         self.env
-            .insert(format!("{c}_HOST"), sim.addr.ip().to_string());
-        self.env
-            .insert(format!("{c}_PORT"), sim.addr.port().to_string());
+            .insert(format!("{c}_PORT"), addr.port().to_string());
+        self.coins.push(c);
         self
     }
 

@@ -1,0 +1,107 @@
+//! Helpers for the daemon-side tests (`tests/daemon_*.rs`): restarting a simulated daemon on its
+//! port, waiting for `daemon_status` events, reading the simulator's RPC log, and timing how long
+//! an injected update takes to reach a client.
+//!
+//! Invariants: every wait has a deadline; a `"*"` subscriber's `seq` is checked to grow by exactly
+//! one across everything these helpers read, so no event is skipped unseen.
+
+use super::{Sim, WsClient, deadline};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Kills `sim` (SIGKILL, as a crash would) and starts a new simulator of the same coin on the same
+/// port with `extra` flags; returns the new one and the instant the old one was killed.
+pub fn restart(sim: Sim, extra: &[&str]) -> (Sim, Instant) {
+    let (coin, port) = (sim.coin.clone(), sim.addr.port());
+    drop(sim);
+    let killed = Instant::now();
+    (Sim::start_at(&coin, port, extra, deadline(10.0)), killed)
+}
+
+/// Whether the simulator's RPC log holds a call of `method` naming `wallet`.
+pub fn rpc_logged(sim: &Sim, method: &str, wallet: &str) -> bool {
+    sim.rpc_log()
+        .iter()
+        .any(|c| c["method"] == method && c["wallet"] == wallet)
+}
+
+/// A `"*"` subscriber's reader that checks `seq` continuity and keeps every event it read.
+pub struct Stream<'a> {
+    /// The client.
+    pub client: &'a mut WsClient,
+    /// The last `seq` read.
+    pub last: u64,
+    /// Every event read so far (raw text and JSON), oldest first.
+    pub seen: Vec<(String, Value)>,
+}
+
+impl<'a> Stream<'a> {
+    /// Reads events of `client` after `seq` (the `subscribed` reply's).
+    pub fn new(client: &'a mut WsClient, seq: u64) -> Stream<'a> {
+        Stream {
+            client,
+            last: seq,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next event (`seq` must be the last one plus one).
+    pub fn next(&mut self, until: Instant) -> Value {
+        let (text, v) = self.client.recv_event_text(until);
+        let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("seq in {text}"));
+        assert_eq!(seq, self.last + 1, "seq must grow by exactly one: {text}");
+        self.last = seq;
+        self.seen.push((text, v.clone()));
+        v
+    }
+
+    /// Reads until an event whose `data` satisfies `pred`; returns its `data`.
+    pub fn until_data(
+        &mut self,
+        until: Instant,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        loop {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            let v = self.next(until);
+            if pred(&v["data"]) {
+                return v["data"].clone();
+            }
+        }
+    }
+
+    /// Reads until the `daemon_status` of `coin` with `connected`; returns its `data`.
+    pub fn until_status(&mut self, coin: &str, connected: bool, until: Instant) -> Value {
+        let what = format!("daemon_status {coin} connected:{connected}");
+        self.until_data(until, &what, |d| {
+            d["event"] == "daemon_status" && d["coin"] == coin && d["connected"] == connected
+        })
+    }
+
+    /// The `data` of every event read so far named `event`.
+    pub fn named(&self, event: &str) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .map(|(_, v)| &v["data"])
+            .filter(|d| d["event"] == event)
+            .collect()
+    }
+}
+
+/// Emits `update` on `sim` for `wallet` and returns how long it took to reach `stream` (events
+/// read before it, such as another coin's `daemon_status`, stay in `seen`), and its `data`.
+pub fn emit_latency(
+    sim: &Sim,
+    stream: &mut Stream<'_>,
+    update: Value,
+    wallet: Option<&str>,
+) -> (Duration, Value) {
+    let name = update["event"].clone();
+    let sent = Instant::now();
+    sim.emit(update, wallet);
+    let data = stream.until_data(deadline(10.0), "the emitted update", |d| {
+        d["event"] == name && d["coin"] == sim.coin.as_str()
+    });
+    (sent.elapsed(), data)
+}
