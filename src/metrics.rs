@@ -3,7 +3,6 @@
 //! The reactor is the only writer of most counters; they are atomics so that other threads
 //! (the worker handle, handler thread) can read them without a round trip to the reactor.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +24,7 @@ pub struct Metrics {
     pub daemon_bad_frames: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     /// Events published, by (coin, event name).
-    events: Mutex<BTreeMap<(String, String), u64>>,
+    events: Mutex<Vec<(Box<str>, Box<str>, u64)>>,
 }
 
 /// Point-in-time values the reactor adds when rendering.
@@ -52,18 +51,20 @@ impl Metrics {
     /// Counts one published event.
     pub fn event_published(&self, coin: &str, name: &str) {
         if let Ok(mut m) = self.events.lock() {
-            match m.get_mut(&(coin.to_string(), name.to_string())) {
-                Some(n) => *n += 1,
-                None => {
-                    m.insert((coin.to_string(), name.to_string()), 1);
-                }
+            // Linear scan: a handful of (coin, event) pairs, no allocation per event.
+            match m.iter_mut().find(|(c, e, _)| **c == *coin && **e == *name) {
+                Some((_, _, n)) => *n += 1,
+                None => m.push((coin.into(), name.into(), 1)),
             }
         }
     }
 
     /// Total events published.
     pub fn events_total(&self) -> u64 {
-        self.events.lock().map(|m| m.values().sum()).unwrap_or(0)
+        self.events
+            .lock()
+            .map(|m| m.iter().map(|(_, _, n)| n).sum())
+            .unwrap_or(0)
     }
 
     /// The Prometheus text exposition.
@@ -144,8 +145,9 @@ impl Metrics {
             );
         }
         out.push_str("# HELP cryptoworker_events_total events published by coin and type\n# TYPE cryptoworker_events_total counter\n");
-        if let Ok(m) = self.events.lock() {
-            for ((coin, name), n) in m.iter() {
+        if let Ok(mut m) = self.events.lock() {
+            m.sort();
+            for (coin, name, n) in m.iter() {
                 let _ = writeln!(
                     out,
                     "cryptoworker_events_total{{coin=\"{}\",event=\"{}\"}} {n}",

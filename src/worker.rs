@@ -30,6 +30,8 @@ pub struct WorkerHandle {
     thread: Mutex<Option<JoinHandle<io::Result<()>>>>,
     local_addr: SocketAddr,
     handlers: HandlerTable,
+    /// Handlers registered; the reactor skips the handler queue while it is zero.
+    handler_count: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
@@ -42,6 +44,7 @@ impl WorkerHandle {
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let metrics = Arc::new(Metrics::default());
         let handlers: HandlerTable = Arc::default();
+        let handler_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (events_tx, events_rx) = crossbeam_channel::bounded(HANDLER_QUEUE);
         spawn_handler_thread(events_rx, handlers.clone(), metrics.clone())?;
         let (db, resume) = start_db(&config, &waker)?;
@@ -50,7 +53,7 @@ impl WorkerHandle {
             waker: waker.clone(),
             control: control_rx,
             metrics: metrics.clone(),
-            handlers: Some(events_tx),
+            handlers: Some((events_tx, handler_count.clone())),
             epoch: resume.epoch.into(),
             last_seq: resume.last_seq,
             db,
@@ -67,6 +70,7 @@ impl WorkerHandle {
             thread: Mutex::new(Some(thread)),
             local_addr,
             handlers,
+            handler_count,
             metrics,
         })
     }
@@ -91,6 +95,8 @@ impl WorkerHandle {
     {
         if let Ok(mut table) = self.handlers.write() {
             table.push((event.to_string(), Arc::new(handler)));
+            self.handler_count
+                .store(table.len(), std::sync::atomic::Ordering::Release);
         }
     }
 

@@ -47,7 +47,11 @@ fn killed_daemon_restarted_on_its_port_is_reconnected_and_announced() {
         .iter()
         .map(|d| d["connected"] == true)
         .collect();
-    assert_eq!(statuses, [false, true], "daemon_status events of one outage");
+    assert_eq!(
+        statuses,
+        [false, true],
+        "daemon_status events of one outage"
+    );
 
     // The new link is live, and the status counts the reconnect.
     let (_, d) = emit_latency(&sim, &mut s, events::block(2), None);
@@ -83,7 +87,10 @@ fn daemon_that_stops_answering_pings_is_replaced() {
         noticed >= Duration::from_millis(1500) && noticed <= Duration::from_secs(6),
         "the half-open link should be noticed after ~2-4 s, took {noticed:?}: {down}"
     );
-    assert!(down["reason"].as_str().is_some_and(|r| !r.is_empty()), "{down}");
+    assert!(
+        down["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{down}"
+    );
     s.until_status("BTC", true, stalled + Duration::from_secs(7));
 
     // Once the daemon answers again, events flow on the new link.
@@ -91,7 +98,10 @@ fn daemon_that_stops_answering_pings_is_replaced() {
     let (latency, _) = emit_latency(&sim, &mut s, events::block(1), None);
     assert!(latency < Duration::from_secs(3), "event took {latency:?}");
     let st = worker.status();
-    assert!(st["daemons"]["BTC"]["reconnects"].as_u64() >= Some(1), "{st}");
+    assert!(
+        st["daemons"]["BTC"]["reconnects"].as_u64() >= Some(1),
+        "{st}"
+    );
 }
 
 #[test]
@@ -160,7 +170,10 @@ fn coins_whose_daemons_are_down_never_delay_the_others() {
 
     // Every client was told that LTC is down, and why (replayed from the start of the epoch).
     let mut late = worker.ws();
-    late.subscribe(json!({"events": ["daemon_status"], "coins": ["LTC"], "since": 0}), deadline(5.0));
+    late.subscribe(
+        json!({"events": ["daemon_status"], "coins": ["LTC"], "since": 0}),
+        deadline(5.0),
+    );
     let (text, v) = late.recv_event_text(deadline(5.0));
     assert_envelope(&text, &v, "LTC");
     assert_eq!(v["data"]["connected"], false, "{text}");

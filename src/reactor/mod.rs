@@ -60,6 +60,10 @@ pub enum Control {
     Status(Sender<Value>),
 }
 
+/// The handler thread's queue, and how many handlers are registered (events are only queued
+/// while there is at least one, so an unused handler thread costs nothing per event).
+pub type HandlerQueue = (Sender<Arc<Published>>, Arc<std::sync::atomic::AtomicUsize>);
+
 /// A resolver thread's answer for daemon `usize`.
 type Resolved = (usize, io::Result<SocketAddr>);
 
@@ -95,7 +99,7 @@ pub struct Reactor {
     waker: Arc<Waker>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    handlers: Option<Sender<Arc<Published>>>,
+    handlers: Option<HandlerQueue>,
     started: Instant,
     shutdown_deadline: Option<Instant>,
     known_coins: Vec<String>,
@@ -115,7 +119,7 @@ pub struct ReactorParts {
     pub waker: Arc<Waker>,
     pub control: Receiver<Control>,
     pub metrics: Arc<Metrics>,
-    pub handlers: Option<Sender<Arc<Published>>>,
+    pub handlers: Option<HandlerQueue>,
     pub epoch: Arc<str>,
     pub last_seq: u64,
     /// Persistence handle and its message channel, when configured.
@@ -270,7 +274,8 @@ impl Reactor {
         if let Some(db) = &self.db {
             db.submit(p.clone());
         }
-        if let Some(h) = &self.handlers
+        if let Some((h, count)) = &self.handlers
+            && count.load(std::sync::atomic::Ordering::Acquire) > 0
             && h.try_send(p.clone()).is_err()
         {
             self.metrics.inc(&self.metrics.handler_dropped);

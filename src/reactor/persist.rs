@@ -171,7 +171,10 @@ impl Reactor {
         let query_id = self.next_query;
         let client = self.gens.id(key);
         if let Some(c) = self.clients.get_mut(key) {
-            c.held = Some(Box::new(Held { query_id, ..Held::default() }));
+            c.held = Some(Box::new(Held {
+                query_id,
+                ..Held::default()
+            }));
         }
         self.index.insert(key, filter.clone());
         self.resumes.insert(
@@ -189,7 +192,10 @@ impl Reactor {
         if let Some(db) = &self.db {
             db.query_events(query_id, &self.pipeline.epoch, since, up_to);
         }
-        self.timers.schedule(Instant::now() + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
+        self.timers.schedule(
+            Instant::now() + RESUME_TIMEOUT,
+            super::TimerOwner::Resume(query_id),
+        );
     }
 
     /// A resume the event log did not answer in time goes ahead with `resumed: false`.

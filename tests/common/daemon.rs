@@ -5,7 +5,7 @@
 //! Invariants: every wait has a deadline; a `"*"` subscriber's `seq` is checked to grow by exactly
 //! one across everything these helpers read, so no event is skipped unseen.
 
-use super::{Sim, WsClient, deadline};
+use super::{RecvError, Sim, WsClient, deadline};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -45,17 +45,31 @@ impl<'a> Stream<'a> {
         }
     }
 
-    /// The next event (`seq` must be the last one plus one).
-    pub fn next(&mut self, until: Instant) -> Value {
-        let (text, v) = self.client.recv_event_text(until);
+    /// The next event (`seq` must be the last one plus one); `None` at `until`.
+    pub fn try_next(&mut self, until: Instant) -> Option<Value> {
+        let text = match self.client.recv_text(until) {
+            Ok(text) => text,
+            Err(RecvError::Timeout) => return None,
+            Err(e) => panic!("expected an event, got {e:?}"),
+        };
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("server sent a message that is not JSON ({e}): {text}"));
+        assert_eq!(v["type"], "event", "expected an event, got {text}");
         let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("seq in {text}"));
         assert_eq!(seq, self.last + 1, "seq must grow by exactly one: {text}");
         self.last = seq;
         self.seen.push((text, v.clone()));
-        v
+        Some(v)
     }
 
-    /// Reads until an event whose `data` satisfies `pred`; returns its `data`.
+    /// The next event; panics at `until`.
+    pub fn next(&mut self, until: Instant) -> Value {
+        self.try_next(until)
+            .unwrap_or_else(|| panic!("no event in time; read so far: {}", self.texts()))
+    }
+
+    /// Reads until an event whose `data` satisfies `pred`; returns its `data`. Panics naming
+    /// `what` (and listing what was read) at `until`.
     pub fn until_data(
         &mut self,
         until: Instant,
@@ -63,12 +77,21 @@ impl<'a> Stream<'a> {
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
         loop {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            let v = self.next(until);
-            if pred(&v["data"]) {
-                return v["data"].clone();
+            match self.try_next(until) {
+                Some(v) if pred(&v["data"]) => return v["data"].clone(),
+                Some(_) => {}
+                None => panic!(
+                    "timed out waiting for {what}; read so far: {}",
+                    self.texts()
+                ),
             }
         }
+    }
+
+    /// Every event read so far, as received, one a line.
+    pub fn texts(&self) -> String {
+        let lines: Vec<&str> = self.seen.iter().map(|(t, _)| t.as_str()).collect();
+        format!("\n{}", lines.join("\n"))
     }
 
     /// Reads until the `daemon_status` of `coin` with `connected`; returns its `data`.
@@ -90,18 +113,30 @@ impl<'a> Stream<'a> {
 }
 
 /// Emits `update` on `sim` for `wallet` and returns how long it took to reach `stream` (events
-/// read before it, such as another coin's `daemon_status`, stay in `seen`), and its `data`.
+/// read before it, such as another coin's `daemon_status`, stay in `seen`), and its `data`
+/// (the first event that [`carries`] it).
 pub fn emit_latency(
     sim: &Sim,
     stream: &mut Stream<'_>,
     update: Value,
     wallet: Option<&str>,
 ) -> (Duration, Value) {
-    let name = update["event"].clone();
     let sent = Instant::now();
-    sim.emit(update, wallet);
-    let data = stream.until_data(deadline(10.0), "the emitted update", |d| {
-        d["event"] == name && d["coin"] == sim.coin.as_str()
+    sim.emit(update.clone(), wallet);
+    let data = stream.until_data(deadline(10.0), &format!("the emitted {update}"), |d| {
+        d["coin"] == sim.coin.as_str() && carries(d, &update)
     });
     (sent.elapsed(), data)
+}
+
+/// Whether a client event's `data` has the update's name and, for every other field of the
+/// update that it also has under the same key (`height`, `address`, `status`...), the same value.
+pub fn carries(data: &Value, update: &Value) -> bool {
+    let Some(fields) = update.as_object() else {
+        return false;
+    };
+    data["event"] == update["event"]
+        && fields
+            .iter()
+            .all(|(k, v)| data.get(k).is_none_or(|got| got == v))
 }

@@ -169,6 +169,37 @@ fn assert_transaction_data(inner: &Value, text: &str) {
     }
 }
 
+/// Checks a BTC-family `new_transaction.data` against the daemon's `get_transaction` answer
+/// `tx` (SPEC §4): `amount` is the sum of the outputs, `to_address` the first output's address,
+/// `outputs` each address with its amount (8 decimals), `confirmations` a number.
+pub fn assert_btc_enrichment(inner: &Value, tx: &Value, text: &str) {
+    let outs = tx["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("outputs in {tx}"));
+    let sats: Vec<u128> = outs
+        .iter()
+        .map(|o| u128::from(o["value_sats"].as_u64().unwrap_or(0)))
+        .collect();
+    let amount = inner["amount"]
+        .as_str()
+        .unwrap_or_else(|| panic!("amount not filled: {text}"));
+    let units = |a: &str| super::decimal_units(a, 8);
+    assert_eq!(units(amount), Some(sats.iter().sum()), "amount: {text}");
+    assert_eq!(
+        inner["to_address"], outs[0]["address"],
+        "to_address: {text}"
+    );
+    let got = inner["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("outputs: {text}"));
+    assert_eq!(got.len(), outs.len(), "outputs: {text}");
+    for ((g, o), s) in got.iter().zip(outs).zip(&sats) {
+        assert_eq!(g["address"], o["address"], "{text}");
+        assert_eq!(g["amount"].as_str().and_then(units), Some(*s), "{text}");
+    }
+    assert!(inner["confirmations"].is_u64(), "confirmations: {text}");
+}
+
 /// An amount: a decimal string, never a float.
 pub fn assert_amount(v: &Value, text: &str) {
     let s = v

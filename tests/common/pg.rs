@@ -97,6 +97,70 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("count {from_where}: {e}"))
             .get(0)
     }
+
+    /// A value of this database's libpq key/value URL (`host`, `port`, `user`, `dbname`).
+    fn url_param(&self, key: &str) -> Option<&str> {
+        let prefix = format!("{key}=");
+        self.url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+    }
+
+    /// The environment that points a worker process at this database (`DB_HOST`, `DB_PORT`,
+    /// `DB_USER`, `POSTGRES_DB`): the worker's `DATABASE_URL` must be a URL, and the test's
+    /// connection string is a key/value one.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        let get = |k: &str| {
+            self.url_param(k)
+                .unwrap_or_else(|| panic!("no {k} in {}", self.url))
+                .to_string()
+        };
+        vec![
+            ("DB_HOST", get("host")),
+            ("DB_PORT", get("port")),
+            ("DB_USER", get("user")),
+            ("POSTGRES_DB", self.name.clone()),
+        ]
+    }
+
+    /// Every row of the event log, in `(epoch, seq)` order.
+    pub fn event_rows(&self) -> Vec<EventRow> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT epoch, seq, coin, event, wallet, payload::text,
+                        extract(epoch FROM created_at)::float8
+                 FROM events ORDER BY epoch, seq",
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("read events of {}: {e}", self.name));
+        rows.iter()
+            .map(|r| EventRow {
+                epoch: r.get(0),
+                seq: r.get(1),
+                coin: r.get(2),
+                event: r.get(3),
+                wallet: r.get(4),
+                payload: serde_json::from_str(r.get(5))
+                    .unwrap_or_else(|e| panic!("payload of seq {}: {e}", r.get::<_, i64>(1))),
+                created_at: r.get(6),
+            })
+            .collect()
+    }
+}
+
+/// One row of `events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub epoch: String,
+    pub seq: i64,
+    pub coin: String,
+    pub event: String,
+    pub wallet: Option<String>,
+    /// The client-facing `data` object.
+    pub payload: serde_json::Value,
+    /// `created_at` in Unix seconds.
+    pub created_at: f64,
 }
 
 impl Drop for TestDb {
