@@ -313,3 +313,64 @@ fn half_finished_handshakes_are_dropped_after_the_handshake_timeout() {
     // The worker still serves normal clients.
     assert_served(&mut Client::connect(w.addr));
 }
+
+#[test]
+fn a_slow_consumer_is_closed_4008_without_slowing_others_and_can_resume() {
+    let sim = Sim::start("BTC", &[]);
+    let w = Worker::with_sims(&[&sim], &[("WORKER_CLIENT_QUEUE_BYTES", "65536")]);
+    let mut good = Client::connect(w.addr);
+    good.subscribe(json!({"events": ["*"]}));
+    let mut slow = Client::connect_small_rcvbuf(w.addr, 4096);
+    let sub = slow.subscribe(json!({"events": ["*"]}));
+    let epoch = sub["epoch"].as_str().unwrap().to_string();
+    // ~8 KB events; the slow client reads nothing while they pile up.
+    let pad = "p".repeat(8000);
+    let total = 120u64;
+    for i in 0..total {
+        sim.emit(json!({"event": "x_pad", "i": i, "pad": pad}), None);
+        let e = good.event(WAIT).expect("the good client is not held back");
+        assert_eq!(e["data"]["i"], i, "{}", name(&e));
+    }
+    // Now read: whatever was written before the close, then 4008.
+    let code = slow.expect_close(Duration::from_secs(10));
+    assert_eq!(code, Some(4008));
+    let mut got = Vec::new();
+    while let Some(e) = slow.event(Duration::ZERO) {
+        got.push(seq(&e));
+    }
+    assert!(
+        (got.len() as u64) < total,
+        "the slow client was closed before getting everything"
+    );
+    assert_consecutive(&got, "what the slow client got before 4008");
+    let samples = scrape(w.addr, &[]);
+    assert_eq!(
+        metric(&samples, "cryptoworker_slow_consumer_closes_total", &[]),
+        Some(1.0)
+    );
+    // SPEC: "it may resume with since". The discarded backlog is at least the queue limit, so
+    // the replay must be paced by what the socket takes, not refused with another 4008.
+    let since = got.last().copied().unwrap_or(sub["seq"].as_u64().unwrap());
+    let mut again = Client::connect(w.addr);
+    again.send(&json!({"type": "subscribe", "events": ["*"], "since": since, "epoch": epoch}));
+    let r = match again.read(WAIT) {
+        Got::Msg(r) => r,
+        other => panic!(
+            "resume after 4008 (since {since}, {} events missed) got {other:?} instead of `subscribed`",
+            total as usize - got.len()
+        ),
+    };
+    assert_eq!(r["resumed"], true, "{r}");
+    let rest: Vec<u64> = again
+        .events_for(Duration::from_millis(500))
+        .iter()
+        .map(seq)
+        .collect();
+    assert_eq!(rest.first(), Some(&(since + 1)), "{rest:?}");
+    assert_eq!(
+        rest.last().copied(),
+        r["seq"].as_u64(),
+        "replayed up to the reply's seq"
+    );
+    assert_consecutive(&rest, "the resumed replay");
+}

@@ -393,7 +393,6 @@ fn enrichment_lookups_against_a_healthy_daemon_never_stall_delivery() {
     let w = Worker::with_sims(&[&sim], &[("LOG_LEVEL", "debug")]);
     let mut c = Client::connect(w.addr);
     c.subscribe(json!({"events": ["new_transaction"]}));
-    let mut slow = Vec::new();
     for i in 0..30u64 {
         let started = std::time::Instant::now();
         sim.emit(
@@ -402,13 +401,11 @@ fn enrichment_lookups_against_a_healthy_daemon_never_stall_delivery() {
         );
         let e = c.event(Duration::from_secs(8)).expect("event");
         assert_eq!(e["data"]["tx_hash"], tx_hash(1000 + i));
-        if started.elapsed() > Duration::from_secs(1) {
-            slow.push((i, started.elapsed()));
-        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "lookup {i} held delivery for {took:?} (an RPC timeout?): {e}"
+        );
         std::thread::sleep(Duration::from_millis((i % 5) * 40));
     }
-    assert!(
-        slow.is_empty(),
-        "deliveries that waited for an RPC timeout: {slow:?}"
-    );
 }

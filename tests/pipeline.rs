@@ -180,9 +180,12 @@ fn filter_requests() -> Vec<Value> {
     ]
 }
 
+/// One injected update: its index, the update, and its wallet (None = global).
+type Injected = (u64, Value, Option<&'static str>);
+
 /// 30 mixed updates (wallet-scoped ones alternating between two wallets), then a block and a
 /// payment as sentinels that every subscription of [`filter_requests`] matches on some coin.
-fn filter_plan() -> Vec<(u64, Value, Option<&'static str>)> {
+fn filter_plan() -> Vec<Injected> {
     let owner = |i: u64| if i.is_multiple_of(2) { W1 } else { W2 };
     let wallet = |i: u64| events::mixed_has_wallet(i).then(|| owner(i));
     let mut plan: Vec<_> = (0..30).map(|i| (i, events::mixed(i), wallet(i))).collect();

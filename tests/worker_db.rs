@@ -271,6 +271,8 @@ fn shutdown_does_not_reconnect_daemons() {
     wait_until(deadline(10.0), "the catch-up getinfo", || {
         getinfo(&sim) == 1
     });
+    // A client that does not answer its close frame keeps the shutdown grace (2 s) running.
+    let (_idle, _) = star_client(&worker);
     worker.sigterm();
     let status = worker
         .wait_exit(deadline(20.0))

@@ -1,8 +1,8 @@
 """Measurements of one server: a step, the saturation search, the moderate-load step, idle RSS.
 
-A step restarts the open-loop source at a given rate; every load process measures the same
-window of event indices (after a lead-in that covers the server's reconnect), then the harness
-waits until deliveries stop. Server CPU is read from /proc before the source starts and after
+A step starts a new open-loop stream at a given rate on the source (the server stays connected
+to it across steps); every load process measures the same window of event indices (after a
+short lead-in), then the harness waits until deliveries stop. Server CPU is read from /proc before the source starts and after
 the last delivery, so CPU per delivery covers every delivery of the step.
 """
 
@@ -23,15 +23,17 @@ def next_src_base():
 
 
 def next_ports(base):
-    _PORTS[0] = (_PORTS[0] + 1) % 2000
-    return base + 2 * _PORTS[0], base + 2 * _PORTS[0] + 1
+    """(server port, source port the server connects to, simulator port), fresh for each run."""
+    _PORTS[0] = (_PORTS[0] + 1) % 1500
+    first = base + 3 * _PORTS[0]
+    return first, first + 1, first + 2
 
 
 class Settings:
     """Knobs of the method (see README); `quick` trades precision for time."""
 
     def __init__(self, quick=False):
-        self.lead_s = 1.5
+        self.lead_s = 0.3
         self.window_s = 1.0 if quick else 2.0
         self.min_events = 10 if quick else 20
         self.grace_ms = 1000
@@ -48,15 +50,17 @@ class ServerRun:
 
     def __init__(self, kind, n, opts, log):
         self.kind, self.n, self.opts, self.log = kind, n, opts, log
-        self.port, self.daemon_port = next_ports(opts.port_base)
+        self.port, self.daemon_port, self.sim_port = next_ports(opts.port_base)
         self.source = procs.Source(opts.source, opts.load_core)
         self.server = None
         self.load = None
 
     def start(self):
-        self.source.restart(self.daemon_port, 1, 1)
+        if self.source.sim is None:
+            self.source.start(self.daemon_port, self.sim_port)
         self.server = procs.start_server(self.kind, self.port, self.daemon_port, self.opts.server_core,
                                          self.opts.worker_env)
+        self.source.wait_streams(1)
         self.load = procs.LoadGroup(f"ws://127.0.0.1:{self.port}/", self.n, self.opts.load_core,
                                     next_src_base(), tag=f"load-{self.kind}")
         ready = procs.merged_ready(self.load.expect("ready", 120 + self.n / 100))
@@ -64,16 +68,18 @@ class ServerRun:
             raise RuntimeError(f"{self.kind}: only {ready['open']}/{self.n} clients subscribed: {ready}")
         return ready
 
-    def stop(self):
+    def stop(self, keep_source=False):
         for part in (self.load, self.server):
             if part is not None:
                 part.stop()
-        self.source.stop()
+        if not keep_source:
+            self.source.stop()
         self.load = self.server = None
 
     def restart(self):
         self.log(f"    restarting {self.kind} (backlog or lost clients)")
-        self.stop()
+        self.stop(keep_source=True)
+        time.sleep(0.5)
         return self.start()
 
     def ensure_clients(self):
@@ -94,14 +100,15 @@ class ServerRun:
         self.load.send(f"step {rate:.6g} {lead} {window} {s.grace_ms} {1 if spans else 0}")
         self.load.expect("step_started", 10)
         t0, cpu0 = time.time(), machine.cpu_seconds(self.server.pid)
-        lcpu0 = self.load.cpu_seconds()
-        self.source.restart(self.daemon_port, rate, count)
+        lcpu0 = self.load.cpu_seconds() + self.source.cpu_seconds()
+        self.source.stream(rate, count)
         budget = count / rate + s.grace_ms / 1000 + 30
         r = stats.merge_steps(self.load.expect("step", budget))
+        done = self.source.expect("stream_done", count / rate + 60)[0]
         self.load.send(f"quiet 300 {s.quiet_timeout_ms}")
         q = self.load.expect("quiet", s.quiet_timeout_ms / 1000 + 10)
         t1, cpu1 = time.time(), machine.cpu_seconds(self.server.pid)
-        lcpu1 = self.load.cpu_seconds()
+        lcpu1 = self.load.cpu_seconds() + self.source.cpu_seconds()
         total = sum(x["total_rx"] for x in q)
         r.update({
             "rate": rate, "lead": lead, "window": window, "target_dps": rate * self.n,
@@ -111,9 +118,10 @@ class ServerRun:
             "server_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
             "load_cores": round((lcpu1 - lcpu0) / (t1 - t0), 3),
             "quiet": all(x["quiet"] for x in q), "elapsed_s": round(t1 - t0, 2),
+            "source_behind_max_us": done["behind_max_us"],
         })
         r["pass"] = r["delivered_ratio"] >= 0.99 and r["p99_us"] <= 1_000_000 and not r["late_start"]
-        if r["late_start"] and lead_s < 6:
+        if r["late_start"] and lead_s < 1.5:
             self.log(f"    late start at rate {rate:.4g} (first index {r['first_idx']}); longer lead-in")
             self._recover(r)
             return self.step(rate, window_s, spans, s, lead_s=lead_s * 2)
@@ -176,14 +184,15 @@ class ServerRun:
 
 def rss_run(kind, counts, opts, log):
     """RSS per idle subscribed connection at each of `counts` connections (cumulative)."""
-    port, daemon_port = next_ports(opts.port_base)
+    port, daemon_port, sim_port = next_ports(opts.port_base)
     source = procs.Source(opts.source, opts.load_core)
     server = None
     groups = []
     out = {"server": kind, "points": []}
     try:
-        source.restart(daemon_port, 1, 1)
+        source.start(daemon_port, sim_port)
         server = procs.start_server(kind, port, daemon_port, opts.server_core, opts.worker_env)
+        source.wait_streams(1)
         time.sleep(2.0)
         base = machine.rss_kib(server.pid)
         out["base_kib"] = base

@@ -18,6 +18,7 @@ BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
 LOADGEN = os.path.join(BENCH, "target", "release", "loadgen")
 TOKIO_RELAY = os.path.join(BENCH, "target", "release", "tokio-relay")
+BENCHSRC = os.path.join(BENCH, "target", "release", "benchsrc")
 WORKER = os.path.join(ROOT, "target", "release", "cryptoworker")
 VENV_PY = os.path.join(BENCH, ".venv", "bin", "python")
 LOGS = os.path.join(BENCH, "results", "logs")
@@ -112,48 +113,18 @@ def start_server(kind, port, daemon_port, core, worker_env=None):
     return p
 
 
-class Source:
-    """The event source: `cryptoworker simulate --bench`, or the stand-in of bench/tools."""
+class JsonProcs:
+    """Processes that take line commands on stdin and answer JSON lines on stdout."""
 
-    def __init__(self, kind, core):
-        self.kind = kind
-        self.core = core
-        self.proc = None
-
-    def argv(self, port, rate, count):
-        common = ["--port", str(port), "--rate", f"{rate:.6g}", "--count", str(count), "--wallets", "benchwallet"]
-        if self.kind == "simulate":
-            return [WORKER, "simulate", "--coin", "ETH", *common, "--bench", "--preload-wallets", "--block-interval", "0"]
-        return [VENV_PY, os.path.join(BENCH, "tools", "stand_in_source.py"), "--coin", "ETH", *common]
-
-    def restart(self, port, rate, count):
-        """Replaces the running source at once (the server reconnects to the new one)."""
-        self.stop()
-        self.proc = Proc(f"source-{self.kind}", self.argv(port, rate, count), self.core)
-        if not wait_port(port, timeout=10, proc=self.proc.popen):
-            raise RuntimeError(f"source did not listen on {port} (see {self.proc.log.name})")
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-
-class LoadGroup:
-    """N clients split over load processes of at most `per_proc` clients each."""
-
-    def __init__(self, url, n, core, src_base, per_proc=9000, offset=0, tag="load"):
+    def __init__(self):
         self.procs = []
-        count = max(1, -(-n // per_proc))
-        for i in range(count):
-            share = n // count + (1 if i < n % count else 0)
-            argv = [LOADGEN, "--url", url, "--clients", str(share), "--offset", str(offset),
-                    "--src-base", src_base, "--per-src", "4000", "--max-outstanding", "1000"]
-            offset += share
-            p = Proc(f"{tag}", argv, core, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            os.set_blocking(p.popen.stdout.fileno(), False)
-            p.buf = b""
-            self.procs.append(p)
+
+    def spawn(self, name, argv, core):
+        p = Proc(name, argv, core, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        os.set_blocking(p.popen.stdout.fileno(), False)
+        p.buf = b""
+        self.procs.append(p)
+        return p
 
     def send(self, line):
         for p in self.procs:
@@ -176,12 +147,12 @@ class LoadGroup:
                     break
                 left = deadline - time.time()
                 if left <= 0:
-                    raise TimeoutError(f"load processes gave no '{kind}' in {timeout:.0f} s")
+                    raise TimeoutError(f"{self.procs[0].name} gave no '{kind}' in {timeout:.0f} s")
                 for key, _ in sel.select(min(left, 0.5)):
                     p = self.procs[key.data]
                     chunk = os.read(p.popen.stdout.fileno(), 1 << 20)
                     if not chunk:
-                        raise RuntimeError(f"a load process exited (see {p.log.name})")
+                        raise RuntimeError(f"{p.name} exited (see {p.log.name})")
                     p.buf += chunk
         finally:
             sel.close()
@@ -196,10 +167,72 @@ class LoadGroup:
             try:
                 p.popen.stdin.write(b"exit\n")
                 p.popen.stdin.flush()
-            except (BrokenPipeError, ValueError):
+            except (BrokenPipeError, ValueError, OSError):
                 pass
         for p in self.procs:
             p.stop(timeout=10)
+
+
+class Source(JsonProcs):
+    """The event source: a silent simulator for everything the server asks (JSON-RPC, /spec, the
+    /ws upgrade) behind `benchsrc`, which injects the open-loop bench pushes on command, so the
+    server stays connected across steps (see bench/loadgen/src/bin/benchsrc.rs)."""
+
+    def __init__(self, kind, core):
+        super().__init__()
+        self.kind = kind
+        self.core = core
+        self.sim = None
+
+    def sim_argv(self, port):
+        if self.kind == "simulate":
+            return [WORKER, "simulate", "--coin", "ETH", "--port", str(port), "--rate", "0",
+                    "--block-interval", "0", "--wallets", "benchwallet", "--preload-wallets"]
+        return [VENV_PY, os.path.join(BENCH, "tools", "stand_in_source.py"), "--port", str(port),
+                "--rate", "1", "--count", "0"]
+
+    def start(self, port, sim_port):
+        self.sim = Proc(f"source-{self.kind}", self.sim_argv(sim_port), self.core)
+        if not wait_port(sim_port, timeout=10, proc=self.sim.popen):
+            raise RuntimeError(f"simulator did not listen on {sim_port} (see {self.sim.log.name})")
+        front = self.spawn("source-benchsrc", [BENCHSRC, "--listen", str(port), "--upstream", str(sim_port)],
+                           self.core)
+        if not wait_port(port, timeout=10, proc=front.popen):
+            raise RuntimeError(f"benchsrc did not listen on {port} (see {front.log.name})")
+
+    def wait_streams(self, want=1, timeout=30.0):
+        """Waits until exactly `want` servers hold an open /ws stream."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.send("status")
+            if self.expect("status", 5)[0]["streams"] == want:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not open its daemon stream in {timeout:.0f} s")
+
+    def stream(self, rate, count):
+        self.send(f"stream {rate:.9g} {count}")
+
+    def stop(self):
+        super().stop()
+        self.procs = []
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+
+class LoadGroup(JsonProcs):
+    """N clients split over load processes of at most `per_proc` clients each."""
+
+    def __init__(self, url, n, core, src_base, per_proc=9000, offset=0, tag="load"):
+        super().__init__()
+        count = max(1, -(-n // per_proc))
+        for i in range(count):
+            share = n // count + (1 if i < n % count else 0)
+            argv = [LOADGEN, "--url", url, "--clients", str(share), "--offset", str(offset),
+                    "--src-base", src_base, "--per-src", "4000", "--max-outstanding", "1000"]
+            offset += share
+            self.spawn(tag, argv, core)
 
 
 def _take_line(p, kind):

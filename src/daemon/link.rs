@@ -96,6 +96,8 @@ pub struct DaemonLink {
     streak_logged: bool,
     /// Whether a `Disconnected` was reported since the last `Connected` (one per outage).
     down_reported: bool,
+    /// The worker is shutting down: no more attempts, no more retry logs.
+    closing: bool,
 }
 
 impl DaemonLink {
@@ -117,6 +119,7 @@ impl DaemonLink {
             next_ping: now,
             streak_logged: false,
             down_reported: false,
+            closing: false,
         }
     }
 
@@ -155,7 +158,9 @@ impl DaemonLink {
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<LinkOutput>) {
         let silent = now >= self.silence_deadline();
         match &mut self.state {
-            LinkState::Backoff { until } if now >= *until => self.start_attempt(now, out),
+            LinkState::Backoff { until } if now >= *until && !self.closing => {
+                self.start_attempt(now, out)
+            }
             LinkState::Resolving { since }
             | LinkState::Connecting { since, .. }
             | LinkState::Handshaking { since, .. }
@@ -389,6 +394,17 @@ impl DaemonLink {
 
     /// Takes the link down and schedules the next attempt.
     fn fail(&mut self, reason: String, now: Instant, out: &mut Vec<LinkOutput>) {
+        if self.closing {
+            self.state = LinkState::Backoff {
+                until: now + Duration::from_secs(3600),
+            };
+            self.stats.connected = false;
+            log::debug!(
+                "[WORKER] Link to {} closed on shutdown ({reason})",
+                self.coin
+            );
+            return;
+        }
         let healthy = match &self.state {
             LinkState::Open { since, .. } => now.duration_since(*since) >= Duration::from_secs(30),
             _ => false,
@@ -429,6 +445,7 @@ impl DaemonLink {
 
     /// Sends a close frame (1001) on shutdown; best effort, never blocks.
     pub fn close(&mut self) {
+        self.closing = true;
         if let LinkState::Open { ws, .. } = &mut self.state {
             let frame = CloseFrame {
                 code: tungstenite::protocol::frame::coding::CloseCode::Away,

@@ -187,7 +187,9 @@ impl<P> RpcPool<P> {
                 conn.inbuf.clear();
                 conn.call = Some(call);
                 if conn.connected {
-                    let _ = drive(conn);
+                    // The answer may already be complete when drive returns: never drop it.
+                    let progress = drive(conn);
+                    self.settle(slot, progress, done);
                 }
             }
         }
@@ -218,9 +220,24 @@ impl<P> RpcPool<P> {
                 }
             }
         }
-        match drive(conn) {
+        let progress = drive(conn);
+        self.settle(slot, progress, done);
+    }
+
+    /// Acts on what [`drive`] achieved on `slot`: an answer completes the call (and closes the
+    /// connection unless it is keep-alive); an error fails the call and drops the connection.
+    fn settle(
+        &mut self,
+        slot: usize,
+        progress: Result<Option<Answer>, String>,
+        done: &mut Vec<RpcDone<P>>,
+    ) {
+        match progress {
             Ok(None) => {}
             Ok(Some((outcome, keep_alive))) => {
+                let Some(Some(conn)) = self.conns.get_mut(slot) else {
+                    return;
+                };
                 if let Some(call) = conn.call.take() {
                     done.push(RpcDone {
                         purpose: call.purpose,

@@ -4,7 +4,9 @@
 //!
 //! Invariants: a query returns at most [`MAX_QUERY_ROWS`] events, in seq order; it never answers
 //! with a silent hole: when the rows found are not contiguous from `after_seq + 1` while events are
-//! still queued or spooled, it answers an error ("retry") instead of a partial list.
+//! still queued or spooled, it waits up to 3 s for the writers to commit them, then answers an
+//! error ("retry") instead of a partial list. One job at a time: a query that waits delays the
+//! jobs behind it by as much.
 
 use super::DbMessage;
 use super::conn::{Shared, connect};
@@ -15,10 +17,15 @@ use postgres::Client;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most events one `query_events` answer holds; ask again from the last seq for more.
 pub const MAX_QUERY_ROWS: u64 = 100_000;
+/// How long a query with a hole waits for queued events to be committed (well under the
+/// reactor's 10 s resume timeout).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks again meanwhile.
+const CATCH_UP_POLL: Duration = Duration::from_millis(20);
 
 /// Work for the reader.
 #[derive(Debug)]
@@ -95,7 +102,44 @@ impl Reader {
         describe(e)
     }
 
+    /// The events of `epoch` in `(after, up_to]`. When the rows found are not contiguous while
+    /// events are still queued or spooled, the writers are given up to [`CATCH_UP_WAIT`] to
+    /// commit them (a resume usually asks for events written a few milliseconds ago) before the
+    /// answer is an error ("retry later"); never a list with a silent hole.
     fn query(&mut self, epoch: &str, after: u64, up_to: u64) -> Result<Vec<Published>, String> {
+        let give_up = Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let out = self.query_once(epoch, after, up_to)?;
+            let wanted = up_to.saturating_sub(after).min(MAX_QUERY_ROWS);
+            let contiguous = out
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.seq == after + 1 + i as u64)
+                && out.len() as u64 == wanted;
+            let stats = &self.shared.stats;
+            let unwritten =
+                stats.queue_depth.load(Ordering::Relaxed) + stats.spooled.load(Ordering::Relaxed);
+            if contiguous || unwritten == 0 {
+                return Ok(out);
+            }
+            let hopeless = !self.shared.ready() || self.shared.stopping();
+            if hopeless || Instant::now() >= give_up {
+                return Err(format!(
+                    "events after seq {after} are not all persisted yet ({unwritten} queued or \
+                     spooled); retry later"
+                ));
+            }
+            std::thread::sleep(CATCH_UP_POLL);
+        }
+    }
+
+    /// One read of the rows of `epoch` in `(after, up_to]`, in seq order.
+    fn query_once(
+        &mut self,
+        epoch: &str,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Vec<Published>, String> {
         let after_i = i64::try_from(after).unwrap_or(i64::MAX);
         let up_to_i = i64::try_from(up_to).unwrap_or(i64::MAX);
         let limit = MAX_QUERY_ROWS as i64;
@@ -124,21 +168,6 @@ impl Reader {
                 meta,
                 compact.into(),
                 ts,
-            ));
-        }
-        let wanted = up_to.saturating_sub(after).min(MAX_QUERY_ROWS);
-        let contiguous = out
-            .iter()
-            .enumerate()
-            .all(|(i, p)| p.seq == after + 1 + i as u64)
-            && out.len() as u64 == wanted;
-        let stats = &self.shared.stats;
-        let unwritten =
-            stats.queue_depth.load(Ordering::Relaxed) + stats.spooled.load(Ordering::Relaxed);
-        if !contiguous && unwritten > 0 {
-            return Err(format!(
-                "events after seq {after} are not all persisted yet ({unwritten} queued or \
-                 spooled); retry later"
             ));
         }
         Ok(out)

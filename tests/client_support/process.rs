@@ -210,7 +210,7 @@ impl Worker {
         );
     }
 
-    /// The `get_status` data, through a short-lived client.
+    /// The `get_status` data, through a short-lived client (workers without API keys only).
     pub fn status(&self) -> Value {
         let mut c = Client::connect(self.addr);
         let r = c.request(json!({"type": "get_status"}));

@@ -57,6 +57,16 @@ impl Client {
         Client::handshake(socket.into(), &format!("ws://{addr}/"), &[])
     }
 
+    /// Connects to `ws://addr/` with a small receive buffer (set before connecting, so the TCP
+    /// window stays small): a client that stops reading backs up quickly.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> Client {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        Client::handshake(socket.into(), &format!("ws://{addr}/"), &[]).unwrap()
+    }
+
     /// Runs the client handshake for `url` over `stream` with extra headers.
     pub fn handshake(
         stream: TcpStream,

@@ -102,6 +102,11 @@ impl<'a> Stream<'a> {
         })
     }
 
+    /// Whether some event read so far has a `data` satisfying `pred`.
+    pub fn has(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        self.seen.iter().any(|(_, v)| pred(&v["data"]))
+    }
+
     /// The `data` of every event read so far named `event`.
     pub fn named(&self, event: &str) -> Vec<&Value> {
         self.seen

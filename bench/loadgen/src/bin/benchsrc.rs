@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(buf[0], 0x81);
         assert_eq!(frame_len(&buf).unwrap(), Some(buf.len()));
         let text = std::str::from_utf8(&buf[4..]).unwrap();
-        assert!(text.starts_with(r#"{"updates":[{"event":"new_transaction","tx":"0x00060a24181e4dc0"#));
+        assert!(text.starts_with(r#"{"updates":[{"event":"new_transaction","tx":"0x00060a2418202240"#));
         assert!(text.ends_with(r#""to":"benchwallet","amount":"0.100000000000000000","contract":null}],"wallet":"benchwallet","currency":"ETH"}"#));
         assert!(text.contains(&format!("{:048x}", 42)));
     }
