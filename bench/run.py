@@ -79,7 +79,7 @@ def one_run(server, n, rep, opts, settings, results):
     entry = {"server": server, "n": n, "rep": rep}
     entry["idle"] = machine.wait_idle(timeout=opts.idle_timeout, log=log)
     log(f"  [{server} N={n:,} rep {rep}] machine busy {entry['idle']['busy_cores']} cores")
-    run = measure.ServerRun(server, n, opts, log)
+    run = measure.ServerRun(server, n, opts, settings, log)
     try:
         entry["ready"] = run.start()
         log(f"    {n:,} clients subscribed in {entry['ready']['connect_s']:.1f} s")

@@ -63,9 +63,11 @@ fn drain_available(s: &mut Stream<'_>) {
 /// is checked all along, not just at the end).
 fn wait_reading(s: &mut Stream<'_>, secs: f64, what: &str, mut check: impl FnMut() -> bool) {
     let until = deadline(secs);
+    let t0 = std::time::Instant::now();
     loop {
         drain_available(s);
         if check() {
+            eprintln!("PHASE {what}: {:?} (last {})", t0.elapsed(), s.last);
             return;
         }
         assert!(

@@ -48,8 +48,8 @@ class Settings:
 class ServerRun:
     """One server process with N subscribed clients, and the source feeding it."""
 
-    def __init__(self, kind, n, opts, log):
-        self.kind, self.n, self.opts, self.log = kind, n, opts, log
+    def __init__(self, kind, n, opts, settings, log):
+        self.kind, self.n, self.opts, self.settings, self.log = kind, n, opts, settings, log
         self.port, self.daemon_port, self.sim_port = next_ports(opts.port_base)
         self.source = procs.Source(opts.source, opts.load_core)
         self.server = None
@@ -66,6 +66,8 @@ class ServerRun:
         ready = procs.merged_ready(self.load.expect("ready", 120 + self.n / 100))
         if ready["open"] < self.n:
             raise RuntimeError(f"{self.kind}: only {ready['open']}/{self.n} clients subscribed: {ready}")
+        # Warm-up (JIT, allocator, caches), not recorded.
+        self.step(self.opts.moderate / self.n, 1.0, False, self.settings, min_events=5)
         return ready
 
     def stop(self, keep_source=False):
@@ -91,11 +93,11 @@ class ServerRun:
             if ready["open"] < self.n:
                 self.restart()
 
-    def step(self, rate, window_s, spans, s, lead_s=None):
+    def step(self, rate, window_s, spans, s, lead_s=None, min_events=None):
         """Runs one step at `rate` events/s; returns the merged result."""
         lead_s = lead_s or s.lead_s
         lead = max(3, int(rate * lead_s))
-        window = max(s.min_events, int(rate * window_s))
+        window = max(min_events or s.min_events, int(rate * window_s))
         count = lead + window + max(2, int(rate * 0.2))
         self.load.send(f"step {rate:.6g} {lead} {window} {s.grace_ms} {1 if spans else 0}")
         self.load.expect("step_started", 10)
@@ -124,7 +126,7 @@ class ServerRun:
         if r["late_start"] and lead_s < 1.5:
             self.log(f"    late start at rate {rate:.4g} (first index {r['first_idx']}); longer lead-in")
             self._recover(r)
-            return self.step(rate, window_s, spans, s, lead_s=lead_s * 2)
+            return self.step(rate, window_s, spans, s, lead_s=lead_s * 2, min_events=min_events)
         self._recover(r)
         return r
 

@@ -163,6 +163,15 @@ pub fn parse(text: &str) -> Result<Envelope, RequestError> {
 }
 
 /// Reads `id`: a string or a number; `null` or absent is no id.
+/// The `id` of a message that is not otherwise handled (e.g. refused by the rate limiter), so
+/// the error can still echo it; `None` when the message has no readable id.
+pub fn peek_id(text: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(obj)) => read_id(&obj).ok().flatten(),
+        _ => None,
+    }
+}
+
 fn read_id(obj: &Map<String, Value>) -> Result<Option<Value>, RequestError> {
     match obj.get("id") {
         None | Some(Value::Null) => Ok(None),

@@ -7,7 +7,7 @@ use crate::client::reply;
 use crate::client::request::{self, ErrorCode, Request, RequestError, SubscribeRequest};
 use crate::fanout::filter::Filter;
 use crate::http::server::{RequestHead, response, websocket_accept};
-use crate::server::conn::{ClientConn, ClientState, ReadResult};
+use crate::server::conn::{ClientConn, ClientState, ReadResult, Replay};
 use crate::ws::server::Incoming;
 use mio::Interest;
 use serde_json::Value;
@@ -223,10 +223,11 @@ impl Reactor {
                 RateDecision::Allow => {}
                 RateDecision::Reject => {
                     self.metrics.inc(&self.metrics.rate_limited);
+                    let id = request::peek_id(&text);
                     return self.send(
                         key,
                         &reply::error_code(
-                            None,
+                            id.as_ref(),
                             ErrorCode::RateLimited,
                             "too many messages; slow down",
                         ),
@@ -288,24 +289,17 @@ impl Reactor {
             Err(e) => return self.send(key, &reply::error(&e.with_id(id.cloned()))),
         };
         if let Some(c) = self.clients.get_mut(key) {
-            // A new subscribe replaces a resume still waiting for the event log.
-            if let Some(held) = c.held.take() {
-                for p in held.events {
-                    c.outbox.push_event(p);
-                }
-            }
+            c.replay = None; // a new subscribe replaces a resume in progress
         }
         let epoch = self.pipeline.epoch.clone();
         let last = self.pipeline.last_seq;
-        let mut replay = Vec::new();
         let resumed = match req.since {
             None => None,
             Some(since) => {
                 let same_epoch = req.epoch.as_deref().is_none_or(|e| e == &*epoch);
                 if !same_epoch || since > last {
                     Some(false)
-                } else if let Ok(events) = self.pipeline.ring.since(since) {
-                    replay.extend(events.filter(|p| filter.matches(&p.meta)).cloned());
+                } else if self.pipeline.ring.since(since).is_ok() {
                     Some(true)
                 } else if self.can_resume_from_db(since) {
                     return self.start_db_resume(key, id.cloned(), filter, since);
@@ -316,19 +310,14 @@ impl Reactor {
         };
         self.send(key, &reply::subscribed(id, &filter, &epoch, last, resumed));
         self.index.insert(key, filter);
-        let limit = self.config.limits.client_queue_bytes;
-        let mut overflow = false;
-        if let Some(c) = self.clients.get_mut(key) {
-            for p in replay {
-                if !c.enqueue(p, limit) {
-                    overflow = true;
-                    break;
-                }
-            }
-        }
-        if overflow {
-            self.metrics.inc(&self.metrics.slow_consumer_closes);
-            self.close_client(key, 4008, "slow consumer", Instant::now());
+        if let (Some(true), Some(since)) = (resumed, req.since) {
+            self.start_replay(
+                key,
+                Replay {
+                    next_seq: since + 1,
+                    ..Replay::default()
+                },
+            );
         }
     }
 
@@ -464,17 +453,24 @@ impl Reactor {
     }
 
     /// Writes every dirty client's queued frames (one vectored write each) and fixes interest.
-    pub(super) fn flush_dirty(&mut self, _now: Instant) {
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
         for key in std::mem::take(&mut self.dirty) {
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
             };
             c.dirty = false;
-            if let Err(e) = c.flush() {
-                log::debug!("[WORKER] Client {key} write failed: {e}");
-                self.remove_client(key);
-                continue;
+            match self.flush_client(key, now) {
+                None => continue,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    log::debug!("[WORKER] Client {key} write failed: {e}");
+                    self.remove_client(key);
+                    continue;
+                }
             }
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
             let want = c.wants_writable();
             if want != c.writable_armed {
                 let interest = if want {

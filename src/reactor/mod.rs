@@ -17,6 +17,7 @@ pub mod timers;
 mod clients;
 mod daemons;
 mod persist;
+mod replay;
 mod status;
 
 use crate::config::Config;
@@ -94,6 +95,8 @@ pub struct Reactor {
     dirty: Vec<usize>,
     /// Clients that hit the per-turn message cap and still have input.
     carry: Vec<usize>,
+    /// Replaying clients to flush again next turn (fairness cap reached).
+    retry_flush: Vec<usize>,
     control: Receiver<Control>,
     resolved: (Sender<Resolved>, Receiver<Resolved>),
     waker: Arc<Waker>,
@@ -172,6 +175,7 @@ impl Reactor {
             timers,
             dirty: Vec::new(),
             carry: Vec::new(),
+            retry_flush: Vec::new(),
             control: parts.control,
             resolved: crossbeam_channel::unbounded(),
             waker: parts.waker,
@@ -201,10 +205,11 @@ impl Reactor {
         let mut expired = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.carry.is_empty() {
-                self.timers.timeout(now)
-            } else {
+            let busy = !self.carry.is_empty() || !self.retry_flush.is_empty();
+            let timeout = if busy {
                 Some(Duration::ZERO)
+            } else {
+                self.timers.timeout(now)
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -217,6 +222,9 @@ impl Reactor {
             }
             for key in std::mem::take(&mut self.carry) {
                 self.client_readable(key, now);
+            }
+            for key in std::mem::take(&mut self.retry_flush) {
+                self.mark_dirty(key);
             }
             self.flush_dirty(now);
             self.timers.expired(now, &mut expired);
@@ -289,8 +297,8 @@ impl Reactor {
             let Some(client) = self.clients.get_mut(key) else {
                 continue;
             };
-            if !client.is_open() {
-                continue;
+            if !client.is_open() || client.replay.is_some() {
+                continue; // a replaying client takes this event from the ring, in order
             }
             delivered += 1;
             if client.enqueue(p.clone(), limit) {

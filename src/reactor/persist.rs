@@ -2,11 +2,11 @@
 //! payment requests, event-log answers, link state) and resume from the event log.
 //!
 //! Resume from the database: when a client's `since` is older than the ring holds, its filter is
-//! installed at once but live events are *held* for it, the event log is asked for
-//! `(since, boundary]`, and the ring's part `(boundary, last]` is captured. When the answer
-//! arrives the client gets `subscribed` (with `resumed` true only if the log had every seq),
-//! then the log's events, the ring's part and the held live events — in order, without a gap or
-//! a duplicate.
+//! installed at once but the client is paused in replay mode (the fan-out skips it), and the
+//! event log is asked for `(since, boundary]` where `boundary` precedes the ring. When the answer
+//! arrives the client gets `subscribed` (with `resumed` true only if the log had every seq), then
+//! the log's events, then the ring from `boundary + 1`, then live — in order, without a gap or a
+//! duplicate, paced by the client's reading (see `replay`).
 
 use super::Reactor;
 use crate::client::reply;
@@ -15,7 +15,7 @@ use crate::db::{DbMessage, MAX_QUERY_ROWS, PaymentRequest, WatchedWallet};
 use crate::event::Published;
 use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
-use crate::server::conn::Held;
+use crate::server::conn::Replay;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,8 +32,6 @@ pub(super) struct PendingResume {
     pub filter: Filter,
     pub after: u64,
     pub up_to: u64,
-    /// Matching ring events after `up_to`, captured at subscribe time.
-    pub tail: Vec<Arc<Published>>,
     /// `last_seq` when the client subscribed (the `seq` of the reply).
     pub last: u64,
 }
@@ -146,7 +144,8 @@ impl Reactor {
         self.db.is_some() && first.saturating_sub(since + 1) <= MAX_QUERY_ROWS
     }
 
-    /// Starts a resume from the event log for client `key`.
+    /// Starts a resume from the event log for client `key`: the filter is installed, the client
+    /// waits (nothing is sent, live events stay in the ring for it) until the log answers.
     pub(super) fn start_db_resume(
         &mut self,
         key: usize,
@@ -160,21 +159,16 @@ impl Reactor {
             .ring
             .first_seq()
             .map_or(last, |f| f.saturating_sub(1));
-        let tail: Vec<Arc<Published>> = match self.pipeline.ring.since(up_to) {
-            Ok(events) => events
-                .filter(|p| filter.matches(&p.meta))
-                .cloned()
-                .collect(),
-            Err(_) => Vec::new(),
-        };
         self.next_query += 1;
         let query_id = self.next_query;
         let client = self.gens.id(key);
+        let replay = Replay {
+            waiting_query: Some(query_id),
+            next_seq: up_to + 1,
+            ..Replay::default()
+        };
         if let Some(c) = self.clients.get_mut(key) {
-            c.held = Some(Box::new(Held {
-                query_id,
-                ..Held::default()
-            }));
+            c.replay = Some(Box::new(replay));
         }
         self.index.insert(key, filter.clone());
         self.resumes.insert(
@@ -185,7 +179,6 @@ impl Reactor {
                 filter,
                 after: since,
                 up_to,
-                tail,
                 last,
             },
         );
@@ -205,7 +198,7 @@ impl Reactor {
         }
     }
 
-    /// The event log answered a resume.
+    /// The event log answered a resume: reply, then replay the log's events and the ring's.
     fn resume_answer(&mut self, query_id: u64, result: Result<Vec<Published>, String>) {
         let Some(r) = self.resumes.remove(&query_id) else {
             return;
@@ -223,15 +216,28 @@ impl Reactor {
         };
         let complete = rows.len() as u64 == r.up_to - r.after
             && rows.iter().zip(r.after + 1..).all(|(p, seq)| p.seq == seq);
-        let limit = self.config.limits.client_queue_bytes;
         let epoch = self.pipeline.epoch.clone();
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        if c.held.as_ref().is_none_or(|h| h.query_id != query_id) {
+        let Some(replay) = c
+            .replay
+            .as_mut()
+            .filter(|p| p.waiting_query == Some(query_id))
+        else {
             return; // the client subscribed again meanwhile
+        };
+        replay.waiting_query = None;
+        if complete {
+            replay.backlog = rows
+                .into_iter()
+                .filter(|p| r.filter.matches(&p.meta))
+                .map(Arc::new)
+                .collect();
+        } else {
+            // Not resumable: live from the moment it subscribed, no replay.
+            replay.next_seq = r.last + 1;
         }
-        let held = c.held.take().map(|h| h.events).unwrap_or_default();
         c.send_text(&reply::subscribed(
             r.id.as_ref(),
             &r.filter,
@@ -239,22 +245,6 @@ impl Reactor {
             r.last,
             Some(complete),
         ));
-        let replay = if complete {
-            rows.into_iter()
-                .filter(|p| r.filter.matches(&p.meta))
-                .map(Arc::new)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut ok = true;
-        for p in replay.into_iter().chain(r.tail).chain(held) {
-            ok &= c.enqueue(p, limit);
-        }
-        if !ok {
-            self.metrics.inc(&self.metrics.slow_consumer_closes);
-            self.close_client(key, 4008, "slow consumer", Instant::now());
-        }
         self.mark_dirty(key);
     }
 }

@@ -73,19 +73,24 @@ pub struct ClientConn {
     /// Rate limiter of an open session; `Some` exactly while the connection is counted as an
     /// open client (so counts are released once).
     pub session: Option<RateGuard>,
-    /// Live events held back while a resume from the event log is pending (they go out after
-    /// the replay).
-    pub held: Option<Box<Held>>,
+    /// Set while the client is replaying missed events (resume): it is then fed from the
+    /// ring (and the event log) at the pace it reads, not by the live fan-out.
+    pub replay: Option<Box<Replay>>,
 }
 
-/// Live events held for a client whose resume is being read from the event log.
+/// A client catching up after `subscribe` with `since`.
+///
+/// Invariant: while a client has a `Replay`, the fan-out skips it; every event it should get
+/// is either in `backlog` or in the ring at `next_seq` or later, so switching back to live
+/// delivery (when the ring is exhausted) has no gap and no duplicate.
 #[derive(Debug, Default)]
-pub struct Held {
-    /// The event-log query this hold waits for.
-    pub query_id: u64,
-    pub events: Vec<Arc<Published>>,
-    /// Frame bytes held (counted against the outbound queue limit).
-    pub bytes: usize,
+pub struct Replay {
+    /// The event-log query this replay still waits for, if any (nothing is sent meanwhile).
+    pub waiting_query: Option<u64>,
+    /// Events read from the event log, not yet queued.
+    pub backlog: std::collections::VecDeque<Arc<Published>>,
+    /// The next sequence number to take from the ring once `backlog` is empty.
+    pub next_seq: u64,
 }
 
 impl ClientConn {
@@ -103,7 +108,7 @@ impl ClientConn {
             writable_armed: false,
             dirty: false,
             session: None,
-            held: None,
+            replay: None,
         }
     }
 
@@ -221,11 +226,6 @@ impl ClientConn {
     /// Queues a broadcast frame. Returns false when the queue passed `limit` bytes: the caller
     /// closes the connection with 4008.
     pub fn enqueue(&mut self, ev: Arc<Published>, limit: usize) -> bool {
-        if let Some(held) = &mut self.held {
-            held.bytes += ev.frame.len();
-            held.events.push(ev);
-            return held.bytes + self.outbox.queued_bytes() <= limit;
-        }
         self.outbox.push_event(ev);
         self.outbox.queued_bytes() <= limit
     }

@@ -81,6 +81,8 @@ pub struct App {
     connecting_since: Option<u64>,
     step: Option<Step>,
     step_reported: bool,
+    /// `closed` when the current step began (its report counts closes during the step).
+    step_closed0: u64,
     /// Active `quiet` wait: (quiet µs, deadline µs).
     quiet: Option<(u64, u64)>,
     last_rx_us: u64,
@@ -113,6 +115,7 @@ impl App {
             connecting_since: Some(now_us()),
             step: None,
             step_reported: true,
+            step_closed0: 0,
             quiet: None,
             last_rx_us: 0,
             next_scan_us: 0,
@@ -210,6 +213,7 @@ impl App {
             Cmd::Step(spec) => {
                 self.step = Some(Step::new(spec, self.open as u64, now));
                 self.step_reported = false;
+                self.step_closed0 = self.closed;
                 out.push(json!({"type": "step_started", "clients": self.open}));
             }
             Cmd::Quiet(ms, timeout_ms) => self.quiet = Some((ms * 1000, now + timeout_ms * 1000)),
@@ -272,7 +276,7 @@ impl App {
             && !self.step_reported
             && step.is_done(now, self.cfg.no_event_timeout_us)
         {
-            out.push(step.report(now, self.closed));
+            out.push(step.report(now, self.closed - self.step_closed0));
             self.step_reported = true;
         }
         if let Some((quiet_us, deadline)) = self.quiet {

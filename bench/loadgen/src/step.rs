@@ -144,7 +144,8 @@ impl Step {
         self.total_rx
     }
 
-    /// The step report (one JSON object; raw histogram buckets for merging).
+    /// The step report (one JSON object; raw histogram buckets for merging); `closed` counts the
+    /// clients that closed during the step.
     pub fn report(&self, now_us: u64, closed: u64) -> Value {
         let h = &self.hist;
         let late_start = self.first.is_none_or(|(i, _)| i > self.spec.lead);
