@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Events published for one (coin, event name).
+type EventCount = (Box<str>, Box<str>, u64);
+
 /// Every counter the worker exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -24,7 +27,7 @@ pub struct Metrics {
     pub daemon_bad_frames: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     /// Events published, by (coin, event name).
-    events: Mutex<Vec<(Box<str>, Box<str>, u64)>>,
+    events: Mutex<Vec<EventCount>>,
 }
 
 /// Point-in-time values the reactor adds when rendering.
