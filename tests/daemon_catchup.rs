@@ -17,8 +17,12 @@ use common::{QUIET, Sim, deadline, star_client, wait_until, worker_for};
 use serde_json::{Value, json};
 
 const W1: &str = "zpubCATCHUPwalletOne";
-/// Seconds allowed for a reconnect's catch-up events to arrive once the worker is let in.
-const RECONCILE_WAIT: f64 = 4.0;
+/// Seconds allowed for a reconnect's catch-up events to arrive once the worker is let in; below
+/// the RPC timeout the tests give the worker ([`RPC_TIMEOUT`]), so an answer the worker lost shows
+/// as a failure here rather than as a late, failed reconciliation.
+const RECONCILE_WAIT: f64 = 8.0;
+/// `DAEMON_RPC_TIMEOUT_S` for the workers of these tests.
+const RPC_TIMEOUT: &str = "10";
 const W2: &str = "zpubCATCHUPwalletTwo";
 
 /// Quiet simulator flags plus `refuse_auth`, for a restart the worker must not see yet.
@@ -78,7 +82,12 @@ fn recovered_payments(s: &Stream<'_>) -> Vec<Value> {
 #[test]
 fn restart_reloads_wallets_recovers_the_height_and_reconciles_open_requests() {
     let sim = Sim::start("BTC", QUIET);
-    let worker = worker_for(&[&sim], &[("BTC_WALLETS", &format!("{W1},{W2}"))]);
+    let wallets = format!("{W1},{W2}");
+    let env = [
+        ("BTC_WALLETS", wallets.as_str()),
+        ("DAEMON_RPC_TIMEOUT_S", RPC_TIMEOUT),
+    ];
+    let worker = worker_for(&[&sim], &env);
     wait_logged(&sim, "getbalance", &[W1, W2], 10.0);
     let (mut c, seq) = star_client(&worker);
     let mut s = Stream::new(&mut c, seq);
@@ -129,8 +138,6 @@ fn restart_reloads_wallets_recovers_the_height_and_reconciles_open_requests() {
     let_in(&sim, &mut s);
 
     wait_logged(&sim, "getbalance", &[W1, W2], 10.0);
-    // Everything within RECONCILE_WAIT, which is below the worker's default RPC timeout (5 s): an
-    // answer the worker lost would show here instead of as a late, failed reconciliation.
     let until = deadline(RECONCILE_WAIT);
     let is_block = |d: &Value| d["event"] == "new_block" && d["height"] == height;
     let is_paid = |id: &str| {
@@ -140,7 +147,7 @@ fn restart_reloads_wallets_recovers_the_height_and_reconciles_open_requests() {
         }
     };
     let (paid1, paid2) = (is_paid(&r1), is_paid(&r2));
-    while !(s.has(&is_block) && s.has(&paid1) && s.has(&paid2)) {
+    while !(s.has(is_block) && s.has(&paid1) && s.has(&paid2)) {
         if s.try_next(until).is_none() {
             panic!(
                 "no recovered block, r1 and r2 in {RECONCILE_WAIT} s; the daemon was asked {:?}; \

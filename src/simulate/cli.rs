@@ -2,8 +2,9 @@
 //! stop gracefully. Bad flag values exit 2 with a message naming the flag; a start failure
 //! (port in use) exits 1.
 
-use super::{SimConfig, SimHandle, util};
+use super::{SimConfig, SimHandle};
 use crate::config::Family;
+use crate::config::{default_family, default_port};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -156,7 +157,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Parsed, CliError> {
         Some("eth") => Family::Eth,
         Some("xmr") => Family::Xmr,
         Some(other) => return err("--family", format!("'{other}' is not btc, eth or xmr")),
-        None => match util::family_of(&coin) {
+        None => match default_family(&coin) {
             Some(f) => f,
             None => {
                 return err(
@@ -168,7 +169,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Parsed, CliError> {
     };
     cfg.port = match get("--port") {
         Some(p) => number("--port", &p)?,
-        None => match util::default_port(&coin) {
+        None => match default_port(&coin) {
             Some(p) => p,
             None => {
                 return err(

@@ -5,7 +5,7 @@
 //! loads it before running; wallet methods without a wallet answer -32000; methods of the other
 //! family are unknown (-32601); method exceptions get their code from the family's spec.
 
-use super::chain::RequestPatch;
+use super::chain::{Chain, RequestPatch};
 use super::rpc::Call;
 use super::shared::Shared;
 use super::spec::{self, RpcError};
@@ -59,8 +59,13 @@ pub(crate) fn handle(shared: &Shared, call: &Call) -> Result<Value, RpcError> {
     if !is_known(family, &call.method) {
         return Err(RpcError::not_found());
     }
-    if let Some(w) = wallet {
-        shared.chain().load(w);
+    if let Some(w) = wallet
+        && !shared.chain().load(w)
+    {
+        return Err(RpcError::fixed(
+            -32005,
+            "Error loading wallet: too many wallets loaded",
+        ));
     }
     if WALLET_METHODS.contains(&call.method.as_str()) && wallet.is_none() {
         return Err(RpcError::wallet_required());
@@ -98,30 +103,8 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
                 None => Err(exception(shared, "Request not found")),
             }
         }
-        "add_request" => {
-            let amount = amount_arg(call, chain.decimals(wallet))?;
-            let memo = call.arg(1, "memo").and_then(Value::as_str).unwrap_or("");
-            let expiry = call
-                .arg(2, "expiry")
-                .or_else(|| call.kwargs.get("expiration"));
-            let expiry = expiry.and_then(Value::as_u64).unwrap_or(900);
-            let id = chain.add_request(wallet, amount, memo, expiry, unix_secs());
-            chain.queue_payment(wallet, &id);
-            let r = chain
-                .request(wallet, &id)
-                .ok_or_else(|| exception(shared, "Request not found"))?;
-            Ok(views::request(&chain, wallet, r))
-        }
-        "getbalance" => {
-            let d = chain.decimals(wallet);
-            let (confirmed, unconfirmed) = chain.balance(wallet);
-            let mut v = json!({"confirmed": format_amount(confirmed, d), "unconfirmed": format_amount(unconfirmed, d)});
-            if family == Family::Btc {
-                v["unmatured"] = json!(format_amount(0, d));
-                v["lightning"] = json!(format_amount(0, d));
-            }
-            Ok(v)
-        }
+        "add_request" => add_request(shared, &mut chain, call, wallet),
+        "getbalance" => Ok(balance(&chain, wallet)),
         "setrequestaddress" => {
             let (id, addr) = (call.str_arg(0, "key")?, call.str_arg(1, "address")?);
             if family != Family::Eth {
@@ -137,6 +120,40 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
         "close_wallet" => Ok(json!(chain.unload(wallet))),
         _ => Err(RpcError::not_found()),
     }
+}
+
+/// `add_request(amount, memo, expiry|expiration, force)`: a new open request, queued so the
+/// generator pays it next.
+fn add_request(
+    shared: &Shared,
+    chain: &mut Chain,
+    call: &Call,
+    wallet: &str,
+) -> Result<Value, RpcError> {
+    let amount = amount_arg(call, chain.decimals(wallet))?;
+    let memo = call.arg(1, "memo").and_then(Value::as_str).unwrap_or("");
+    let expiry = call
+        .arg(2, "expiry")
+        .or_else(|| call.kwargs.get("expiration"));
+    let expiry = expiry.and_then(Value::as_u64).unwrap_or(900);
+    let id = chain.add_request(wallet, amount, memo, expiry, unix_secs());
+    chain.queue_payment(wallet, &id);
+    let r = chain
+        .request(wallet, &id)
+        .ok_or_else(|| exception(shared, "Request not found"))?;
+    Ok(views::request(chain, wallet, r))
+}
+
+/// `getbalance`: totals of paid (confirmed) and unconfirmed requests.
+fn balance(chain: &Chain, wallet: &str) -> Value {
+    let d = chain.decimals(wallet);
+    let (confirmed, unconfirmed) = chain.balance(wallet);
+    let mut v = json!({"confirmed": format_amount(confirmed, d), "unconfirmed": format_amount(unconfirmed, d)});
+    if chain.family == Family::Btc {
+        v["unmatured"] = json!(format_amount(0, d));
+        v["lightning"] = json!(format_amount(0, d));
+    }
+    v
 }
 
 fn amount_arg(call: &Call, decimals: u32) -> Result<u128, RpcError> {

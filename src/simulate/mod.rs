@@ -24,6 +24,7 @@ mod chain;
 mod cli;
 mod faults;
 mod generator;
+mod head;
 mod http;
 mod hub;
 mod methods;
@@ -54,11 +55,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct SimConfig {
     /// Upper-case symbol, also the envelope's `currency`.
     pub coin: String,
+    /// Protocol family: event shapes, RPC method names and error codes.
     pub family: Family,
+    /// Bind address.
     pub host: String,
     /// 0 = ephemeral (see [`SimHandle::addr`]).
     pub port: u16,
+    /// HTTP Basic login required on every route.
     pub login: String,
+    /// HTTP Basic password required on every route.
     pub password: String,
     /// Events per second from payment flows (0 = only blocks); with `bench`, pushes per second.
     pub rate: f64,
@@ -74,6 +79,7 @@ pub struct SimConfig {
     pub count: u64,
     /// Wait before the first bench event.
     pub start_delay: Duration,
+    /// Faults active from the start.
     pub faults: Faults,
     /// Seeds ids and amounts (same seed, same sequence).
     pub seed: u64,
@@ -88,7 +94,7 @@ impl SimConfig {
             .duration_since(UNIX_EPOCH)
             .map_or(0x5EED, |d| d.as_nanos() as u64);
         SimConfig {
-            family: util::family_of(&coin).unwrap_or(Family::Btc),
+            family: crate::config::default_family(&coin).unwrap_or(Family::Btc),
             coin,
             host: "127.0.0.1".into(),
             port: 0,
@@ -124,6 +130,7 @@ impl SimConfig {
 /// One JSON-RPC call the daemon received (admin `sim_*` calls excluded).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RpcCall {
+    /// The JSON-RPC method name.
     pub method: String,
     /// The wallet key the call named, if any.
     pub wallet: Option<String>,

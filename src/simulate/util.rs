@@ -1,5 +1,5 @@
 //! Small helpers for the simulated daemon: a seeded SplitMix64 generator, random identifiers in
-//! the shapes real daemons use, decimal amounts in smallest units, and the coin table.
+//! the shapes real daemons use, decimal amounts in smallest units, and coin decimals.
 //!
 //! Amounts are integers of the coin's smallest unit (`u128`) everywhere inside the simulator and
 //! become decimal strings only at the edge, so no float ever touches money.
@@ -51,34 +51,6 @@ pub(crate) const URLSAFE: &[u8] =
 pub(crate) const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 /// Characters of base58 (Tron, Monero addresses).
 pub(crate) const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-/// The family a known coin belongs to (SPEC §2), `None` for a coin outside the table.
-pub(crate) fn family_of(coin: &str) -> Option<Family> {
-    match coin.to_ascii_uppercase().as_str() {
-        "BTC" | "LTC" | "GRS" | "BCH" | "XRG" => Some(Family::Btc),
-        "ETH" | "BNB" | "MATIC" | "TRX" => Some(Family::Eth),
-        "XMR" => Some(Family::Xmr),
-        _ => None,
-    }
-}
-
-/// The default daemon port of a known coin (SPEC §2), `None` for a coin outside the table.
-pub(crate) fn default_port(coin: &str) -> Option<u16> {
-    let port = match coin.to_ascii_uppercase().as_str() {
-        "BTC" => 5000,
-        "LTC" => 5001,
-        "ETH" => 5002,
-        "BCH" => 5004,
-        "XRG" => 5005,
-        "BNB" => 5006,
-        "MATIC" => 5008,
-        "TRX" => 5009,
-        "GRS" => 5010,
-        "XMR" => 5011,
-        _ => return None,
-    };
-    Some(port)
-}
 
 /// Decimals of the coin's native unit (8 for Electrum coins, 18 for EVM coins, 6 for TRX, 12 for
 /// XMR). Token wallets (`xpub_contract`) use 6, like USDT.
@@ -200,12 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn coin_table() {
-        assert_eq!(family_of("btc"), Some(Family::Btc));
-        assert_eq!(family_of("MATIC"), Some(Family::Eth));
-        assert_eq!(family_of("XMR"), Some(Family::Xmr));
-        assert_eq!(family_of("DOGE"), None);
-        assert_eq!(default_port("grs"), Some(5010));
+    fn coin_decimals() {
         assert_eq!(decimals_of("TRX", Family::Eth, false), 6);
         assert_eq!(decimals_of("ETH", Family::Eth, false), 18);
         assert_eq!(decimals_of("ETH", Family::Eth, true), 6);

@@ -74,6 +74,30 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 }
 
 #[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let h = start("BTC", |_| {});
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let body = r#"{"id":3,"method":"help"}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nAuthorization: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        good_auth(),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.contains("get_request"),
+        "{text}"
+    );
+}
+
+#[test]
 fn btc_family_answers_and_error_codes() {
     let h = start("BTC", |_| {});
     let a = h.addr();
