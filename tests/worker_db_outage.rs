@@ -145,8 +145,8 @@ fn a_database_stopped_mid_stream_and_started_again_loses_and_doubles_nothing() {
             first = db_status(&worker)["spooled"].as_u64().unwrap_or(0);
             first > 0
         });
-        wait_reading(&mut s, 30.0, "the spool growing", || {
-            db_status(&worker)["spooled"].as_u64().unwrap_or(0) >= first + 600
+        wait_reading(&mut s, 15.0, "the spool growing", || {
+            db_status(&worker)["spooled"].as_u64().unwrap_or(0) >= first + 20
         });
         let during = db_status(&worker);
         assert_eq!(during["connected"], false, "{during}");
@@ -174,10 +174,6 @@ fn a_database_stopped_mid_stream_and_started_again_loses_and_doubles_nothing() {
         "pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
         db.name
     );
-    for _ in 0..10 {
-        eprintln!("[test] sessions {}", db.count(&sessions));
-        std::thread::sleep(Duration::from_secs(1));
-    }
     assert!(db.count(&sessions) <= 5, "{} sessions", db.count(&sessions));
 }
 

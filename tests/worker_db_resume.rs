@@ -134,6 +134,9 @@ fn a_resume_older_than_the_ring_is_served_in_order_from_the_event_log() {
     assert_eq!(next["seq"].as_u64(), Some(last + 4), "{next}");
 }
 
+/// Resumes that land while the daemon keeps sending: the event log answers for the part before
+/// the ring while the ring (5 events here) moves on. Every resumed client must still get every
+/// seq once — never a 4008 close for a client that has read nothing yet.
 #[test]
 fn a_resume_from_the_event_log_while_events_keep_coming_has_no_gap_or_duplicate() {
     let sim = Sim::start("BTC", QUIET);

@@ -296,7 +296,13 @@ impl Reactor {
                     ),
                 },
                 Purpose::GetInfo => match r.result {
-                    Ok(v) => synthesized.extend(catchup::on_getinfo(&coin, d.height, &v)),
+                    Ok(v) => {
+                        synthesized.extend(catchup::on_getinfo(&coin, d.height, &v));
+                        if let Some(h) = v.get("blockchain_height").and_then(|h| h.as_u64()) {
+                            // Known from now on, for the next reconnect's catch-up and status.
+                            d.height = Some(d.height.map_or(h, |old| old.max(h)));
+                        }
+                    }
                     Err(e) => log::warn!("[WORKER] getinfo on {coin} failed: {e}"),
                 },
                 Purpose::Reconcile(id) => {
