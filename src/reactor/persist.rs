@@ -34,6 +34,8 @@ pub(super) struct PendingResume {
     pub up_to: u64,
     /// `last_seq` when the client subscribed (the `seq` of the reply).
     pub last: u64,
+    /// A follow-up read for a replay that fell behind the ring (the reply was already sent).
+    pub continuation: bool,
 }
 
 impl Reactor {
@@ -171,24 +173,31 @@ impl Reactor {
             c.replay = Some(Box::new(replay));
         }
         self.index.insert(key, filter.clone());
-        self.resumes.insert(
-            query_id,
-            PendingResume {
-                client,
-                id,
-                filter,
-                after: since,
-                up_to,
-                last,
-            },
-        );
-        if let Some(db) = &self.db {
-            db.query_events(query_id, &self.pipeline.epoch, since, up_to);
+        let pending = PendingResume { client, id, filter, after: since, up_to, last, continuation: false };
+        self.ask_event_log(query_id, pending);
+    }
+
+    /// A replaying client needs `(after, up_to]`, which the ring no longer holds: read it from
+    /// the event log, then continue from the ring.
+    pub(super) fn continue_from_db(&mut self, key: usize, filter: Filter, after: u64, up_to: u64) {
+        self.next_query += 1;
+        let query_id = self.next_query;
+        let client = self.gens.id(key);
+        if let Some(r) = self.clients.get_mut(key).and_then(|c| c.replay.as_mut()) {
+            r.waiting_query = Some(query_id);
+            r.next_seq = up_to + 1;
         }
-        self.timers.schedule(
-            Instant::now() + RESUME_TIMEOUT,
-            super::TimerOwner::Resume(query_id),
-        );
+        let last = self.pipeline.last_seq;
+        let pending = PendingResume { client, id: None, filter, after, up_to, last, continuation: true };
+        self.ask_event_log(query_id, pending);
+    }
+
+    fn ask_event_log(&mut self, query_id: u64, pending: PendingResume) {
+        if let Some(db) = &self.db {
+            db.query_events(query_id, &self.pipeline.epoch, pending.after, pending.up_to);
+        }
+        self.resumes.insert(query_id, pending);
+        self.timers.schedule(Instant::now() + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
     }
 
     /// A resume the event log did not answer in time goes ahead with `resumed: false`.
@@ -228,6 +237,17 @@ impl Reactor {
             return; // the client subscribed again meanwhile
         };
         replay.waiting_query = None;
+        if r.continuation {
+            if !complete {
+                self.metrics.inc(&self.metrics.slow_consumer_closes);
+                log::warn!("[WORKER] Client {key} fell behind and the event log could not fill the gap; closing with 4008");
+                self.close_client(key, 4008, "slow consumer", Instant::now());
+                return;
+            }
+            replay.backlog = rows.into_iter().filter(|p| r.filter.matches(&p.meta)).map(Arc::new).collect();
+            self.mark_dirty(key);
+            return;
+        }
         if complete {
             replay.backlog = rows
                 .into_iter()

@@ -50,10 +50,8 @@ impl Reactor {
                 return true;
             }
             let Ok(events) = self.pipeline.ring.since(r.next_seq - 1) else {
-                self.metrics.inc(&self.metrics.slow_consumer_closes);
-                log::warn!("[WORKER] Client {key} fell behind the resume ring; closing with 4008");
-                self.close_client(key, 4008, "slow consumer", now);
-                return false;
+                let after = r.next_seq - 1;
+                return self.fell_behind_ring(key, after, now);
             };
             for p in events {
                 r.next_seq = p.seq + 1;
@@ -66,6 +64,23 @@ impl Reactor {
             }
         }
         true
+    }
+
+    /// The ring no longer holds what a replaying client needs next: continue from the event
+    /// log when there is one, else close with 4008 (the client may resume again).
+    fn fell_behind_ring(&mut self, key: usize, after: u64, now: Instant) -> bool {
+        let filter = self.index.get(key).cloned();
+        let first = self.pipeline.ring.first_seq();
+        if let (Some(filter), Some(first), true) = (filter, first, self.db.is_some())
+            && first > after + 1
+        {
+            self.continue_from_db(key, filter, after, first - 1);
+            return true;
+        }
+        self.metrics.inc(&self.metrics.slow_consumer_closes);
+        log::warn!("[WORKER] Client {key} fell behind the resume ring; closing with 4008");
+        self.close_client(key, 4008, "slow consumer", now);
+        false
     }
 
     /// Flushes a client, refilling it from its replay while the socket takes everything.
