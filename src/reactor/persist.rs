@@ -47,7 +47,7 @@ impl Reactor {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 DbMessage::Wallets(list) => self.db_wallets(&list, now),
-                DbMessage::Requests(list) => self.db_requests(&list),
+                DbMessage::Requests(list) => self.db_requests(&list, now),
                 DbMessage::Events { query_id, result } => self.resume_answer(query_id, result),
                 DbMessage::Connected(up) => {
                     log::info!(
@@ -104,14 +104,17 @@ impl Reactor {
         }
     }
 
-    /// The full set of open payment requests: remember them for reconciliation on reconnect.
-    fn db_requests(&mut self, list: &[PaymentRequest]) {
-        for d in &mut self.daemons {
+    /// The full set of open payment requests (the database is authoritative): remember them
+    /// for reconciliation on reconnect, and watch their wallets (loading them now if connected).
+    fn db_requests(&mut self, list: &[PaymentRequest], now: Instant) {
+        let mut loads = Vec::new();
+        for (i, d) in self.daemons.iter_mut().enumerate() {
+            let mut open = std::collections::HashMap::new();
             for r in list
                 .iter()
                 .filter(|r| r.coin.eq_ignore_ascii_case(&d.link.coin))
             {
-                if d.requests.len() >= catchup::MAX_OPEN_REQUESTS {
+                if open.len() >= catchup::MAX_OPEN_REQUESTS {
                     log::warn!(
                         "[WORKER] More than {} open payment requests for {}; the rest are not reconciled",
                         catchup::MAX_OPEN_REQUESTS,
@@ -126,14 +129,32 @@ impl Reactor {
                     label: None,
                 }
                 .key();
-                d.requests
-                    .entry(r.request_id.clone())
-                    .or_insert(OpenRequest {
+                if !d.wallets.contains(&wallet) {
+                    d.wallets.push(wallet.clone());
+                    if d.link.stats.connected {
+                        loads.push((i, wallet.clone()));
+                    }
+                }
+                open.insert(
+                    r.request_id.clone(),
+                    OpenRequest {
                         wallet,
                         status: i64::from(r.status),
                         sent_amount: r.sent_amount.clone(),
-                    });
+                    },
+                );
             }
+            d.requests = open;
+        }
+        for (i, w) in loads {
+            let params = json!({"xpub": catchup::xpub_param(&w)});
+            self.rpc_call(
+                i,
+                "getbalance",
+                params,
+                catchup::Purpose::LoadWallet(w),
+                now,
+            );
         }
     }
 
@@ -173,7 +194,15 @@ impl Reactor {
             c.replay = Some(Box::new(replay));
         }
         self.index.insert(key, filter.clone());
-        let pending = PendingResume { client, id, filter, after: since, up_to, last, continuation: false };
+        let pending = PendingResume {
+            client,
+            id,
+            filter,
+            after: since,
+            up_to,
+            last,
+            continuation: false,
+        };
         self.ask_event_log(query_id, pending);
     }
 
@@ -188,7 +217,15 @@ impl Reactor {
             r.next_seq = up_to + 1;
         }
         let last = self.pipeline.last_seq;
-        let pending = PendingResume { client, id: None, filter, after, up_to, last, continuation: true };
+        let pending = PendingResume {
+            client,
+            id: None,
+            filter,
+            after,
+            up_to,
+            last,
+            continuation: true,
+        };
         self.ask_event_log(query_id, pending);
     }
 
@@ -197,7 +234,10 @@ impl Reactor {
             db.query_events(query_id, &self.pipeline.epoch, pending.after, pending.up_to);
         }
         self.resumes.insert(query_id, pending);
-        self.timers.schedule(Instant::now() + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
+        self.timers.schedule(
+            Instant::now() + RESUME_TIMEOUT,
+            super::TimerOwner::Resume(query_id),
+        );
     }
 
     /// A resume the event log did not answer in time goes ahead with `resumed: false`.
@@ -240,11 +280,17 @@ impl Reactor {
         if r.continuation {
             if !complete {
                 self.metrics.inc(&self.metrics.slow_consumer_closes);
-                log::warn!("[WORKER] Client {key} fell behind and the event log could not fill the gap; closing with 4008");
+                log::warn!(
+                    "[WORKER] Client {key} fell behind and the event log could not fill the gap; closing with 4008"
+                );
                 self.close_client(key, 4008, "slow consumer", Instant::now());
                 return;
             }
-            replay.backlog = rows.into_iter().filter(|p| r.filter.matches(&p.meta)).map(Arc::new).collect();
+            replay.backlog = rows
+                .into_iter()
+                .filter(|p| r.filter.matches(&p.meta))
+                .map(Arc::new)
+                .collect();
             self.mark_dirty(key);
             return;
         }
