@@ -1,6 +1,8 @@
 //! API key checks for clients (SPEC §4 "Authentication"): constant-time comparison; keys are
 //! never logged.
 
+use crate::http::constant_time_eq;
+
 /// Whether `offered` equals one of `keys`, in time independent of where they differ.
 pub fn key_matches(keys: &[String], offered: &str) -> bool {
     let mut found = false;
@@ -8,18 +10,6 @@ pub fn key_matches(keys: &[String], offered: &str) -> bool {
         found |= constant_time_eq(k.as_bytes(), offered.as_bytes());
     }
     found
-}
-
-/// Compares two byte strings without an early exit on the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    let n = a.len().max(b.len());
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]

@@ -216,21 +216,21 @@ impl Reactor {
         self.schedule_daemon(i);
     }
 
+    /// Names wallet `key` on daemon `i` with a wallet-scoped call, so the daemon loads it and
+    /// emits its events (a daemon only does so for wallets some RPC has named since it started).
+    pub(super) fn load_wallet(&mut self, i: usize, key: String, now: Instant) {
+        let params = json!({"xpub": catchup::xpub_param(&key)});
+        self.rpc_call(i, "getbalance", params, Purpose::LoadWallet(key), now);
+    }
+
     /// Loads every watched wallet, reads `getinfo`, reconciles open payment requests.
     fn catch_up(&mut self, i: usize, now: Instant) {
         let Some(d) = self.daemons.get(i) else {
             return;
         };
         let family = d.link.config.family;
-        let mut calls = Vec::new();
-        for w in &d.wallets {
-            calls.push((
-                "getbalance",
-                json!({"xpub": catchup::xpub_param(w)}),
-                Purpose::LoadWallet(w.clone()),
-            ));
-        }
-        calls.push(("getinfo", json!({"xpub": null}), Purpose::GetInfo));
+        let wallets = d.wallets.clone();
+        let mut calls = vec![("getinfo", json!({"xpub": null}), Purpose::GetInfo)];
         for (id, r) in &d.requests {
             let (method, params) = catchup::get_request_call(family, id, &r.wallet);
             calls.push((method, params, Purpose::Reconcile(id.clone())));
@@ -241,6 +241,9 @@ impl Reactor {
             d.wallets.len(),
             d.requests.len()
         );
+        for w in wallets {
+            self.load_wallet(i, w, now);
+        }
         for (method, params, purpose) in calls {
             self.rpc_call(i, method, params, purpose, now);
         }

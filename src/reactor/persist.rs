@@ -16,7 +16,7 @@ use crate::event::Published;
 use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
 use crate::server::conn::Replay;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,14 +93,7 @@ impl Reactor {
             }
         }
         for (i, w) in calls {
-            let params = json!({"xpub": catchup::xpub_param(&w)});
-            self.rpc_call(
-                i,
-                "getbalance",
-                params,
-                catchup::Purpose::LoadWallet(w),
-                now,
-            );
+            self.load_wallet(i, w, now);
         }
     }
 
@@ -147,14 +140,7 @@ impl Reactor {
             d.requests = open;
         }
         for (i, w) in loads {
-            let params = json!({"xpub": catchup::xpub_param(&w)});
-            self.rpc_call(
-                i,
-                "getbalance",
-                params,
-                catchup::Purpose::LoadWallet(w),
-                now,
-            );
+            self.load_wallet(i, w, now);
         }
     }
 
