@@ -34,6 +34,8 @@ pub(super) struct Daemon {
     pub requests: HashMap<String, catchup::OpenRequest>,
     /// Highest block height seen for this coin.
     pub height: Option<u64>,
+    /// The earliest deadline that has a timer entry (see `schedule_daemon`).
+    pub timer_at: Option<Instant>,
     /// Events published for this coin.
     pub events: u64,
     pub last_event_at: Option<f64>,
@@ -50,6 +52,7 @@ impl Daemon {
             queue: OrderedQueue::default(),
             requests: HashMap::new(),
             height: None,
+            timer_at: None,
             events: 0,
             last_event_at: None,
         }
@@ -87,6 +90,9 @@ impl Reactor {
         let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
+        if d.timer_at.is_some_and(|t| t <= now) {
+            d.timer_at = None; // this entry fired; `daemon_outputs` schedules the next one
+        }
         d.rpc.expire(now, &mut done);
         if now >= d.link.deadline() {
             d.link.on_timer(now, &mut out);
@@ -130,9 +136,16 @@ impl Reactor {
         self.schedule_daemon(i);
     }
 
+    /// Makes sure a timer entry exists for the daemon's earliest deadline. An entry is added
+    /// only when the deadline moves earlier than the one already scheduled, so a busy link does
+    /// not add a heap entry per frame.
     fn schedule_daemon(&mut self, i: usize) {
-        if let Some(d) = self.daemons.get(i) {
-            self.timers.schedule(d.deadline(), TimerOwner::Daemon(i));
+        if let Some(d) = self.daemons.get_mut(i) {
+            let at = d.deadline();
+            if d.timer_at.is_none_or(|t| at < t) {
+                d.timer_at = Some(at);
+                self.timers.schedule(at, TimerOwner::Daemon(i));
+            }
         }
     }
 
