@@ -14,8 +14,10 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,11 +32,13 @@ def parse_args(argv):
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--rss", default="10000,19000",
                     help="idle connection counts for RSS per connection ('' to skip)")
-    ap.add_argument("--moderate", type=int, default=20_000, help="moderate load, deliveries/s")
+    ap.add_argument("--moderate", default="100:20000,1000:20000,10000:10000",
+                    help="moderate load in deliveries/s: one number, or N:rate pairs (a missing N uses "
+                         "the pair of the next smaller N)")
     ap.add_argument("--start-dps", type=float, default=50_000, help="first saturation step, deliveries/s")
     ap.add_argument("--source", choices=["auto", "simulate", "stand-in"], default="auto")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
-    ap.add_argument("--idle-timeout", type=float, default=120, help="seconds to wait for an idle machine")
+    ap.add_argument("--idle-timeout", type=float, default=60, help="seconds to wait for an idle machine")
     ap.add_argument("--server-core", default="0")
     ap.add_argument("--load-core", default="1")
     ap.add_argument("--port-base", type=int, default=21000)
@@ -50,12 +54,27 @@ def parse_args(argv):
         a.ns = [int(x) for x in a.n.split(",") if x.strip()]
         a.rss_counts = sorted(int(x) for x in a.rss.split(",") if x.strip())
         a.worker_env = dict(kv.split("=", 1) for kv in a.worker_env)
+        a.moderate = parse_moderate(a.moderate)
     except ValueError as e:
         ap.error(str(e))
     if any(n <= 0 or n > 19_000 for n in a.ns + a.rss_counts):
         ap.error("subscriber counts must be between 1 and 19,000 (the per-process fd limit is 20,000)")
     a.reps = a.reps or (1 if a.quick else 3)
     return a
+
+
+def parse_moderate(text):
+    """`20000` or `100:20000,10000:10000` -> {N: deliveries/s} (key 0 = any N)."""
+    if ":" not in text:
+        return {0: int(text)}
+    pairs = dict(item.split(":", 1) for item in text.split(",") if item.strip())
+    return {int(n): int(v) for n, v in pairs.items()}
+
+
+def moderate_for(table, n):
+    keys = sorted(table)
+    below = [k for k in keys if k <= n]
+    return table[below[-1] if below else keys[0]]
 
 
 def log(msg):
@@ -79,18 +98,21 @@ def one_run(server, n, rep, opts, settings, results):
     entry = {"server": server, "n": n, "rep": rep}
     entry["idle"] = machine.wait_idle(timeout=opts.idle_timeout, log=log)
     log(f"  [{server} N={n:,} rep {rep}] machine busy {entry['idle']['busy_cores']} cores")
-    run = measure.ServerRun(server, n, opts, settings, log)
+    run = measure.ServerRun(server, n, opts, settings, log, warm_dps=moderate_for(opts.moderate, n))
     try:
         entry["ready"] = run.start()
         log(f"    {n:,} clients subscribed in {entry['ready']['connect_s']:.1f} s")
-        entry["moderate"] = run.moderate(settings, opts.moderate)
+        entry["moderate"] = run.moderate(settings, moderate_for(opts.moderate, n))
         guess, factor = guess_for(results, server, n, opts)
         entry["saturation"] = run.saturation(settings, guess, factor)
         sat = entry["saturation"]["sustained_dps"]
         log(f"    saturation: {sat:,.0f} deliveries/s" if sat else "    saturation: none sustained")
-    except (RuntimeError, TimeoutError, OSError) as e:
-        entry["error"] = str(e)
-        log(f"    FAILED: {e}")
+    except Exception as e:  # noqa: BLE001 - one failed run must not end the benchmark
+        entry["error"] = f"{type(e).__name__}: {e}"
+        entry["saturation_steps_before_failure"] = run.sat_steps
+        log(f"    FAILED: {entry['error']}")
+        if not isinstance(e, (RuntimeError, TimeoutError, OSError)):
+            log(traceback.format_exc())
     finally:
         run.stop()
     return entry
@@ -103,8 +125,13 @@ def plan(opts):
         yield rep, order
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv):
     opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     started = datetime.datetime.now()
     stamp = started.strftime("%Y-%m-%dT%H%M%S")
     t0 = time.time()
@@ -117,11 +144,12 @@ def main(argv):
     res = {"started": started.isoformat(timespec="seconds"), "command": " ".join(["bench/run.sh", *argv]),
            "machine": machine.machine_facts(), "versions": build.versions(),
            "settings": {"servers": opts.servers, "ns": opts.ns, "reps": opts.reps, "quick": opts.quick,
-                        "moderate_dps": opts.moderate, "rss_counts": opts.rss_counts, "source": opts.source,
+                        "moderate_dps": {n: moderate_for(opts.moderate, n) for n in opts.ns}, "rss_counts": opts.rss_counts, "source": opts.source,
                         "server_core": opts.server_core, "load_core": opts.load_core,
                         "method": vars(settings), "worker_env": opts.worker_env},
            "runs": [], "rss": []}
     os.makedirs(opts.out, exist_ok=True)
+    procs.LOGS = os.path.join(opts.out, "logs")
     path = os.path.join(opts.out, stamp)
     try:
         for rep, order in plan(opts):
@@ -135,8 +163,8 @@ def main(argv):
                 log(f"  [{server} RSS rep {rep}]")
                 try:
                     r = measure.rss_run(server, opts.rss_counts, opts, log)
-                except (RuntimeError, TimeoutError, OSError) as e:
-                    r = {"server": server, "points": [], "error": str(e)}
+                except Exception as e:  # noqa: BLE001
+                    r = {"server": server, "points": [], "error": f"{type(e).__name__}: {e}"}
                     log(f"    FAILED: {e}")
                 r.update({"rep": rep, "idle": idle})
                 res["rss"].append(r)

@@ -34,6 +34,12 @@ def _proc_ticks():
     return out
 
 
+def busy_seconds():
+    """CPU seconds spent busy (not idle or iowait) by the whole machine since boot."""
+    total, idle = _cpu_totals()
+    return (total - idle) / CLK_TCK
+
+
 def busy_cores(interval=1.0):
     """Cores busy over `interval` seconds, and the three busiest processes (name, cores)."""
     t0, i0 = _cpu_totals()

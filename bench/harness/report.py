@@ -84,7 +84,7 @@ def markdown(res):
     servers = [s for s in res["settings"]["servers"] if any(k[0] == s for k in table) or
                any(k[0] == s for k in mem)]
     m, v = res["machine"], res["versions"]
-    moderate = res["settings"]["moderate_dps"]
+    moderate = ", ".join(f"{int(v):,} at N = {int(n):,}" for n, v in res["settings"]["moderate_dps"].items())
     out = [f"# Fan-out benchmark, {res['started']}", "",
            f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, {m['mem_mib']:,} MiB. "
            f"Repetitions: {res['settings']['reps']}{' (quick)' if res['settings']['quick'] else ''}; "
@@ -92,7 +92,7 @@ def markdown(res):
            "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
            f"Command: `{res['command']}`", "",
            f"Medians over repetitions, (min–max) when they differ. Saturation: highest rate with >= 99 % "
-           f"in time and p99 <= 1 s. CPU, latency and span at {moderate:,} deliveries/s.", "",
+           f"in time and p99 <= 1 s. CPU, latency and span at the moderate load, in deliveries/s: {moderate}.", "",
            "| N | server | saturation deliveries/s | CPU µs/delivery | p50 ms | p99 ms | p99.9 ms | fan-out span p50 ms |",
            "|---|---|---|---|---|---|---|---|"]
     for n in ns:
@@ -131,6 +131,9 @@ def _notes(res):
         sat = run.get("saturation") or {}
         if sat.get("bound"):
             notes.append(f"- {tag}: saturation search ended {sat['bound']} (value is a bound)")
+        other = max(sat.get("max_other_cores") or 0, (run.get("moderate") or {}).get("other_cores") or 0)
+        if other > 0.2:
+            notes.append(f"- {tag}: other processes used up to {other:.2f} cores during a step (noisy)")
         if (sat.get("load_cores_at_best") or 0) > 0.85:
             notes.append(f"- {tag}: load generator used {sat['load_cores_at_best']} cores at the best step "
                          f"(the load side may be the limit)")

@@ -63,6 +63,9 @@ def merge_steps(reports):
         "max_us": mx,
     }
     out["delivered_ratio"] = out["in_time"] / out["expected"] if out["expected"] else 0.0
+    elapsed = max((r.get("elapsed_s", 0.0) for r in reports), default=0.0)
+    # CPU of the load processes from step start to report (they share one core).
+    out["loadgen_cores"] = round(sum(r.get("cpu_s", 0.0) for r in reports) / elapsed, 3) if elapsed else None
     if all("span_first" in r for r in reports) and reports:
         out.update(spans(reports))
     return out

@@ -24,7 +24,9 @@ const SCRATCH: usize = 256 * 1024;
 
 /// Wall-clock time in µs since the Unix epoch (the source embeds the same clock).
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A command read from stdin.
@@ -47,7 +49,10 @@ impl Cmd {
     pub fn parse(line: &str) -> Result<Cmd, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| -> Result<u64, String> {
-            words.get(i).and_then(|w| w.parse().ok()).ok_or_else(|| format!("bad or missing number in: {line}"))
+            words
+                .get(i)
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| format!("bad or missing number in: {line}"))
         };
         match words.first().copied() {
             Some("step") => StepSpec::parse(&words[1..]).map(Cmd::Step),
@@ -98,7 +103,11 @@ impl App {
         let shared = Shared {
             parser: TxParser::default(),
             upgrade: ws::upgrade_request(&cfg.host, &cfg.path),
-            subscribe: ws::client_frame(ws::OP_TEXT, cfg.subscribe.as_bytes(), [0x5a, 0x17, 0x33, 0xc4]),
+            subscribe: ws::client_frame(
+                ws::OP_TEXT,
+                cfg.subscribe.as_bytes(),
+                [0x5a, 0x17, 0x33, 0xc4],
+            ),
         };
         Ok(App {
             poll,
@@ -130,7 +139,11 @@ impl App {
 
     /// One loop turn: apply `cmds`, start connections, poll, handle readiness, check timers.
     /// Returns the report lines to print and whether to exit.
-    pub fn turn(&mut self, cmds: Vec<Cmd>, timeout: Duration) -> std::io::Result<(Vec<Value>, bool)> {
+    pub fn turn(
+        &mut self,
+        cmds: Vec<Cmd>,
+        timeout: Duration,
+    ) -> std::io::Result<(Vec<Value>, bool)> {
         let mut out = Vec::new();
         for cmd in cmds {
             if self.command(cmd, &mut out) {
@@ -157,7 +170,9 @@ impl App {
 
     fn on_event(&mut self, ev: &mio::event::Event) {
         let idx = ev.token().0;
-        let Some(conn) = self.conns.get_mut(idx) else { return };
+        let Some(conn) = self.conns.get_mut(idx) else {
+            return;
+        };
         let now = now_us();
         let (step, last) = (&mut self.step, &mut self.last_rx_us);
         let mut sink = |sched: u64, i: u64| {
@@ -166,7 +181,13 @@ impl App {
                 s.on_event(sched, i, now);
             }
         };
-        let change = conn.handle(ev, self.poll.registry(), &mut self.scratch, &self.shared, &mut sink);
+        let change = conn.handle(
+            ev,
+            self.poll.registry(),
+            &mut self.scratch,
+            &self.shared,
+            &mut sink,
+        );
         self.apply(idx, change);
     }
 
@@ -195,7 +216,9 @@ impl App {
     fn start_connections(&mut self) {
         let now = now_us();
         while self.outstanding < self.cfg.max_outstanding {
-            let Some(idx) = self.pending.pop_front() else { break };
+            let Some(idx) = self.pending.pop_front() else {
+                break;
+            };
             let global = self.cfg.offset + idx as u32;
             let src = crate::net::source_for(self.cfg.src_base, self.cfg.per_src, global);
             self.outstanding += 1;
@@ -219,7 +242,8 @@ impl App {
             Cmd::Quiet(ms, timeout_ms) => self.quiet = Some((ms * 1000, now + timeout_ms * 1000)),
             Cmd::Reconnect => {
                 for (i, c) in self.conns.iter_mut().enumerate() {
-                    if matches!(c.state, State::Closed | State::Idle) && !self.pending.contains(&i) {
+                    if matches!(c.state, State::Closed | State::Idle) && !self.pending.contains(&i)
+                    {
                         c.attempts = 0;
                         self.pending.push_back(i);
                     }
@@ -256,9 +280,15 @@ impl App {
             let limit = self.cfg.connect_timeout_us;
             for idx in 0..self.conns.len() {
                 let c = &mut self.conns[idx];
-                let waiting = matches!(c.state, State::Connecting | State::Upgrading | State::Subscribing);
+                let waiting = matches!(
+                    c.state,
+                    State::Connecting | State::Upgrading | State::Subscribing
+                );
                 if waiting && now > c.since_us + limit {
-                    c.fail(self.poll.registry(), format!("no answer in {} s ({:?})", limit / 1_000_000, c.state));
+                    c.fail(
+                        self.poll.registry(),
+                        format!("no answer in {} s ({:?})", limit / 1_000_000, c.state),
+                    );
                     self.apply(idx, Change::Closed { was_open: false });
                 }
             }
@@ -299,7 +329,10 @@ mod tests {
         assert_eq!(Cmd::parse("quiet 300 5000"), Ok(Cmd::Quiet(300, 5000)));
         assert_eq!(Cmd::parse(""), Ok(Cmd::Exit));
         assert_eq!(Cmd::parse("reconnect"), Ok(Cmd::Reconnect));
-        assert!(matches!(Cmd::parse("step 100 10 20 500 1"), Ok(Cmd::Step(_))));
+        assert!(matches!(
+            Cmd::parse("step 100 10 20 500 1"),
+            Ok(Cmd::Step(_))
+        ));
         assert!(Cmd::parse("quiet x").is_err());
         assert!(Cmd::parse("jump").is_err());
     }

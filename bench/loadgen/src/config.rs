@@ -62,18 +62,30 @@ impl Config {
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let mut val = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
             match flag.as_str() {
                 "--url" => url = Some(val()?),
                 "--clients" => c.clients = num(&val()?, flag)?,
                 "--offset" => c.offset = num(&val()?, flag)?,
-                "--src-base" => c.src_base = val()?.parse().map_err(|_| format!("{flag}: not an IPv4 address"))?,
+                "--src-base" => {
+                    c.src_base = val()?
+                        .parse()
+                        .map_err(|_| format!("{flag}: not an IPv4 address"))?
+                }
                 "--per-src" => c.per_src = num::<u32>(&val()?, flag)?.max(1),
                 "--max-outstanding" => c.max_outstanding = num::<usize>(&val()?, flag)?.max(1),
                 "--subscribe" => c.subscribe = val()?,
-                "--connect-timeout-s" => c.connect_timeout_us = num::<u64>(&val()?, flag)? * 1_000_000,
+                "--connect-timeout-s" => {
+                    c.connect_timeout_us = num::<u64>(&val()?, flag)? * 1_000_000
+                }
                 "--retries" => c.retries = num::<u32>(&val()?, flag)?.max(1),
-                "--no-event-timeout-s" => c.no_event_timeout_us = num::<u64>(&val()?, flag)? * 1_000_000,
+                "--no-event-timeout-s" => {
+                    c.no_event_timeout_us = num::<u64>(&val()?, flag)? * 1_000_000
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
@@ -97,7 +109,9 @@ fn num<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
 
 /// Splits `ws://host:port/path` into `("host:port", "/path")`.
 fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| format!("--url must start with ws://: {url}"))?;
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("--url must start with ws://: {url}"))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -118,16 +132,26 @@ mod tests {
 
     #[test]
     fn parses_url_and_flags() {
-        let c = Config::parse(&args("--url ws://127.0.0.1:9001/ws --clients 7 --per-src 2")).unwrap();
+        let c = Config::parse(&args(
+            "--url ws://127.0.0.1:9001/ws --clients 7 --per-src 2",
+        ))
+        .unwrap();
         assert_eq!(c.dst, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!((c.host.as_str(), c.path.as_str(), c.clients, c.per_src), ("127.0.0.1:9001", "/ws", 7, 2));
+        assert_eq!(
+            (c.host.as_str(), c.path.as_str(), c.clients, c.per_src),
+            ("127.0.0.1:9001", "/ws", 7, 2)
+        );
         let c = Config::parse(&args("--url ws://127.0.0.1:9001")).unwrap();
         assert_eq!(c.path, "/");
     }
 
     #[test]
     fn rejects_bad_input() {
-        assert!(Config::parse(&args("--clients 5")).unwrap_err().contains("--url"));
+        assert!(
+            Config::parse(&args("--clients 5"))
+                .unwrap_err()
+                .contains("--url")
+        );
         assert!(Config::parse(&args("--url http://x:1/")).is_err());
         assert!(Config::parse(&args("--url ws://127.0.0.1/")).is_err());
         assert!(Config::parse(&args("--url ws://127.0.0.1:1 --clients x")).is_err());

@@ -97,8 +97,19 @@ impl Default for Conn {
 
 impl Conn {
     /// Starts connecting from `src` to `dst`; registers the socket under `token`.
-    pub fn start(&mut self, reg: &Registry, token: Token, src: Ipv4Addr, dst: SocketAddr, now_us: u64) {
-        *self = Conn { attempts: self.attempts + 1, since_us: now_us, ..Conn::default() };
+    pub fn start(
+        &mut self,
+        reg: &Registry,
+        token: Token,
+        src: Ipv4Addr,
+        dst: SocketAddr,
+        now_us: u64,
+    ) {
+        *self = Conn {
+            attempts: self.attempts + 1,
+            since_us: now_us,
+            ..Conn::default()
+        };
         let result = crate::net::connect_from(src, dst).and_then(|mut s| {
             reg.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(s)
@@ -125,7 +136,10 @@ impl Conn {
         if self.state == State::Connecting {
             self.finish_connect(reg, sh);
         }
-        if matches!(self.state, State::Upgrading | State::Subscribing | State::Open) {
+        if matches!(
+            self.state,
+            State::Upgrading | State::Subscribing | State::Open
+        ) {
             if ev.is_writable() {
                 self.flush(reg);
             }
@@ -136,7 +150,9 @@ impl Conn {
         match (before, self.state) {
             (a, b) if a == b => Change::None,
             (_, State::Open) => Change::Opened,
-            (a, State::Closed) => Change::Closed { was_open: a == State::Open },
+            (a, State::Closed) => Change::Closed {
+                was_open: a == State::Open,
+            },
             _ => Change::None,
         }
     }
@@ -156,7 +172,9 @@ impl Conn {
     }
 
     fn finish_connect(&mut self, reg: &Registry, sh: &Shared) {
-        let Some(s) = self.stream.as_ref() else { return };
+        let Some(s) = self.stream.as_ref() else {
+            return;
+        };
         match s.take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => return self.fail(reg, format!("connect: {e}")),
@@ -171,7 +189,13 @@ impl Conn {
         }
     }
 
-    fn read_all(&mut self, reg: &Registry, scratch: &mut [u8], sh: &Shared, sink: &mut impl FnMut(u64, u64)) {
+    fn read_all(
+        &mut self,
+        reg: &Registry,
+        scratch: &mut [u8],
+        sh: &Shared,
+        sink: &mut impl FnMut(u64, u64),
+    ) {
         let mut len = self.partial.len();
         scratch[..len].copy_from_slice(&self.partial);
         self.partial.clear();
@@ -179,10 +203,13 @@ impl Conn {
             if len == scratch.len() {
                 return self.fail(reg, "message larger than the read buffer".into());
             }
-            let Some(stream) = self.stream.as_mut() else { return };
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
             match stream.read(&mut scratch[len..]) {
                 Ok(0) => return self.fail(reg, "connection closed by server".into()),
                 Ok(n) => {
+                    let drained = len + n < scratch.len();
                     len += n;
                     let used = match self.consume(reg, &scratch[..len], sh, sink) {
                         Ok(u) => u,
@@ -193,6 +220,11 @@ impl Conn {
                     }
                     scratch.copy_within(used..len, 0);
                     len -= used;
+                    // A short read emptied the socket; with edge-triggered epoll any later data
+                    // raises a new event, so the read that would return WouldBlock is skipped.
+                    if drained {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -203,7 +235,13 @@ impl Conn {
     }
 
     /// Parses complete units in `buf`; returns how many bytes were used.
-    fn consume(&mut self, reg: &Registry, buf: &[u8], sh: &Shared, sink: &mut impl FnMut(u64, u64)) -> Result<usize, String> {
+    fn consume(
+        &mut self,
+        reg: &Registry,
+        buf: &[u8],
+        sh: &Shared,
+        sink: &mut impl FnMut(u64, u64),
+    ) -> Result<usize, String> {
         let mut pos = 0;
         if self.state == State::Upgrading {
             match ws::parse_upgrade(buf).map_err(|e| e.to_string())? {
@@ -216,7 +254,8 @@ impl Conn {
             }
         }
         while self.state != State::Closed {
-            let Some((frame, used)) = ws::parse_frame(&buf[pos..]).map_err(|e| e.to_string())? else {
+            let Some((frame, used)) = ws::parse_frame(&buf[pos..]).map_err(|e| e.to_string())?
+            else {
                 break;
             };
             pos += used;
@@ -225,10 +264,20 @@ impl Conn {
         Ok(pos)
     }
 
-    fn on_frame(&mut self, reg: &Registry, f: ws::Frame<'_>, sh: &Shared, sink: &mut impl FnMut(u64, u64)) -> Result<(), String> {
+    fn on_frame(
+        &mut self,
+        reg: &Registry,
+        f: ws::Frame<'_>,
+        sh: &Shared,
+        sink: &mut impl FnMut(u64, u64),
+    ) -> Result<(), String> {
         match f.opcode {
-            ws::OP_TEXT | ws::OP_BINARY if f.fin && self.frag.is_none() => self.on_message(f.payload, sh, sink),
-            ws::OP_TEXT | ws::OP_BINARY if self.frag.is_none() => self.frag = Some(f.payload.to_vec()),
+            ws::OP_TEXT | ws::OP_BINARY if f.fin && self.frag.is_none() => {
+                self.on_message(f.payload, sh, sink)
+            }
+            ws::OP_TEXT | ws::OP_BINARY if self.frag.is_none() => {
+                self.frag = Some(f.payload.to_vec())
+            }
             ws::OP_CONT => {
                 let Some(mut m) = self.frag.take() else {
                     return Err("continuation without a message".into());
@@ -247,7 +296,14 @@ impl Conn {
             ws::OP_PONG => {}
             ws::OP_CLOSE => {
                 self.close_code = ws::close_code(f.payload);
-                self.send(reg, &ws::client_frame(ws::OP_CLOSE, &f.payload[..f.payload.len().min(2)], [7, 7, 7, 7]));
+                self.send(
+                    reg,
+                    &ws::client_frame(
+                        ws::OP_CLOSE,
+                        &f.payload[..f.payload.len().min(2)],
+                        [7, 7, 7, 7],
+                    ),
+                );
                 self.fail(reg, "closed by server".into());
             }
             op => return Err(format!("unexpected frame opcode {op}")),
@@ -266,7 +322,10 @@ impl Conn {
                 self.state = State::Open;
             }
             State::Subscribing if memchr::memmem::find(msg, b"\"error\"").is_some() => {
-                self.error = Some(format!("subscribe refused: {}", String::from_utf8_lossy(&msg[..msg.len().min(200)])));
+                self.error = Some(format!(
+                    "subscribe refused: {}",
+                    String::from_utf8_lossy(&msg[..msg.len().min(200)])
+                ));
             }
             _ => {}
         }
@@ -279,7 +338,9 @@ impl Conn {
             }
             return self.out.extend_from_slice(bytes);
         }
-        let Some(stream) = self.stream.as_mut() else { return };
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         let mut done = 0;
         while done < bytes.len() {
             match stream.write(&bytes[done..]) {

@@ -55,7 +55,9 @@ fn event(sched: u64, idx: u64) -> Vec<u8> {
 fn run_until(app: &mut App, mut cmds: Vec<Cmd>, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let (lines, _) = app.turn(std::mem::take(&mut cmds), Duration::from_millis(5)).unwrap();
+        let (lines, _) = app
+            .turn(std::mem::take(&mut cmds), Duration::from_millis(5))
+            .unwrap();
         if let Some(v) = lines.into_iter().find(|v| v["type"] == want) {
             return v;
         }
@@ -67,10 +69,19 @@ fn run_until(app: &mut App, mut cmds: Vec<Cmd>, want: &str) -> Value {
 fn subscribes_measures_and_records_server_closes() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let args: Vec<String> = ["--url", &url, "--clients", "3", "--per-src", "2", "--max-outstanding", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--url",
+        &url,
+        "--clients",
+        "3",
+        "--per-src",
+        "2",
+        "--max-outstanding",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut app = App::new(Config::parse(&args).unwrap()).unwrap();
     let server = std::thread::spawn(move || accept_and_subscribe(&listener, 3));
     let mut ready = Value::Null;
@@ -84,7 +95,13 @@ fn subscribes_measures_and_records_server_closes() {
     assert_eq!(ready["open"], 3, "{ready}");
     let mut clients = server.join().unwrap();
 
-    let spec = StepSpec { rate: 1000.0, lead: 1, window: 2, grace_us: 2_000_000, spans: true };
+    let spec = StepSpec {
+        rate: 1000.0,
+        lead: 1,
+        window: 2,
+        grace_us: 2_000_000,
+        spans: true,
+    };
     let started = run_until(&mut app, vec![Cmd::Step(spec)], "step_started");
     assert_eq!(started["clients"], 3);
     let t0 = now_us();
@@ -98,7 +115,8 @@ fn subscribes_measures_and_records_server_closes() {
         }
         c.write_all(&server_frame(9, b"hi")).unwrap();
         if n == 2 {
-            c.write_all(&server_frame(8, &4008u16.to_be_bytes())).unwrap();
+            c.write_all(&server_frame(8, &4008u16.to_be_bytes()))
+                .unwrap();
         }
     }
     let report = run_until(&mut app, vec![], "step");
@@ -113,7 +131,10 @@ fn subscribes_measures_and_records_server_closes() {
     clients[0].read_exact(&mut buf).unwrap();
     assert_eq!(buf[0], 0x8A, "pong frame");
     let quiet = run_until(&mut app, vec![Cmd::Quiet(50, 2000)], "quiet");
-    assert_eq!((quiet["quiet"].as_bool(), quiet["open"].as_u64()), (Some(true), Some(2)));
+    assert_eq!(
+        (quiet["quiet"].as_bool(), quiet["open"].as_u64()),
+        (Some(true), Some(2))
+    );
     let status = run_until(&mut app, vec![Cmd::Status], "status");
     assert_eq!(status["close_codes"]["4008"], 1, "{status}");
 }
@@ -122,19 +143,27 @@ fn subscribes_measures_and_records_server_closes() {
 fn refused_upgrades_fail_after_retries() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let args: Vec<String> = ["--url", &url, "--clients", "1", "--retries", "2"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--url", &url, "--clients", "1", "--retries", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut app = App::new(Config::parse(&args).unwrap()).unwrap();
     let server = std::thread::spawn(move || {
         for _ in 0..2 {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 512];
             let _ = s.read(&mut buf).unwrap();
-            s.write_all(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n").unwrap();
+            s.write_all(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
         }
     });
     let ready = run_until(&mut app, vec![], "ready");
     server.join().unwrap();
-    assert_eq!((ready["open"].as_u64(), ready["failed"].as_u64()), (Some(0), Some(1)), "{ready}");
+    assert_eq!(
+        (ready["open"].as_u64(), ready["failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{ready}"
+    );
     let errors = ready["errors"].as_object().unwrap();
     assert!(errors.keys().any(|k| k.contains("429")), "{ready}");
 }

@@ -52,7 +52,11 @@ pub fn bucket_low(idx: usize) -> u64 {
 /// Width of bucket `idx` (how many values share it).
 pub fn bucket_width(idx: usize) -> u64 {
     let idx = idx as u64;
-    if idx < 2 * SUB { 1 } else { 1 << (idx / SUB - 1) }
+    if idx < 2 * SUB {
+        1
+    } else {
+        1 << (idx / SUB - 1)
+    }
 }
 
 impl Histogram {

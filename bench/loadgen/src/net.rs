@@ -68,8 +68,14 @@ mod tests {
         assert_eq!(source_for(base, 5000, 0), base);
         assert_eq!(source_for(base, 5000, 4999), base);
         assert_eq!(source_for(base, 5000, 5000), Ipv4Addr::new(127, 0, 0, 3));
-        assert_eq!(source_for(Ipv4Addr::new(127, 0, 0, 254), 1, 1), Ipv4Addr::new(127, 0, 0, 254));
-        assert_eq!(source_for(Ipv4Addr::new(127, 255, 255, 254), 1, 3).octets()[0], 127);
+        assert_eq!(
+            source_for(Ipv4Addr::new(127, 0, 0, 254), 1, 1),
+            Ipv4Addr::new(127, 0, 0, 254)
+        );
+        assert_eq!(
+            source_for(Ipv4Addr::new(127, 255, 255, 254), 1, 3).octets()[0],
+            127
+        );
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub struct Step {
     span_count: Vec<u32>,
     /// Time of the last delivery of any event (for quiet detection).
     pub last_rx_us: u64,
+    /// This process's CPU seconds when the step began.
+    cpu0: f64,
+}
+
+/// CPU seconds (user + system) used by this process so far.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zero-initialised struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 impl Step {
@@ -89,6 +102,7 @@ impl Step {
             span_last: vec![0; n],
             span_count: vec![0; n],
             last_rx_us: now_us,
+            cpu0: cpu_seconds(),
             spec,
         }
     }
@@ -164,6 +178,7 @@ impl Step {
             "stale": self.stale,
             "closed": closed,
             "elapsed_s": now_us.saturating_sub(self.started_us) as f64 / 1e6,
+            "cpu_s": cpu_seconds() - self.cpu0,
             "p50_us": h.quantile(0.5),
             "p99_us": h.quantile(0.99),
             "p999_us": h.quantile(0.999),
@@ -172,7 +187,11 @@ impl Step {
             "hist": h.sparse(),
         });
         if self.spec.spans {
-            let first: Vec<u64> = self.span_first.iter().map(|&f| if f == u64::MAX { 0 } else { f }).collect();
+            let first: Vec<u64> = self
+                .span_first
+                .iter()
+                .map(|&f| if f == u64::MAX { 0 } else { f })
+                .collect();
             v["span_first"] = json!(first);
             v["span_last"] = json!(self.span_last);
             v["span_count"] = json!(self.span_count);
@@ -233,13 +252,22 @@ mod tests {
     }
 
     fn spec(spans: bool) -> StepSpec {
-        StepSpec { rate: 1000.0, lead: 10, window: 5, grace_us: 500_000, spans }
+        StepSpec {
+            rate: 1000.0,
+            lead: 10,
+            window: 5,
+            grace_us: 500_000,
+            spans,
+        }
     }
 
     #[test]
     fn tx_hash_yields_schedule_and_index() {
         let p = TxParser::default();
-        assert_eq!(p.parse(frame(1_700_000_000_123_456, 42).as_bytes()), Some((1_700_000_000_123_456, 42)));
+        assert_eq!(
+            p.parse(frame(1_700_000_000_123_456, 42).as_bytes()),
+            Some((1_700_000_000_123_456, 42))
+        );
         assert_eq!(p.parse(br#"{"type":"subscribed"}"#), None);
         assert_eq!(p.parse(br#"{"tx_hash":"0xzz"}"#), None);
         assert_eq!(p.parse(br#"{"tx_hash":"#), None);
@@ -247,7 +275,10 @@ mod tests {
 
     #[test]
     fn step_parse_checks_arguments() {
-        assert_eq!(StepSpec::parse(&["1000", "10", "5", "500", "1"]), Ok(spec(true)));
+        assert_eq!(
+            StepSpec::parse(&["1000", "10", "5", "500", "1"]),
+            Ok(spec(true))
+        );
         assert!(StepSpec::parse(&["0", "10", "5", "500", "1"]).is_err());
         assert!(StepSpec::parse(&["x", "10", "5", "500", "1"]).is_err());
         assert!(StepSpec::parse(&["1", "10", "0", "500", "1"]).is_err());
@@ -277,9 +308,15 @@ mod tests {
         assert_eq!(r["total_rx"], 29);
         assert_eq!(r["late_start"], false);
         assert_eq!(r["span_count"][2], 1);
-        assert_eq!(r["span_last"][0].as_u64().unwrap() - r["span_first"][0].as_u64().unwrap(), 200);
+        assert_eq!(
+            r["span_last"][0].as_u64().unwrap() - r["span_first"][0].as_u64().unwrap(),
+            200
+        );
         s.on_event(t0 + 12_000, 12, t0 + 12_500);
-        assert!(s.is_done(t0 + 20_000, 5_000_000), "all expected deliveries arrived");
+        assert!(
+            s.is_done(t0 + 20_000, 5_000_000),
+            "all expected deliveries arrived"
+        );
     }
 
     #[test]
@@ -291,7 +328,14 @@ mod tests {
         s.on_event(t0, 12, t0 + 10);
         s.on_event(t0 + 1000, 13, t0 + 10_000_000);
         let r = s.report(t0 + 10_000_000, 0);
-        assert_eq!((r["stale"].as_u64(), r["in_time"].as_u64(), r["window_rx"].as_u64()), (Some(1), Some(1), Some(2)));
+        assert_eq!(
+            (
+                r["stale"].as_u64(),
+                r["in_time"].as_u64(),
+                r["window_rx"].as_u64()
+            ),
+            (Some(1), Some(1), Some(2))
+        );
         assert_eq!(r["late_start"], true);
         assert!(r.get("span_first").is_none());
     }

@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn hostile_frames_are_errors() {
-        assert_eq!(parse_frame(&[0x81, 0x85, 1, 2, 3, 4, 0]), Err(WsError::BadFrame));
+        assert_eq!(
+            parse_frame(&[0x81, 0x85, 1, 2, 3, 4, 0]),
+            Err(WsError::BadFrame)
+        );
         assert_eq!(parse_frame(&[0xC1, 0x00]), Err(WsError::BadFrame));
         let mut huge = vec![0x81, 127];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
@@ -212,7 +215,11 @@ mod tests {
     fn client_frames_are_masked() {
         let f = client_frame(OP_TEXT, b"hello", [1, 2, 3, 4]);
         assert_eq!(&f[..2], &[0x81, 0x85]);
-        let unmasked: Vec<u8> = f[6..].iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]).collect();
+        let unmasked: Vec<u8> = f[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4])
+            .collect();
         assert_eq!(unmasked, b"hello");
         assert_eq!(close_code(&[0x0f, 0xa8]), Some(4008));
         assert_eq!(close_code(&[]), None);

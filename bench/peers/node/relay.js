@@ -7,18 +7,19 @@
 // given) matches. Clients are grouped by filter, so each event costs one check per distinct
 // filter. `ping` gets `pong`; `subscribe` gets `subscribed`.
 //
-// Framing: each event is JSON-encoded once and turned into one Buffer; every client gets
-// `ws.send(buffer)` (ws then writes a 2-4 byte header and the shared Buffer, corked, with no
-// copy and no per-client UTF-8 encoding). With `--frame-once` the complete frame is built once
-// with `WebSocket.Sender.frame` and written straight to each client's socket, skipping ws's
-// per-send bookkeeping (uses the private `_socket`; only safe because compression is off).
+// Framing (frame once): each event is JSON-encoded once, and the complete WebSocket frame is
+// built once with `WebSocket.Sender.frame` and written to each matching client's socket
+// (`ws._socket.write(frame)`: ws's private field, safe here because compression is off, so ws
+// writes every frame synchronously and frames cannot interleave). Measured here it costs about a
+// third less CPU per delivery than `ws.send(buffer)` for each client, which `--send` selects
+// (ws then writes a 2-4 byte header and the shared Buffer, corked, with no copy).
 // permessage-deflate is off; ws has no backpressure (a slow client's socket buffer grows).
 'use strict';
 
 const { WebSocket, WebSocketServer } = require('ws');
 
 function parseArgs(argv) {
-  const opts = { host: '127.0.0.1', auth: 'electrum:electrumz', frameOnce: false };
+  const opts = { host: '127.0.0.1', auth: 'electrum:electrumz', frameOnce: true };
   for (let i = 2; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -29,11 +30,11 @@ function parseArgs(argv) {
     else if (flag === '--host') opts.host = value();
     else if (flag === '--daemon') opts.daemon = value();
     else if (flag === '--auth') opts.auth = value();
-    else if (flag === '--frame-once') opts.frameOnce = true;
+    else if (flag === '--send') opts.frameOnce = false;
     else throw new Error(`unknown option ${flag}`);
   }
   if (!Number.isInteger(opts.port) || !opts.daemon) {
-    throw new Error('usage: relay.js --port Q --daemon ws://HOST:PORT/ws [--auth user:pass] [--frame-once]');
+    throw new Error('usage: relay.js --port Q --daemon ws://HOST:PORT/ws [--auth user:pass] [--send]');
   }
   return opts;
 }

@@ -26,9 +26,16 @@ type Streams = Arc<Mutex<Vec<(u64, Arc<Mutex<TcpStream>>)>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let (Some(listen), Some(upstream)) = (get("--listen"), get("--upstream")) else {
-        eprintln!("usage: benchsrc --listen PORT --upstream PORT [--wallet benchwallet] [--coin ETH]");
+        eprintln!(
+            "usage: benchsrc --listen PORT --upstream PORT [--wallet benchwallet] [--coin ETH]"
+        );
         std::process::exit(2);
     };
     let wallet = get("--wallet").unwrap_or_else(|| "benchwallet".into());
@@ -53,7 +60,9 @@ fn say(v: String) {
 }
 
 fn unix_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn commands(streams: Streams, wallet: &str, coin: &str) {
@@ -79,7 +88,9 @@ fn commands(streams: Streams, wallet: &str, coin: &str) {
                 stop.store(false, Ordering::SeqCst);
                 let (s, st) = (streams.clone(), stop.clone());
                 let frames = Frames::new(coin, wallet);
-                worker = Some(std::thread::spawn(move || stream(&s, &st, &frames, rate, count)));
+                worker = Some(std::thread::spawn(move || {
+                    stream(&s, &st, &frames, rate, count)
+                }));
             }
             ["stop"] => stop.store(true, Ordering::SeqCst),
             ["status"] => {
@@ -87,7 +98,10 @@ fn commands(streams: Streams, wallet: &str, coin: &str) {
                 say(format!(r#"{{"type":"status","streams":{n}}}"#));
             }
             ["exit"] | [] => break,
-            _ => say(format!(r#"{{"type":"error","error":"unknown command: {}"}}"#, line.escape_default())),
+            _ => say(format!(
+                r#"{{"type":"error","error":"unknown command: {}"}}"#,
+                line.escape_default()
+            )),
         }
     }
     stop.store(true, Ordering::SeqCst);
@@ -139,7 +153,10 @@ fn stream(streams: &Streams, stop: &AtomicBool, frames: &Frames, rate: f64, coun
         }
         behind_max.fetch_max((now - due).as_micros() as u64, Ordering::Relaxed);
         frames.frame(start_us + (i as f64 * 1e6 / rate) as u64, i, &mut buf);
-        let targets: Vec<_> = streams.lock().map(|v| v.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default();
+        let targets: Vec<_> = streams
+            .lock()
+            .map(|v| v.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
         for s in targets {
             if let Ok(mut s) = s.lock() {
                 let _ = s.write_all(&buf);
@@ -148,7 +165,9 @@ fn stream(streams: &Streams, stop: &AtomicBool, frames: &Frames, rate: f64, coun
         i += 1;
     }
     let behind = behind_max.load(Ordering::Relaxed);
-    say(format!(r#"{{"type":"stream_done","sent":{i},"behind_max_us":{behind}}}"#));
+    say(format!(
+        r#"{{"type":"stream_done","sent":{i},"behind_max_us":{behind}}}"#
+    ));
 }
 
 fn accept_loop(listener: TcpListener, upstream: String, streams: Streams) {
@@ -158,8 +177,11 @@ fn accept_loop(listener: TcpListener, upstream: String, streams: Streams) {
         next_id += 1;
         let (up, s, id) = (upstream.clone(), streams.clone(), next_id);
         std::thread::spawn(move || {
-            if let Err(e) = serve(conn, &up, &s, id) {
-                eprintln!("benchsrc: connection {id}: {e}");
+            match serve(conn, &up, &s, id) {
+                // Port probes connect and close without a request.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+                Err(e) => eprintln!("benchsrc: connection {id}: {e}"),
+                Ok(()) => {}
             }
         });
     }
@@ -178,7 +200,10 @@ fn read_head(s: &mut TcpStream) -> io::Result<(Vec<u8>, usize)> {
         }
         let n = s.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the end of the head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the end of the head",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -285,7 +310,9 @@ mod tests {
         assert_eq!(buf[0], 0x81);
         assert_eq!(frame_len(&buf).unwrap(), Some(buf.len()));
         let text = std::str::from_utf8(&buf[4..]).unwrap();
-        assert!(text.starts_with(r#"{"updates":[{"event":"new_transaction","tx":"0x00060a2418202240"#));
+        assert!(
+            text.starts_with(r#"{"updates":[{"event":"new_transaction","tx":"0x00060a2418202240"#)
+        );
         assert!(text.ends_with(r#""to":"benchwallet","amount":"0.100000000000000000","contract":null}],"wallet":"benchwallet","currency":"ETH"}"#));
         assert!(text.contains(&format!("{:048x}", 42)));
     }

@@ -36,7 +36,10 @@ impl Filter {
 
     fn matches(&self, event: &str, coin: &str) -> bool {
         self.events.iter().any(|e| e == event || e == "*")
-            && self.coins.as_ref().is_none_or(|c| c.iter().any(|x| x == coin))
+            && self
+                .coins
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|x| x == coin))
     }
 }
 
@@ -53,13 +56,18 @@ impl Hub {
     /// Puts client `id` in the group of `filter` (replacing its previous filter).
     pub fn subscribe(&mut self, id: u64, filter: Filter, tx: mpsc::Sender<Message>) {
         self.remove(id);
-        self.groups.entry(filter.clone()).or_default().insert(id, tx);
+        self.groups
+            .entry(filter.clone())
+            .or_default()
+            .insert(id, tx);
         self.filter_of.insert(id, filter);
     }
 
     /// Forgets client `id`.
     pub fn remove(&mut self, id: u64) {
-        let Some(f) = self.filter_of.remove(&id) else { return };
+        let Some(f) = self.filter_of.remove(&id) else {
+            return;
+        };
         if let Some(g) = self.groups.get_mut(&f) {
             g.remove(&id);
             if g.is_empty() {
@@ -91,10 +99,14 @@ impl Hub {
 
     /// Turns one daemon push into envelopes and publishes each; returns deliveries queued.
     pub fn relay_push(&mut self, raw: &str) -> usize {
-        let Ok(push) = serde_json::from_str::<Value>(raw) else { return 0 };
+        let Ok(push) = serde_json::from_str::<Value>(raw) else {
+            return 0;
+        };
         let coin = push["currency"].as_str().unwrap_or("").to_uppercase();
         let wallet = push["wallet"].clone();
-        let Some(updates) = push["updates"].as_array() else { return 0 };
+        let Some(updates) = push["updates"].as_array() else {
+            return 0;
+        };
         let mut sent = 0;
         for u in updates.iter().filter(|u| u.is_object()) {
             self.seq += 1;
@@ -146,15 +158,26 @@ mod tests {
         let (tx2, mut rx2) = mpsc::channel(4);
         let (tx3, _rx3) = mpsc::channel(4);
         hub.subscribe(1, Filter::new(vec!["new_transaction".into()], None), tx1);
-        hub.subscribe(2, Filter::new(vec!["*".into()], Some(vec!["eth".into()])), tx2);
+        hub.subscribe(
+            2,
+            Filter::new(vec!["*".into()], Some(vec!["eth".into()])),
+            tx2,
+        );
         hub.subscribe(3, Filter::new(vec!["new_block".into()], None), tx3);
         let push = r#"{"updates":[{"event":"new_transaction","tx":"0xab","to":"0x1","amount":"1"}],"wallet":"w","currency":"eth"}"#;
         assert_eq!(hub.relay_push(push), 2);
-        let Some(Message::Text(t1)) = rx1.try_recv().ok() else { panic!("client 1 got nothing") };
-        let Some(Message::Text(t2)) = rx2.try_recv().ok() else { panic!("client 2 got nothing") };
+        let Some(Message::Text(t1)) = rx1.try_recv().ok() else {
+            panic!("client 1 got nothing")
+        };
+        let Some(Message::Text(t2)) = rx2.try_recv().ok() else {
+            panic!("client 2 got nothing")
+        };
         assert_eq!(t1, t2);
         let v: Value = serde_json::from_str(&t1).unwrap();
-        assert_eq!((v["seq"].as_u64(), v["data"]["tx_hash"].as_str()), (Some(1), Some("0xab")));
+        assert_eq!(
+            (v["seq"].as_u64(), v["data"]["tx_hash"].as_str()),
+            (Some(1), Some("0xab"))
+        );
         assert_eq!(v["data"]["data"]["to_address"], "0x1");
         // Client 1's queue (capacity 1) is full now: it is dropped on the next event.
         hub.relay_push(push);

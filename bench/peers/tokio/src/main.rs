@@ -36,7 +36,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { port: 0, host: "127.0.0.1".into(), daemon: String::new(), auth: "electrum:electrumz".into() };
+    let mut a = Args {
+        port: 0,
+        host: "127.0.0.1".into(),
+        daemon: String::new(),
+        auth: "electrum:electrumz".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -49,7 +54,10 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if a.port == 0 || a.daemon.is_empty() {
-        return Err("usage: tokio-relay --port Q --daemon ws://HOST:PORT/ws [--auth user:pass] [--host H]".into());
+        return Err(
+            "usage: tokio-relay --port Q --daemon ws://HOST:PORT/ws [--auth user:pass] [--host H]"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -62,7 +70,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let result = rt.map_err(|e| e.to_string()).and_then(|rt| {
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, serve(args)).map_err(|e| e.to_string())
@@ -75,7 +85,9 @@ fn main() {
 
 async fn serve(args: Args) -> std::io::Result<()> {
     let hub = Rc::new(RefCell::new(Hub::default()));
-    let addr = format!("{}:{}", args.host, args.port).parse().map_err(std::io::Error::other)?;
+    let addr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(std::io::Error::other)?;
     let sock = TcpSocket::new_v4()?;
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
@@ -97,7 +109,10 @@ async fn serve(args: Args) -> std::io::Result<()> {
 }
 
 async fn daemon_loop(url: String, auth: String, hub: Rc<RefCell<Hub>>) {
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(auth));
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(auth)
+    );
     loop {
         if let Ok(mut req) = url.as_str().into_client_request()
             && let Ok(value) = basic.parse()
@@ -117,8 +132,12 @@ async fn daemon_loop(url: String, auth: String, hub: Rc<RefCell<Hub>>) {
 
 async fn client(stream: TcpStream, id: u64, hub: Rc<RefCell<Hub>>) {
     let _ = stream.set_nodelay(true);
-    let cfg = WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(65536));
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await else { return };
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(65536));
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await else {
+        return;
+    };
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
     // Only the hub holds the strong sender, so the queue closes when the hub drops this client.
     let weak = tx.downgrade();
@@ -183,23 +202,39 @@ fn request(
     };
     let reply = match msg.get("type").and_then(Value::as_str) {
         None => error("invalid_message", "expected an object with a type"),
-        Some("ping") => json!({"type": "pong", "timestamp": timestamp()}).to_string().into(),
+        Some("ping") => json!({"type": "pong", "timestamp": timestamp()})
+            .to_string()
+            .into(),
         Some("subscribe") => {
             let list = |v: &Value| -> Option<Vec<String>> {
-                v.as_array()?.iter().map(|s| s.as_str().map(String::from)).collect()
+                v.as_array()?
+                    .iter()
+                    .map(|s| s.as_str().map(String::from))
+                    .collect()
             };
             let Some(events) = list(&msg["events"]) else {
-                return (error("invalid_field", "events must be a list of strings"), false);
+                return (
+                    error("invalid_field", "events must be a list of strings"),
+                    false,
+                );
             };
             let coins = match &msg["coins"] {
                 Value::Null => None,
                 v => match list(v) {
                     Some(c) => Some(c),
-                    None => return (error("invalid_field", "coins must be a list of strings"), false),
+                    None => {
+                        return (
+                            error("invalid_field", "coins must be a list of strings"),
+                            false,
+                        );
+                    }
                 },
             };
             let Some(tx) = first.take().or_else(|| weak.upgrade()) else {
-                return (error("slow_consumer", "this connection's queue was closed"), false);
+                return (
+                    error("slow_consumer", "this connection's queue was closed"),
+                    false,
+                );
             };
             let filter = Filter::new(events, coins);
             let mut hub = hub.borrow_mut();

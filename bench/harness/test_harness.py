@@ -1,0 +1,62 @@
+"""Unit tests of the harness's pure parts: `python3 -m unittest discover -s bench/harness -t bench`."""
+
+import unittest
+
+from harness import report, stats
+
+
+class HistogramLayout(unittest.TestCase):
+    def test_mirrors_the_rust_layout(self):
+        # Values from bench/loadgen/src/hist.rs: exact below 256, then 128 buckets per octave.
+        self.assertEqual([stats.bucket_low(i) for i in (0, 255, 256, 383, 384)], [0, 255, 256, 510, 512])
+        self.assertEqual([stats.bucket_width(i) for i in (255, 256, 384, 512)], [1, 2, 4, 8])
+
+    def test_quantiles_of_merged_reports(self):
+        a = {"hist": [[10, 98]], "max_us": 10}
+        b = {"hist": [[10, 1], [1000, 1]], "max_us": 1500}
+        counts = stats.merge_hist([a, b])
+        self.assertEqual(counts, {10: 99, 1000: 1})
+        self.assertEqual(stats.quantile(counts, 0.5), 10)
+        self.assertGreater(stats.quantile(counts, 1.0), 1000)
+        self.assertEqual(stats.quantile({}, 0.5), 0)
+
+
+def step_report(clients, in_time, first, last, count):
+    return {"clients": clients, "expected": 2 * clients, "in_time": in_time, "window_rx": in_time,
+            "total_rx": in_time, "late_start": False, "first_idx": 0, "hist": [[100, in_time]],
+            "max_us": 100, "elapsed_s": 2.0, "cpu_s": 0.5,
+            "span_first": first, "span_last": last, "span_count": count}
+
+
+class MergeSteps(unittest.TestCase):
+    def test_spans_cover_every_process_and_skip_incomplete_events(self):
+        a = step_report(2, 4, [1000, 2000], [1100, 2100], [2, 2])
+        b = step_report(2, 3, [1050, 2000], [1300, 2000], [2, 1])
+        m = stats.merge_steps([a, b])
+        self.assertEqual((m["expected"], m["in_time"]), (8, 7))
+        self.assertAlmostEqual(m["delivered_ratio"], 7 / 8)
+        self.assertEqual((m["span_events"], m["span_p50_us"]), (1, 300))
+        self.assertEqual(m["loadgen_cores"], 0.5)
+
+    def test_summary_is_median_min_max(self):
+        self.assertEqual(stats.summary([3, None, 1, 2]), {"median": 2, "min": 1, "max": 3, "n": 3})
+        self.assertIsNone(stats.summary([None]))
+
+
+class Report(unittest.TestCase):
+    def test_targets_compare_medians(self):
+        s = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
+        table = {("cryptoworker", 1000): {"sat": s(400), "cpu": s(2), "p99": s(3000), "span": s(2500)},
+                 ("tokio", 1000): {"sat": s(100), "cpu": s(5), "p99": s(4000), "span": s(3000)},
+                 ("python", 1000): {"sat": s(100), "cpu": s(9), "p99": s(9000), "span": s(4000)}}
+        lines = report.targets(table, {("cryptoworker", 10000): s(1.5)}, [1000])
+        text = "\n".join(lines)
+        self.assertIn("4.00x tokio (target >= 2x): met", text)
+        self.assertIn("4.00x python (target >= 5x): NOT met", text)
+        self.assertIn("0.40x tokio's (target <= 0.5x): met", text)
+        self.assertIn("0.50 ms above the median fan-out span: met", text)
+        self.assertIn("1.50 KiB/conn (target <= 4): met", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
