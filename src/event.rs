@@ -124,8 +124,10 @@ pub struct Published {
     pub seq: u64,
     /// Filter facts.
     pub meta: EventMeta,
-    /// The `data` object as JSON text (stored as the event log's `payload`).
-    pub payload: Box<str>,
+    /// Where the `data` object's JSON text (the event log's `payload`) sits inside `frame`:
+    /// it is stored once, as part of the frame, not a second time.
+    payload_at: u32,
+    payload_len: u32,
     /// Unix seconds with millisecond precision.
     pub timestamp: f64,
     /// The complete WebSocket text frame for clients.
@@ -147,19 +149,35 @@ impl Published {
         payload: Box<str>,
         timestamp: f64,
     ) -> Published {
+        let prefix = format!("{{\"type\":\"event\",\"seq\":{seq},\"data\":");
         let text = format!(
-            "{{\"type\":\"event\",\"seq\":{seq},\"data\":{payload},\"timestamp\":{}}}",
+            "{prefix}{payload},\"timestamp\":{}}}",
             format_timestamp(timestamp)
         );
-        let frame = crate::ws::frame::text_frame(text.as_bytes()).into();
+        let frame: Arc<[u8]> = crate::ws::frame::text_frame(text.as_bytes()).into();
+        let header = frame.len() - text.len();
         Published {
             epoch,
             seq,
             meta,
-            payload,
+            payload_at: (header + prefix.len()) as u32,
+            payload_len: payload.len() as u32,
             timestamp,
             frame,
         }
+    }
+}
+
+impl Published {
+    /// The `data` object as JSON text (the event log's `payload`).
+    pub fn payload(&self) -> &str {
+        let start = self.payload_at as usize;
+        let bytes = self
+            .frame
+            .get(start..start + self.payload_len as usize)
+            .unwrap_or_default();
+        // The range was cut from a `str` at construction, so it is valid UTF-8.
+        std::str::from_utf8(bytes).unwrap_or_default()
     }
 }
 
@@ -216,5 +234,10 @@ mod tests {
         assert_eq!(body["data"]["event"], "new_block");
         assert_eq!(body["data"]["height"], 800000);
         assert_eq!(body["timestamp"], 1640995200.456);
+        let data: Value = serde_json::from_str(p.payload()).unwrap();
+        assert_eq!(
+            data, body["data"],
+            "the payload is the data object inside the frame"
+        );
     }
 }

@@ -9,35 +9,45 @@ use crate::event::{Event, Published, now_unix};
 use crate::fanout::ring::Ring;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 /// How many recent event keys the de-duplicator remembers.
 pub const DEDUP_CAPACITY: usize = 200_000;
 
-/// A bounded memory of recently seen event keys (FIFO eviction).
+/// A bounded memory of recently seen event identities (FIFO eviction).
+///
+/// Identities are stored as 128-bit keyed fingerprints (two SipHash instances with random
+/// keys), not strings: 16 bytes per event and no allocation per event. The chance that two
+/// different events within the window share a fingerprint is below 2^-90, and the random keys
+/// keep a daemon from crafting collisions.
 #[derive(Debug)]
 pub struct Dedup {
-    seen: HashSet<Box<str>>,
-    order: VecDeque<Box<str>>,
+    seen: HashSet<u128>,
+    order: VecDeque<u128>,
     capacity: usize,
+    keys: (RandomState, RandomState),
 }
 
 impl Dedup {
-    /// Remembers at most `capacity` keys.
+    /// Remembers at most `capacity` identities.
     pub fn new(capacity: usize) -> Dedup {
         Dedup {
             seen: HashSet::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            keys: (RandomState::new(), RandomState::new()),
         }
     }
 
     /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
     pub fn is_duplicate(&mut self, ev: &Event) -> bool {
-        let Some(key) = dedup_key(ev) else {
+        let (mut a, mut b) = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        if !identity(ev, &mut a) || !identity(ev, &mut b) {
             return false;
-        };
-        if self.seen.contains(key.as_str()) {
+        }
+        let fingerprint = (u128::from(a.finish()) << 64) | u128::from(b.finish());
+        if self.seen.contains(&fingerprint) {
             return true;
         }
         if self.order.len() >= self.capacity
@@ -45,35 +55,33 @@ impl Dedup {
         {
             self.seen.remove(&old);
         }
-        let key: Box<str> = key.into();
-        self.seen.insert(key.clone());
-        self.order.push_back(key);
+        self.seen.insert(fingerprint);
+        self.order.push_back(fingerprint);
         false
     }
 }
 
-/// The identity of an event for de-duplication (SPEC §4), or `None` when it is never deduplicated.
-fn dedup_key(ev: &Event) -> Option<String> {
-    let s = |k: &str| match ev.data.get(k) {
-        Some(Value::String(v)) => v.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+/// Feeds the identity of an event for de-duplication (SPEC §4) into `h`; false when the event
+/// is never deduplicated. Strings hash with a terminator, so field boundaries are unambiguous.
+fn identity(ev: &Event, h: &mut impl Hasher) -> bool {
+    let fields: &[&str] = match ev.name.as_str() {
+        "new_transaction" => &["tx_hash"],
+        "new_payment" => &["address", "status", "sent_amount"],
+        "verified_tx" => &["tx_hash", "height"],
+        "new_block" => &["height"],
+        _ => return false,
     };
-    let wallet = ev.wallet.as_deref().unwrap_or("");
-    let key = match ev.name.as_str() {
-        "new_transaction" => format!("t|{}|{wallet}|{}", ev.coin, s("tx_hash")),
-        "new_payment" => format!(
-            "p|{}|{wallet}|{}|{}|{}",
-            ev.coin,
-            s("address"),
-            s("status"),
-            s("sent_amount")
-        ),
-        "verified_tx" => format!("v|{}|{wallet}|{}|{}", ev.coin, s("tx_hash"), s("height")),
-        "new_block" => format!("b|{}|{}", ev.coin, s("height")),
-        _ => return None,
-    };
-    Some(key)
+    ev.name.hash(h);
+    ev.coin.hash(h);
+    ev.wallet.hash(h);
+    for f in fields {
+        match ev.data.get(*f) {
+            Some(Value::String(v)) => (0u8, v.as_str()).hash(h),
+            Some(Value::Null) | None => 1u8.hash(h),
+            Some(other) => (2u8, other.to_string()).hash(h),
+        }
+    }
+    true
 }
 
 /// Sequencing and history.
@@ -187,8 +195,26 @@ mod tests {
             assert!(!d.is_duplicate(&tx("w", h)));
         }
         assert_eq!(d.seen.len(), 3);
+        assert_eq!(d.order.len(), 3);
         assert!(!d.is_duplicate(&tx("w", "a")), "evicted keys are forgotten");
         assert!(d.is_duplicate(&tx("w", "d")));
+    }
+
+    #[test]
+    fn field_boundaries_are_unambiguous() {
+        let mut d = Dedup::new(10);
+        assert!(!d.is_duplicate(&tx("a", "bc")));
+        assert!(
+            !d.is_duplicate(&tx("ab", "c")),
+            "another wallet and hash, not a duplicate"
+        );
+        let block =
+            |coin: &str| Event::new(coin.into(), "new_block", None).with("height", json!(1));
+        assert!(!d.is_duplicate(&block("BTC")));
+        assert!(
+            !d.is_duplicate(&block("LTC")),
+            "the same height on another coin"
+        );
     }
 
     #[test]

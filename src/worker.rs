@@ -192,7 +192,7 @@ fn spawn_handler_thread(
                 if wanted.is_empty() {
                     continue;
                 }
-                let Ok(data) = serde_json::from_str::<Value>(&p.payload) else {
+                let Ok(data) = serde_json::from_str::<Value>(p.payload()) else {
                     continue;
                 };
                 for h in wanted {

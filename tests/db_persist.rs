@@ -263,8 +263,8 @@ fn epoch_and_seq_continue_after_a_restart_and_the_log_reads_back() {
     .unwrap();
     let seqs: Vec<u64> = got.iter().map(|p| p.seq).collect();
     assert_eq!(seqs, (101..=150).collect::<Vec<_>>());
-    let original: serde_json::Value = serde_json::from_str(&events[120].payload).unwrap();
-    let read_back: serde_json::Value = serde_json::from_str(&got[20].payload).unwrap();
+    let original: serde_json::Value = serde_json::from_str(events[120].payload()).unwrap();
+    let read_back: serde_json::Value = serde_json::from_str(got[20].payload()).unwrap();
     assert_eq!(read_back, original, "payload survives the round trip");
     assert_eq!(got[20].meta, events[120].meta);
     assert!((got[20].timestamp - events[120].timestamp).abs() < 0.0015);

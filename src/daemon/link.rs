@@ -23,6 +23,10 @@ use tungstenite::{Message, WebSocket};
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 /// Largest single message from a daemon.
 const MAX_DAEMON_MESSAGE: usize = 16 * 1024 * 1024;
+/// Frames read per readiness call. A backlog from the daemon is taken in slices, with a flush
+/// of every client between them, so a burst never piles up in client queues before anything
+/// is written (which would look like slow consumers).
+const MAX_FRAMES_PER_READY: usize = 256;
 /// Time allowed for TCP connect plus the upgrade.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +67,9 @@ pub enum LinkOutput {
     Disconnected(String),
     /// One text frame from the daemon.
     Frame(String),
+    /// More frames may be waiting: call [`DaemonLink::on_ready`] again next turn (the socket
+    /// was not read to `WouldBlock`, so no readiness event will come for them).
+    More,
 }
 
 /// Counters and facts for `get_status`.
@@ -365,11 +372,18 @@ impl DaemonLink {
         let LinkState::Open { ws, .. } = &mut self.state else {
             return Ok(());
         };
+        let mut frames = 0;
         loop {
+            if frames == MAX_FRAMES_PER_READY {
+                // Let the reactor flush clients before it reads more (bounded client queues).
+                out.push(LinkOutput::More);
+                break;
+            }
             match ws.read() {
                 Ok(Message::Text(t)) => {
                     self.last_rx = now;
                     self.stats.frames += 1;
+                    frames += 1;
                     out.push(LinkOutput::Frame(t.as_str().to_owned()));
                 }
                 Ok(Message::Close(frame)) => {

@@ -114,7 +114,7 @@ impl Batch {
             self.rejected += 1;
             return;
         };
-        let payload = sanitize_payload(&p.payload);
+        let payload = sanitize_payload(p.payload());
         let data = match serde_json::from_str::<Value>(&payload) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),

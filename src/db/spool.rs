@@ -194,10 +194,10 @@ impl SpoolReader {
 /// One spool line (with its newline).
 pub(crate) fn encode(p: &Published) -> String {
     // Never true for serde_json output; kept so a line is always one line.
-    let payload: std::borrow::Cow<'_, str> = if p.payload.contains('\n') {
-        p.payload.replace('\n', " ").into()
+    let payload: std::borrow::Cow<'_, str> = if p.payload().contains('\n') {
+        p.payload().replace('\n', " ").into()
     } else {
-        (&*p.payload).into()
+        p.payload().into()
     };
     format!(
         "{{\"epoch\":{},\"seq\":{},\"ts\":{},\"payload\":{}}}\n",
@@ -259,7 +259,7 @@ fn scan(path: &Path) -> io::Result<SpoolScan> {
         let seq = out.max_seq.entry(p.epoch.to_string()).or_default();
         *seq = (*seq).max(p.seq);
         if &*p.meta.name == "new_block"
-            && let Ok(v) = serde_json::from_str::<Value>(&p.payload)
+            && let Ok(v) = serde_json::from_str::<Value>(p.payload())
             && let Some(h) = v["height"].as_u64()
         {
             let tip = out.tips.entry(p.meta.coin.to_string()).or_default();

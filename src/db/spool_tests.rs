@@ -52,7 +52,7 @@ fn lines_round_trip_in_order() {
     assert_eq!(&*p.epoch, "e1");
     assert_eq!(&*p.meta.name, "new_block");
     assert_eq!(p.timestamp, 1_700_000_000.125);
-    let v: Value = serde_json::from_str(&p.payload).unwrap();
+    let v: Value = serde_json::from_str(p.payload()).unwrap();
     assert_eq!(v["height"], 102);
 }
 

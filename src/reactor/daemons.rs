@@ -131,6 +131,7 @@ impl Reactor {
                     self.log_connected_daemons();
                 }
                 LinkOutput::Frame(text) => self.daemon_frame(i, &text, now),
+                LinkOutput::More => self.daemon_carry.push(i),
             }
         }
         self.schedule_daemon(i);

@@ -97,6 +97,8 @@ pub struct Reactor {
     carry: Vec<usize>,
     /// Replaying clients to flush again next turn (fairness cap reached).
     retry_flush: Vec<usize>,
+    /// Daemons with frames left to read (per-turn slice reached).
+    daemon_carry: Vec<usize>,
     control: Receiver<Control>,
     resolved: (Sender<Resolved>, Receiver<Resolved>),
     waker: Arc<Waker>,
@@ -176,6 +178,7 @@ impl Reactor {
             dirty: Vec::new(),
             carry: Vec::new(),
             retry_flush: Vec::new(),
+            daemon_carry: Vec::new(),
             control: parts.control,
             resolved: crossbeam_channel::unbounded(),
             waker: parts.waker,
@@ -205,7 +208,9 @@ impl Reactor {
         let mut expired = Vec::new();
         loop {
             let now = Instant::now();
-            let busy = !self.carry.is_empty() || !self.retry_flush.is_empty();
+            let busy = !self.carry.is_empty()
+                || !self.retry_flush.is_empty()
+                || !self.daemon_carry.is_empty();
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -219,6 +224,9 @@ impl Reactor {
             let now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event.token(), now);
+            }
+            for i in std::mem::take(&mut self.daemon_carry) {
+                self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
             }
             for key in std::mem::take(&mut self.carry) {
                 self.client_readable(key, now);
