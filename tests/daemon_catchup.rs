@@ -13,7 +13,7 @@ mod common;
 
 use common::daemon::{Stream, emit_latency, restart, rpc_logged};
 use common::events::{self, assert_envelope, request_id, tx_hash};
-use common::{QUIET, Sim, deadline, star_client, wait_until, worker_for};
+use common::{QUIET, QUIET_REFUSING, Sim, deadline, star_client, wait_until, worker_for};
 use serde_json::{Value, json};
 
 const W1: &str = "zpubCATCHUPwalletOne";
@@ -24,16 +24,6 @@ const RECONCILE_WAIT: f64 = 8.0;
 /// `DAEMON_RPC_TIMEOUT_S` for the workers of these tests.
 const RPC_TIMEOUT: &str = "10";
 const W2: &str = "zpubCATCHUPwalletTwo";
-
-/// Quiet simulator flags plus `refuse_auth`, for a restart the worker must not see yet.
-const QUIET_REFUSING: &[&str] = &[
-    "--rate",
-    "0",
-    "--block-interval",
-    "0",
-    "--fault",
-    "refuse_auth",
-];
 
 /// A payment update for request `id` (the shape a daemon pushes).
 fn payment(id: &str, status: u64, sent: &str, hashes: &[String]) -> Value {

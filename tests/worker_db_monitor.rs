@@ -17,21 +17,11 @@ mod pg;
 
 use common::daemon::{Stream, restart, rpc_logged};
 use common::events::{self, tx_hash};
-use common::{QUIET, Sim, Worker, deadline, star_client, wait_until};
+use common::{QUIET, QUIET_REFUSING, Sim, Worker, deadline, star_client, wait_until};
 use pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 
 const WALLET: &str = "zpubMONITORwallet";
-
-/// Quiet simulator flags plus `refuse_auth`: a restarted daemon the worker cannot use yet.
-const QUIET_REFUSING: &[&str] = &[
-    "--rate",
-    "0",
-    "--block-interval",
-    "0",
-    "--fault",
-    "refuse_auth",
-];
 
 /// A worker on `sim` writing to `db` (spool in `spool`), with `extra` variables.
 fn db_worker(sim: &Sim, db: &TestDb, spool: &TempDir, extra: &[(&str, &str)]) -> Worker {

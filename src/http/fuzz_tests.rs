@@ -4,16 +4,12 @@
 
 use super::*;
 
-/// A tiny deterministic generator (splitmix64); no external randomness in tests.
-struct Rng(u64);
+/// The crate's seeded generator (no external randomness in tests), with fuzzing helpers.
+struct Rng(crate::util::rng::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -102,7 +98,7 @@ fn input(rng: &mut Rng, templates: &[&[u8]]) -> Vec<u8> {
 
 #[test]
 fn fuzz_parse_request_never_panics() {
-    let mut rng = Rng(1);
+    let mut rng = Rng(crate::util::rng::Rng::seeded(1));
     for _ in 0..4000 {
         let buf = input(&mut rng, REQUESTS);
         let max = 16 + rng.below(4096);
@@ -125,7 +121,7 @@ fn fuzz_parse_request_never_panics() {
 
 #[test]
 fn fuzz_parse_response_never_panics_and_respects_limits() {
-    let mut rng = Rng(2);
+    let mut rng = Rng(crate::util::rng::Rng::seeded(2));
     for _ in 0..4000 {
         let buf = input(&mut rng, RESPONSES);
         let max_body = rng.below(2048);
@@ -148,7 +144,7 @@ fn fuzz_parse_response_never_panics_and_respects_limits() {
 
 #[test]
 fn fuzz_parse_upgrade_response_never_panics() {
-    let mut rng = Rng(3);
+    let mut rng = Rng(crate::util::rng::Rng::seeded(3));
     for _ in 0..4000 {
         let buf = input(&mut rng, RESPONSES);
         if let Ok(Some(UpgradeOutcome::Switched { head_len })) =
@@ -161,7 +157,7 @@ fn fuzz_parse_upgrade_response_never_panics() {
 
 #[test]
 fn fuzz_json_decoders_never_panic() {
-    let mut rng = Rng(4);
+    let mut rng = Rng(crate::util::rng::Rng::seeded(4));
     let templates: &[&[u8]] = &[
         br#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Unauthorized"},"id":null}"#,
         br#"{"result":[1,{"a":"b"}],"id":18446744073709551615}"#,
@@ -203,7 +199,7 @@ fn random_chunked(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn random_chunked_bodies_decode_identically_at_any_split() {
-    let mut rng = Rng(5);
+    let mut rng = Rng(crate::util::rng::Rng::seeded(5));
     for _ in 0..300 {
         let data: Vec<u8> = (0..rng.below(2000)).map(|_| rng.next() as u8).collect();
         let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();

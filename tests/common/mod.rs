@@ -59,6 +59,16 @@ pub fn wait_until(deadline: Instant, what: &str, mut check: impl FnMut() -> bool
 /// injects them (`sim_emit`), so every expected event is known in advance.
 pub const QUIET: &[&str] = &["--rate", "0", "--block-interval", "0"];
 
+/// [`QUIET`] plus the `refuse_auth` fault: a (re)started daemon the worker cannot use yet.
+pub const QUIET_REFUSING: &[&str] = &[
+    "--rate",
+    "0",
+    "--block-interval",
+    "0",
+    "--fault",
+    "refuse_auth",
+];
+
 /// Starts a worker on `sims` with extra environment and waits until every daemon is connected.
 pub fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
     let mut b = WorkerBuilder::new();
