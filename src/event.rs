@@ -137,7 +137,7 @@ pub struct Published {
 impl Published {
     /// Serialises `event` once and frames it.
     pub fn new(epoch: Arc<str>, seq: u64, event: &Event, timestamp: f64) -> Published {
-        let payload = Value::Object(event.data.clone()).to_string();
+        let payload = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".into());
         Published::from_payload(epoch, seq, event.meta(), payload.into(), timestamp)
     }
 
