@@ -8,7 +8,10 @@ mod common;
 
 use common::daemon::{Stream, emit_latency};
 use common::events::{self, assert_envelope, index_of};
-use common::{QUIET, Sim, Worker, WorkerBuilder, deadline, star_client, wait_until, worker_for};
+use common::{
+    QUIET, QUIET_REFUSING, Sim, Worker, WorkerBuilder, deadline, star_client, wait_until,
+    worker_for,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -88,17 +91,7 @@ fn wrong_password_is_retried_and_logged_once_naming_the_variables() {
 
 #[test]
 fn refused_credentials_are_retried_logged_once_per_streak_then_succeed() {
-    let sim = Sim::start(
-        "BTC",
-        &[
-            "--rate",
-            "0",
-            "--block-interval",
-            "0",
-            "--fault",
-            "refuse_auth",
-        ],
-    );
+    let sim = Sim::start("BTC", QUIET_REFUSING);
     let mut worker = WorkerBuilder::new().daemon(&sim).start();
     // Two retries are enough here (the wrong-password test counts more): every failure grows the
     // backoff, and the second streak below must still fit the test's time budget.
