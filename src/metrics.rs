@@ -62,14 +62,6 @@ impl Metrics {
         }
     }
 
-    /// Total events published.
-    pub fn events_total(&self) -> u64 {
-        self.events
-            .lock()
-            .map(|m| m.iter().map(|(_, _, n)| n).sum())
-            .unwrap_or(0)
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -261,6 +253,5 @@ mod tests {
         assert!(text.contains("cryptoworker_clients 3\n"));
         assert!(text.contains("cryptoworker_daemon_connected{coin=\"BTC\"} 1\n"));
         assert!(text.contains("cryptoworker_daemon_reconnects_total{coin=\"BTC\"} 2\n"));
-        assert_eq!(m.events_total(), 3);
     }
 }

@@ -77,8 +77,6 @@ pub enum LinkOutput {
 pub struct LinkStats {
     pub connected: bool,
     pub reconnects: u64,
-    pub frames: u64,
-    pub last_frame_at: Option<f64>,
 }
 
 /// A coin daemon's WebSocket link.
@@ -382,7 +380,6 @@ impl DaemonLink {
             match ws.read() {
                 Ok(Message::Text(t)) => {
                     self.last_rx = now;
-                    self.stats.frames += 1;
                     frames += 1;
                     out.push(LinkOutput::Frame(t.as_str().to_owned()));
                 }
@@ -495,7 +492,7 @@ fn read_available(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize) -> Re
 }
 
 /// `host:port` when `host` is an IP literal or `localhost` (no resolver needed).
-fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
+pub(crate) fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
     let host = if host.eq_ignore_ascii_case("localhost") {
         "127.0.0.1"
     } else {

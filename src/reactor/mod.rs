@@ -377,21 +377,13 @@ impl Reactor {
     }
 }
 
-/// Parses `host:port` for the listener (an IP literal or `localhost`; names are refused rather
-/// than resolved on the reactor).
+/// The listener address: an IP literal or `localhost` (names are refused rather than resolved
+/// on the reactor thread).
 fn resolve_listen_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
-    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("WORKER_HOST {host:?} is not an IP address"),
-                )
-            })?
-    };
-    Ok(SocketAddr::new(ip, port))
+    crate::daemon::link::literal_addr(host, port).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("WORKER_HOST {host:?} is not an IP address"),
+        )
+    })
 }
