@@ -61,7 +61,7 @@ pub fn normalize_address(a: &str) -> Cow<'_, str> {
 }
 
 /// A validated subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Filter {
     /// Bit i = `KNOWN_EVENTS[i]`; [`ALL`] = `"*"` (then the other bits are 0).
     events: u8,

@@ -309,7 +309,7 @@ impl Reactor {
             }
         };
         self.send(key, &reply::subscribed(id, &filter, &epoch, last, resumed));
-        self.index.insert(key, filter);
+        self.subs.insert(key, filter);
         if let (Some(true), Some(since)) = (resumed, req.since) {
             self.start_replay(
                 key,
@@ -322,13 +322,13 @@ impl Reactor {
     }
 
     fn unsubscribe(&mut self, key: usize, id: Option<&Value>, events: Option<Vec<String>>) {
-        let Some(mut filter) = self.index.remove(key) else {
+        let Some(mut filter) = self.subs.remove(key) else {
             return self.send(key, &reply::unsubscribed(id, &[]));
         };
         let result = filter.unsubscribe(events.as_deref());
         let still = filter.events();
         if !filter.is_empty() {
-            self.index.insert(key, filter);
+            self.subs.insert(key, filter);
         }
         match result {
             Ok(()) => self.send(key, &reply::unsubscribed(id, &still)),
@@ -362,7 +362,7 @@ impl Reactor {
 
     /// Forgets the session side of an open client (index, counts) once it stops being open.
     fn leave_session(&mut self, key: usize) {
-        self.index.remove(key);
+        self.subs.remove(key);
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -454,7 +454,9 @@ impl Reactor {
 
     /// Writes every dirty client's queued frames (one vectored write each) and fixes interest.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
-        for key in std::mem::take(&mut self.dirty) {
+        self.commit_fanout(now);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
             };
@@ -487,6 +489,9 @@ impl Reactor {
                     c.writable_armed = want;
                 }
             }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation for the next turn
         }
     }
 }

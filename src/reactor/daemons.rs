@@ -78,9 +78,9 @@ impl Reactor {
             d.rpc.on_ready(slot - 1, &mut done);
         }
         self.daemon_outputs(i, out, now);
-        self.rpc_results(i, done, now);
+        self.rpc_results(i, done);
         if slot != 0 {
-            self.rpc_dispatch(i, now);
+            self.rpc_dispatch(i);
         }
     }
 
@@ -97,9 +97,9 @@ impl Reactor {
         if now >= d.link.deadline() {
             d.link.on_timer(now, &mut out);
         }
-        self.rpc_results(i, done, now);
+        self.rpc_results(i, done);
         self.daemon_outputs(i, out, now);
-        self.rpc_dispatch(i, now);
+        self.rpc_dispatch(i);
     }
 
     pub(super) fn daemon_resolved(
@@ -121,13 +121,13 @@ impl Reactor {
                 LinkOutput::Register => self.register_daemon(i, 0),
                 LinkOutput::Resolve(host, port) => self.resolve(i, host, port),
                 LinkOutput::Connected => {
-                    self.daemon_status(i, true, None, now);
+                    self.daemon_status(i, true, None);
                     self.log_connected_daemons();
                     self.catch_up(i, now);
                 }
                 LinkOutput::Disconnected(reason) => {
-                    self.link_down(i, &reason, now);
-                    self.daemon_status(i, false, Some(reason), now);
+                    self.link_down(i, &reason);
+                    self.daemon_status(i, false, Some(reason));
                     self.log_connected_daemons();
                 }
                 LinkOutput::Frame(text) => self.daemon_frame(i, &text, now),
@@ -211,12 +211,12 @@ impl Reactor {
                 method,
                 result: Err(rpc::CallError::Overloaded),
             };
-            return self.rpc_results(i, vec![failed], now);
+            return self.rpc_results(i, vec![failed]);
         }
-        self.rpc_dispatch(i, now);
+        self.rpc_dispatch(i);
     }
 
-    fn rpc_dispatch(&mut self, i: usize, now: Instant) {
+    fn rpc_dispatch(&mut self, i: usize) {
         let mut registered = Vec::new();
         let mut done = Vec::new();
         if let Some(d) = self.daemons.get_mut(i) {
@@ -226,7 +226,7 @@ impl Reactor {
         for slot in registered {
             self.register_daemon(i, slot + 1);
         }
-        self.rpc_results(i, done, now);
+        self.rpc_results(i, done);
         self.schedule_daemon(i);
     }
 
@@ -264,22 +264,22 @@ impl Reactor {
     }
 
     /// The link went down: release events held for enrichment, abandon RPC calls.
-    fn link_down(&mut self, i: usize, reason: &str, now: Instant) {
+    fn link_down(&mut self, i: usize, reason: &str) {
         let mut done = Vec::new();
         let mut ready = Vec::new();
         if let Some(d) = self.daemons.get_mut(i) {
             d.rpc.reset(reason, &mut done);
         }
-        self.rpc_results(i, done, now);
+        self.rpc_results(i, done);
         if let Some(d) = self.daemons.get_mut(i) {
             d.queue.drain_all(&mut ready);
         }
         for ev in ready {
-            self.publish(i, ev, now);
+            self.publish(i, ev);
         }
     }
 
-    fn rpc_results(&mut self, i: usize, done: Vec<RpcDone<Purpose>>, now: Instant) {
+    fn rpc_results(&mut self, i: usize, done: Vec<RpcDone<Purpose>>) {
         if done.is_empty() {
             return;
         }
@@ -339,7 +339,7 @@ impl Reactor {
         }
         d.queue.pop_ready(&mut ready);
         for ev in synthesized.into_iter().chain(ready) {
-            self.publish(i, ev, now);
+            self.publish(i, ev);
         }
     }
 
@@ -388,12 +388,12 @@ impl Reactor {
             d.queue.pop_ready(&mut ready);
         }
         for ev in ready {
-            self.publish(i, ev, now);
+            self.publish(i, ev);
         }
     }
 
     /// Sequences an event of daemon `i` and fans it out.
-    pub(super) fn publish(&mut self, i: usize, ev: Event, now: Instant) {
+    pub(super) fn publish(&mut self, i: usize, ev: Event) {
         if let Some(d) = self.daemons.get_mut(i) {
             catchup::observe(&ev, &mut d.height, &mut d.requests);
         }
@@ -405,10 +405,10 @@ impl Reactor {
             d.events += 1;
             d.last_event_at = Some(p.timestamp);
         }
-        self.fan_out(p, now);
+        self.fan_out(p);
     }
 
-    fn daemon_status(&mut self, i: usize, connected: bool, reason: Option<String>, now: Instant) {
+    fn daemon_status(&mut self, i: usize, connected: bool, reason: Option<String>) {
         let Some(d) = self.daemons.get(i) else {
             return;
         };
@@ -420,7 +420,7 @@ impl Reactor {
             ev = ev.with("reason", json!(r));
         }
         ev = ev.with("at", json!(now_unix()));
-        self.publish(i, ev, now);
+        self.publish(i, ev);
     }
 
     fn log_connected_daemons(&self) {

@@ -1,15 +1,16 @@
 //! The reactor: one thread, one `mio::Poll`, every socket.
 //!
 //! Each turn: poll (timeout = the earliest timer), handle every readiness event — daemon frames
-//! are decoded, sequenced and *queued* to matching clients, client messages are answered — then
+//! are decoded, sequenced and *staged* per filter group, then (after that dispatch, before any
+//! other) queued to the group's clients as one shared batch; client messages are answered — then
 //! flush every client that has output **once** (all its frames in one `writev`), then fire the
 //! timers that are due. Other threads talk to the reactor only through channels plus the
 //! [`mio::Waker`].
 //!
 //! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
 //! per-client queue is bounded; a connection's writable interest is registered exactly while its
-//! outbox is non-empty; client slab keys are removed from the subscription index before the slot
-//! is freed.
+//! outbox is non-empty; client slab keys are removed from the subscribers before the slot is
+//! freed; nothing stays staged across dispatches (so events never overtake or trail replies).
 
 pub mod conn_id;
 pub mod timers;
@@ -23,7 +24,7 @@ mod status;
 use crate::config::Config;
 use crate::daemon::link::DaemonLink;
 use crate::event::Published;
-use crate::fanout::index::SubscriptionIndex;
+use crate::fanout::groups::{Batch, Subscribers};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::server::conn::ClientConn;
@@ -85,7 +86,7 @@ pub struct Reactor {
     pub(crate) local_addr: SocketAddr,
     clients: Slab<ClientConn>,
     gens: Generations,
-    index: SubscriptionIndex<usize>,
+    subs: Subscribers,
     per_ip: HashMap<IpAddr, u32>,
     open_clients: usize,
     daemons: Vec<Daemon>,
@@ -109,6 +110,8 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     known_coins: Vec<String>,
     scratch: Vec<usize>,
+    /// Reused buffer of [`Reactor::commit_fanout`].
+    batches: Vec<(Batch, std::ops::Range<usize>)>,
     /// Persistence, when configured.
     db: Option<crate::db::DbHandle>,
     db_rx: Option<Receiver<crate::db::DbMessage>>,
@@ -169,7 +172,7 @@ impl Reactor {
             local_addr,
             clients: Slab::new(),
             gens: Generations::default(),
-            index: SubscriptionIndex::new(),
+            subs: Subscribers::new(),
             per_ip: HashMap::new(),
             open_clients: 0,
             daemons,
@@ -189,6 +192,7 @@ impl Reactor {
             shutdown_deadline: None,
             known_coins,
             scratch: Vec::new(),
+            batches: Vec::new(),
             db,
             db_rx,
             db_stats,
@@ -224,9 +228,11 @@ impl Reactor {
             let now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event.token(), now);
+                self.commit_fanout(now);
             }
             for i in std::mem::take(&mut self.daemon_carry) {
                 self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
+                self.commit_fanout(now);
             }
             for key in std::mem::take(&mut self.carry) {
                 self.client_readable(key, now);
@@ -238,6 +244,7 @@ impl Reactor {
             self.timers.expired(now, &mut expired);
             for owner in expired.drain(..) {
                 self.on_timer(owner, now);
+                self.commit_fanout(now);
             }
             self.flush_dirty(now);
             if self.shutdown_complete(now) {
@@ -285,7 +292,7 @@ impl Reactor {
     }
 
     /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, clients.
-    fn fan_out(&mut self, p: Arc<Published>, now: Instant) {
+    fn fan_out(&mut self, p: Arc<Published>) {
         self.metrics.event_published(&p.meta.coin, &p.meta.name);
         if let Some(db) = &self.db {
             db.submit(p.clone());
@@ -296,33 +303,50 @@ impl Reactor {
         {
             self.metrics.inc(&self.metrics.handler_dropped);
         }
-        let mut matched = std::mem::take(&mut self.scratch);
-        matched.clear();
-        self.index.matching(&p.meta, &mut matched);
+        self.subs.stage(&p.meta, &p);
+    }
+
+    /// Queues what the last dispatch staged: one shared batch per filter group, to each of the
+    /// group's open, live (not replaying) clients; closes those whose queue overflows (4008).
+    fn commit_fanout(&mut self, now: Instant) {
+        if !self.subs.has_staged() {
+            return;
+        }
+        let mut batches = std::mem::take(&mut self.batches);
+        let mut members = std::mem::take(&mut self.scratch);
+        self.subs.drain_staged(&mut batches, &mut members);
         let limit = self.config.limits.client_queue_bytes;
         let mut delivered = 0;
-        for &key in &matched {
-            let Some(client) = self.clients.get_mut(key) else {
-                continue;
-            };
-            if !client.is_open() || client.replay.is_some() {
-                continue; // a replaying client takes this event from the ring, in order
-            }
-            delivered += 1;
-            if client.enqueue(p.clone(), limit) {
-                self.mark_dirty(key);
-            } else {
-                self.metrics.inc(&self.metrics.slow_consumer_closes);
-                log::warn!(
-                    "[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008"
-                );
-                self.close_client(key, 4008, "slow consumer", now);
+        for (batch, range) in batches.drain(..) {
+            for &key in &members[range] {
+                let Some(client) = self.clients.get_mut(key) else {
+                    continue;
+                };
+                if !client.is_open() || client.replay.is_some() {
+                    continue; // a replaying client takes these events from the ring, in order
+                }
+                delivered += batch.events() as u64;
+                if client.enqueue(&batch, limit) {
+                    self.mark_dirty(key);
+                } else {
+                    self.slow_consumer(key, limit, now);
+                }
             }
         }
-        self.scratch = matched;
+        members.clear();
+        self.scratch = members;
+        self.batches = batches;
         self.metrics
             .deliveries
             .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn slow_consumer(&mut self, key: usize, limit: usize, now: Instant) {
+        self.metrics.inc(&self.metrics.slow_consumer_closes);
+        log::warn!(
+            "[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008"
+        );
+        self.close_client(key, 4008, "slow consumer", now);
     }
 
     fn mark_dirty(&mut self, key: usize) {

@@ -179,7 +179,7 @@ impl Reactor {
         if let Some(c) = self.clients.get_mut(key) {
             c.replay = Some(Box::new(replay));
         }
-        self.index.insert(key, filter.clone());
+        self.subs.insert(key, filter.clone());
         let pending = PendingResume {
             client,
             id,

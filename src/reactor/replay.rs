@@ -33,7 +33,7 @@ impl Reactor {
         let Some(c) = self.clients.get_mut(key) else {
             return false;
         };
-        let (Some(r), Some(filter)) = (c.replay.as_mut(), self.index.get(key)) else {
+        let (Some(r), Some(filter)) = (c.replay.as_mut(), self.subs.get(key)) else {
             c.replay = None;
             return true;
         };
@@ -69,7 +69,7 @@ impl Reactor {
     /// The ring no longer holds what a replaying client needs next: continue from the event
     /// log when there is one, else close with 4008 (the client may resume again).
     fn fell_behind_ring(&mut self, key: usize, after: u64, now: Instant) -> bool {
-        let filter = self.index.get(key).cloned();
+        let filter = self.subs.get(key).cloned();
         let first = self.pipeline.ring.first_seq();
         if let (Some(filter), Some(first), true) = (filter, first, self.db.is_some())
             && first > after + 1

@@ -10,6 +10,7 @@
 use super::outbox::{Flush, Outbox};
 use crate::client::ratelimit::RateGuard;
 use crate::event::Published;
+use crate::fanout::groups::Batch;
 use crate::http::server::{RequestHead, parse_request};
 use crate::ws::frame;
 use crate::ws::server::{Incoming, READ_CHUNK, ReadError, ServerWs};
@@ -223,10 +224,13 @@ impl ClientConn {
         }
     }
 
-    /// Queues a broadcast frame. Returns false when the queue passed `limit` bytes: the caller
+    /// Queues a broadcast batch. Returns false when the queue passed `limit` bytes: the caller
     /// closes the connection with 4008.
-    pub fn enqueue(&mut self, ev: Arc<Published>, limit: usize) -> bool {
-        self.outbox.push_event(ev);
+    pub fn enqueue(&mut self, batch: &Batch, limit: usize) -> bool {
+        match batch {
+            Batch::One(p) => self.outbox.push_event(p.clone()),
+            Batch::Many { frames, .. } => self.outbox.push_frames(frames.clone()),
+        }
         self.outbox.queued_bytes() <= limit
     }
 

@@ -25,6 +25,8 @@ const SHRINK_ABOVE: usize = 64;
 pub enum Chunk {
     /// A broadcast event; its frame bytes are shared with every other receiver.
     Event(Arc<Published>),
+    /// Several broadcast events' frames, back to back, shared with every other receiver.
+    Frames(Arc<[u8]>),
     /// Bytes owned by this connection (replies, pongs, close frames, HTTP responses).
     Bytes(Box<[u8]>),
 }
@@ -33,6 +35,7 @@ impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Event(p) => &p.frame,
+            Chunk::Frames(f) => f,
             Chunk::Bytes(b) => b,
         }
     }
@@ -62,6 +65,15 @@ impl Outbox {
     pub fn push_event(&mut self, ev: Arc<Published>) {
         self.queued += ev.frame.len();
         self.chunks.push_back(Chunk::Event(ev));
+    }
+
+    /// Queues shared whole frames (ignored when empty).
+    pub fn push_frames(&mut self, frames: Arc<[u8]>) {
+        if frames.is_empty() {
+            return;
+        }
+        self.queued += frames.len();
+        self.chunks.push_back(Chunk::Frames(frames));
     }
 
     /// Queues owned bytes (ignored when empty).
