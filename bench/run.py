@@ -139,6 +139,8 @@ def main(argv):
     if not opts.no_build:
         log("building (release)")
         build.build_all(opts.servers, log)
+    elif missing := build.missing_parts(opts.servers):
+        sys.exit("--no-build, but these are missing (run once without --no-build):\n  " + "\n  ".join(missing))
     opts.source = build.source_kind(opts.source, log)
     settings = measure.Settings(opts.quick)
     res = {"started": started.isoformat(timespec="seconds"), "command": " ".join(["bench/run.sh", *argv]),

@@ -14,6 +14,7 @@ type EventCount = (Box<str>, Box<str>, u64);
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
+    pub accept_errors: AtomicU64,
     pub deliveries: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -65,11 +66,16 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "cryptoworker_connections_accepted_total",
                 "TCP connections accepted on the client port",
                 &self.connections_accepted,
+            ),
+            (
+                "cryptoworker_accept_errors_total",
+                "failed accept() calls (e.g. out of file descriptors), retried every 100 ms",
+                &self.accept_errors,
             ),
             (
                 "cryptoworker_deliveries_total",

@@ -335,3 +335,87 @@ fn hostile_clients_do_not_starve_a_good_client_or_leak_memory() {
     assert_eq!(clients, 1, "only the good client remains: {clients}");
     assert!(w.alive(), "the worker survived");
 }
+
+/// Sends an upgrade on `s` and waits up to `wait` for the `101`.
+fn upgrade_within(s: &mut TcpStream, addr: SocketAddr, wait: Duration) -> bool {
+    if s.write_all(upgrade_request(addr, "/", &[]).as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    answered_within(s, wait)
+}
+
+/// Whether a `101` head arrives on `s` within `wait`.
+fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match std::io::Read::read(s, &mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    head.starts_with(b"HTTP/1.1 101")
+}
+
+/// Out of file descriptors: `accept` fails (EMFILE) and new connections wait in the kernel's
+/// backlog. Once descriptors are free again the waiting connection is accepted and upgraded
+/// without any further connection arriving (the listener is edge-triggered, so the worker must
+/// retry by itself), and the failure shows in the log and in `/metrics`.
+#[test]
+fn accepting_resumes_by_itself_after_running_out_of_descriptors() {
+    let sim = Sim::start("BTC", &["--rate", "0"]);
+    let mut w = Worker::with_sims(&[&sim], &[]);
+    let limit = w.fd_count() + 6;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &w.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success(), "prlimit failed: {status}");
+
+    let mut held = Vec::new();
+    let mut stuck = None;
+    while held.len() < 40 {
+        let mut s = connect(w.addr).expect("the kernel accepts into the backlog");
+        if upgrade_within(&mut s, w.addr, Duration::from_secs(1)) {
+            held.push(s);
+        } else {
+            stuck = Some(s);
+            break;
+        }
+    }
+    let mut stuck = stuck.unwrap_or_else(|| {
+        panic!(
+            "{} upgrades succeeded with nofile={limit}\n{}",
+            held.len(),
+            w.logs()
+        )
+    });
+    assert!(!held.is_empty(), "no upgrade succeeded before the limit");
+    assert!(
+        w.logs().contains("Cannot accept connections"),
+        "no accept failure logged:\n{}",
+        w.logs()
+    );
+    held.clear(); // the worker sees EOF, closes these and frees their descriptors
+    assert!(
+        answered_within(&mut stuck, Duration::from_secs(5)),
+        "the waiting connection was never accepted:\n{}",
+        w.logs()
+    );
+    assert!(w.alive(), "the worker died:\n{}", w.logs());
+    assert!(w.logs().contains("Accepting connections again"));
+    let m = scrape(w.addr, &[]);
+    let errors = metric(&m, "cryptoworker_accept_errors_total", &[]).unwrap_or(0.0);
+    assert!(errors >= 1.0, "accept errors not counted: {errors}");
+}

@@ -38,6 +38,18 @@ def build_all(servers, log=print):
         _run(["npm", "ci", "--no-audit", "--no-fund"], os.path.join(BENCH, "peers", "node"), None, log)
 
 
+def missing_parts(servers):
+    """What `--no-build` would need but is not there (a fresh clone has none of it)."""
+    need = [procs.LOADGEN, procs.BENCHSRC, procs.WORKER]
+    if "tokio" in servers:
+        need.append(procs.TOKIO_RELAY)
+    if "python" in servers:
+        need.append(procs.VENV_PY)
+    if "node" in servers:
+        need.append(os.path.join(BENCH, "peers", "node", "node_modules", "ws"))
+    return [p for p in need if not os.path.exists(p)]
+
+
 def source_kind(requested, log=print):
     """`simulate` when the worker binary offers `simulate --bench`, else the stand-in."""
     if requested != "auto":

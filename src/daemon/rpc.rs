@@ -5,9 +5,13 @@
 //! reactor maps slot `s` of daemon `i` to a token. Answers come back as [`RpcDone`], tagged with
 //! the caller's `purpose`.
 //!
+//! A daemon may close an idle keep-alive connection at any moment, so a call that fails on a
+//! *reused* connection before any byte of its answer arrived is sent again, once, on a fresh
+//! connection (every method the worker calls is a read or an idempotent load).
+//!
 //! Invariants: a call is answered exactly once (result, error, or timeout); a connection whose
 //! call timed out or whose answer could not be parsed is dropped, never reused; the queue holds
-//! at most [`MAX_QUEUED`] calls.
+//! at most [`MAX_QUEUED`] calls; a call is retried at most once.
 
 use crate::http::client::{parse_response, rpc_request};
 use crate::http::jsonrpc::{RpcError, RpcOutcome, decode_rpc_body, rpc_body};
@@ -63,6 +67,8 @@ struct Call<P> {
     body: Vec<u8>,
     purpose: P,
     deadline: Instant,
+    /// Already sent again after failing on a stale keep-alive connection.
+    retried: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +82,8 @@ struct Conn<P> {
     call: Option<Call<P>>,
     /// The TCP connect has completed.
     connected: bool,
+    /// A previous call completed on this connection (it is a kept-alive one).
+    reused: bool,
 }
 
 /// The pool for one daemon.
@@ -88,6 +96,8 @@ pub struct RpcPool<P> {
     conns: Vec<Option<Conn<P>>>,
     queue: VecDeque<Call<P>>,
     next_id: u64,
+    /// A call went back to the queue during this dispatch.
+    requeued: bool,
 }
 
 impl<P> RpcPool<P> {
@@ -101,6 +111,7 @@ impl<P> RpcPool<P> {
             conns: (0..POOL_SIZE).map(|_| None).collect(),
             queue: VecDeque::new(),
             next_id: 1,
+            requeued: false,
         }
     }
 
@@ -123,6 +134,7 @@ impl<P> RpcPool<P> {
             body,
             purpose,
             deadline: now + self.timeout,
+            retried: false,
         });
         Ok(())
     }
@@ -141,6 +153,21 @@ impl<P> RpcPool<P> {
     /// Assigns queued calls to idle connections, opening new ones (to `addr`) as needed.
     /// Returns the slots whose new socket must be registered.
     pub fn dispatch(
+        &mut self,
+        addr: Option<SocketAddr>,
+        registered: &mut Vec<usize>,
+        done: &mut Vec<RpcDone<P>>,
+    ) {
+        loop {
+            self.requeued = false;
+            self.dispatch_pass(addr, registered, done);
+            if !self.requeued {
+                return;
+            }
+        }
+    }
+
+    fn dispatch_pass(
         &mut self,
         addr: Option<SocketAddr>,
         registered: &mut Vec<usize>,
@@ -167,6 +194,7 @@ impl<P> RpcPool<P> {
                             inbuf: Vec::new(),
                             call: None,
                             connected: false,
+                            reused: false,
                         });
                         registered.push(slot);
                     }
@@ -245,11 +273,39 @@ impl<P> RpcPool<P> {
                         result: outcome,
                     });
                 }
+                conn.reused = true;
                 if !keep_alive {
                     self.conns[slot] = None;
                 }
             }
-            Err(why) => self.drop_conn(slot, CallError::Transport(why), done),
+            Err(why) => self.transport_failed(slot, why, done),
+        }
+    }
+
+    /// A transport error on `slot`: the call goes back to the front of the queue if the daemon
+    /// probably closed a kept-alive connection under it (nothing of the answer arrived yet);
+    /// otherwise it fails. The connection is dropped either way.
+    fn transport_failed(&mut self, slot: usize, why: String, done: &mut Vec<RpcDone<P>>) {
+        let stale = self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| {
+                c.reused && c.inbuf.is_empty() && c.call.as_ref().is_some_and(|call| !call.retried)
+            });
+        if !stale {
+            return self.drop_conn(slot, CallError::Transport(why), done);
+        }
+        if let Some(Some(conn)) = self.conns.get_mut(slot).map(Option::take)
+            && let Some(mut call) = conn.call
+        {
+            log::debug!(
+                "[RPC] {} failed on a kept-alive connection ({why}); retrying",
+                call.method
+            );
+            call.retried = true;
+            self.queue.push_front(call);
+            self.requeued = true;
         }
     }
 
@@ -374,3 +430,6 @@ fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
     };
     Ok(Some((outcome, response.keep_alive && !eof)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,10 @@ use crate::ws::server::Incoming;
 use mio::Interest;
 use serde_json::Value;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How soon `accept` is retried after it failed (EMFILE: descriptors may be freed any time).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl Reactor {
     pub(super) fn accept(&mut self, now: Instant) {
@@ -21,16 +24,37 @@ impl Reactor {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer.ip(), now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: log and stop accepting for this turn.
-                    log::warn!("[WORKER] accept failed: {e}");
+                Ok((stream, peer)) => {
+                    if self.accept_retry_at.take().is_some() {
+                        log::info!("[WORKER] Accepting connections again");
+                    }
+                    self.admit(stream, peer.ip(), now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry_at = None;
                     return;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.accept_failed(&e, now),
             }
         }
+    }
+
+    /// EMFILE and friends: the connection stays in the backlog. The listener is edge-triggered,
+    /// so no readiness event would bring it back; retry on a timer until `accept` succeeds.
+    fn accept_failed(&mut self, e: &io::Error, now: Instant) {
+        self.metrics.inc(&self.metrics.accept_errors);
+        if self.accept_retry_at.is_none() {
+            log::warn!(
+                "[WORKER] Cannot accept connections: {e}; retrying every {} ms",
+                ACCEPT_RETRY.as_millis()
+            );
+        } else if self.accept_retry_at.is_some_and(|at| at > now) {
+            return; // a retry is already scheduled
+        }
+        let at = now + ACCEPT_RETRY;
+        self.accept_retry_at = Some(at);
+        self.timers.schedule(at, TimerOwner::Accept);
     }
 
     fn admit(&mut self, mut stream: mio::net::TcpStream, ip: std::net::IpAddr, now: Instant) {

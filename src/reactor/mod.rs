@@ -76,6 +76,8 @@ enum TimerOwner {
     Daemon(usize),
     /// A resume from the event log that must be answered by now.
     Resume(u64),
+    /// Retry `accept` after it failed (EMFILE and friends).
+    Accept,
     Shutdown,
 }
 
@@ -108,6 +110,8 @@ pub struct Reactor {
     handlers: Option<HandlerQueue>,
     started: Instant,
     shutdown_deadline: Option<Instant>,
+    /// Set while `accept` keeps failing: when the next retry is due.
+    accept_retry_at: Option<Instant>,
     known_coins: Vec<String>,
     scratch: Vec<usize>,
     /// Reused buffer of [`Reactor::commit_fanout`].
@@ -190,6 +194,7 @@ impl Reactor {
             handlers: parts.handlers,
             started: now,
             shutdown_deadline: None,
+            accept_retry_at: None,
             known_coins,
             scratch: Vec::new(),
             batches: Vec::new(),
@@ -287,6 +292,11 @@ impl Reactor {
             TimerOwner::Client(_) => {}
             TimerOwner::Daemon(i) => self.daemon_timer(i, now),
             TimerOwner::Resume(query_id) => self.resume_timeout(query_id),
+            TimerOwner::Accept => {
+                if self.accept_retry_at.is_some_and(|at| at <= now) {
+                    self.accept(now);
+                }
+            }
             TimerOwner::Shutdown => {}
         }
     }
@@ -317,6 +327,7 @@ impl Reactor {
         self.subs.drain_staged(&mut batches, &mut members);
         let limit = self.config.limits.client_queue_bytes;
         let mut delivered = 0;
+        let mut slow = Vec::new();
         for (batch, range) in batches.drain(..) {
             for &key in &members[range] {
                 let Some(client) = self.clients.get_mut(key) else {
@@ -329,7 +340,7 @@ impl Reactor {
                 if client.enqueue(&batch, limit) {
                     self.mark_dirty(key);
                 } else {
-                    self.slow_consumer(key, limit, now);
+                    slow.push(key);
                 }
             }
         }
@@ -339,14 +350,27 @@ impl Reactor {
         self.metrics
             .deliveries
             .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+        if !slow.is_empty() {
+            self.close_slow_consumers(&slow, limit, now);
+        }
     }
 
-    fn slow_consumer(&mut self, key: usize, limit: usize, now: Instant) {
-        self.metrics.inc(&self.metrics.slow_consumer_closes);
+    /// Closes clients whose queue overflowed with 4008; one log line for the whole lot (a burst
+    /// can overflow thousands at once, and logging is synchronous on this thread).
+    fn close_slow_consumers(&mut self, keys: &[usize], limit: usize, now: Instant) {
+        self.metrics
+            .slow_consumer_closes
+            .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let shown: Vec<String> = keys.iter().take(5).map(|k| k.to_string()).collect();
+        let more = if keys.len() > 5 { ", ..." } else { "" };
         log::warn!(
-            "[WORKER] Client {key} is too slow (queue over {limit} bytes); closing with 4008"
+            "[WORKER] {} client(s) too slow (queue over {limit} bytes), closing with 4008: {}{more}",
+            keys.len(),
+            shown.join(", ")
         );
-        self.close_client(key, 4008, "slow consumer", now);
+        for &key in keys {
+            self.close_client(key, 4008, "slow consumer", now);
+        }
     }
 
     fn mark_dirty(&mut self, key: usize) {

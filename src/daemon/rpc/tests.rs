@@ -1,0 +1,148 @@
+//! The pool against a scripted daemon on loopback: keep-alive reuse, and the one retry after
+//! the daemon closed a kept-alive connection under a call.
+
+use super::*;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+/// What the scripted daemon does with one accepted connection.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Answer one request, then close.
+    AnswerThenClose(&'static str),
+    /// Read one request and close without answering.
+    CloseUnanswered,
+}
+
+/// Reads one request (head and Content-Length body); false on EOF.
+fn read_request(s: &mut std::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return false,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).is_ok()
+}
+
+/// A daemon that follows `scripts`, one per accepted connection, and reports each request it
+/// read, then "closed" after each close.
+fn daemon(scripts: Vec<Script>) -> (SocketAddr, mpsc::Receiver<&'static str>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for script in scripts {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            if !read_request(&mut s) {
+                continue;
+            }
+            let _ = tx.send("request");
+            if let Script::AnswerThenClose(result) = script {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).unwrap();
+                // Close later, as an idle timeout would: not together with the answer.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            drop(s);
+            let _ = tx.send("closed");
+        }
+    });
+    (addr, rx)
+}
+
+/// Drives `pool` (dispatch, register, poll, on_ready) until `n` calls are done.
+fn run(pool: &mut RpcPool<u32>, poll: &mut Poll, addr: SocketAddr, n: usize) -> Vec<RpcDone<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut done, mut registered) = (Vec::new(), Vec::new());
+    let mut events = Events::with_capacity(16);
+    while done.len() < n {
+        assert!(Instant::now() < deadline, "calls never completed");
+        pool.dispatch(Some(addr), &mut registered, &mut done);
+        for slot in registered.drain(..) {
+            let stream = pool.stream(slot).unwrap();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            poll.registry()
+                .register(stream, Token(slot), interest)
+                .unwrap();
+        }
+        if done.len() >= n {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        for ev in events.iter() {
+            pool.on_ready(ev.token().0, &mut done);
+        }
+    }
+    done
+}
+
+fn call(pool: &mut RpcPool<u32>, purpose: u32) {
+    let now = Instant::now();
+    pool.call("getinfo", json!([]), purpose, now).unwrap();
+}
+
+/// The first call leaves a kept-alive connection that the daemon then closes while it is idle;
+/// the next call is written to it before the worker noticed. Returns what that call got and
+/// how many requests the daemon read.
+fn call_over_a_stale_connection(second: Script) -> (Result<Value, CallError>, usize) {
+    let (addr, seen) = daemon(vec![Script::AnswerThenClose("first"), second]);
+    let mut pool = RpcPool::new(
+        "127.0.0.1",
+        addr.port(),
+        "Basic eDp5",
+        Duration::from_secs(5),
+    );
+    let mut poll = Poll::new().unwrap();
+    call(&mut pool, 1);
+    let first = run(&mut pool, &mut poll, addr, 1);
+    assert_eq!(first[0].result, Ok(json!("first")));
+    let wait = Duration::from_secs(5);
+    assert_eq!(seen.recv_timeout(wait), Ok("request"));
+    assert_eq!(seen.recv_timeout(wait), Ok("closed"));
+    std::thread::sleep(Duration::from_millis(50)); // the FIN has arrived; nobody polled for it
+    call(&mut pool, 2);
+    let second = run(&mut pool, &mut poll, addr, 1);
+    assert_eq!(second.len(), 1, "the call is answered exactly once");
+    assert_eq!(second[0].purpose, 2);
+    let requests = 1 + seen.try_iter().filter(|s| *s == "request").count();
+    (second[0].result.clone(), requests)
+}
+
+#[test]
+fn a_call_on_a_connection_the_daemon_closed_is_sent_again_on_a_new_one() {
+    let (result, requests) = call_over_a_stale_connection(Script::AnswerThenClose("second"));
+    assert_eq!(result, Ok(json!("second")));
+    assert_eq!(requests, 2, "the daemon answered both calls");
+}
+
+#[test]
+fn a_retried_call_that_fails_again_is_not_retried_twice() {
+    let (result, requests) = call_over_a_stale_connection(Script::CloseUnanswered);
+    assert!(
+        matches!(result, Err(CallError::Transport(_))),
+        "expected a transport error, got {result:?}"
+    );
+    assert_eq!(
+        requests, 2,
+        "the first call, then the retry (the original second request went to the dead connection)"
+    );
+}
