@@ -79,6 +79,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Outbound bytes queued per client before close 4008 (`WORKER_CLIENT_QUEUE_BYTES`).
     pub client_queue_bytes: usize,
+    /// Kernel send buffer per client socket, bytes; 0 leaves the kernel's autotuning
+    /// (`WORKER_CLIENT_SNDBUF`).
+    pub client_sndbuf: usize,
     /// Token bucket refill, messages per second, > 0 (`WORKER_RATE_LIMIT`).
     pub rate_limit: f64,
     /// Token bucket size, >= 1 (`WORKER_RATE_BURST`).
@@ -100,6 +103,7 @@ impl Default for Limits {
             max_connections_per_ip: 1000,
             max_message_bytes: 65_536,
             client_queue_bytes: 1_048_576,
+            client_sndbuf: 262_144,
             rate_limit: 20.0,
             rate_burst: 40.0,
             handshake_timeout: Duration::from_secs(10),
@@ -347,6 +351,7 @@ fn limits(s: &Sources) -> Result<Limits, ConfigError> {
         max_connections_per_ip: n("WORKER_MAX_CONNECTIONS_PER_IP", 0, 1_000_000)?,
         max_message_bytes: n("WORKER_MAX_MESSAGE_BYTES", 1, 1 << 30)?,
         client_queue_bytes: n("WORKER_CLIENT_QUEUE_BYTES", 1, 1 << 30)?,
+        client_sndbuf: n("WORKER_CLIENT_SNDBUF", 0, 1 << 30)?,
         rate_limit: rate("WORKER_RATE_LIMIT", 0.001)?,
         rate_burst: rate("WORKER_RATE_BURST", 1.0)?,
         handshake_timeout: secs("WORKER_HANDSHAKE_TIMEOUT_S")?,

@@ -235,3 +235,38 @@ fn an_unmoved_request_from_the_database_gives_no_new_payment_on_reconnect() {
     let got = payments_for(&s, &still);
     assert!(got.is_empty(), "nothing moved, yet: {got:?}");
 }
+
+/// A wallet watched only because an open payment request names it stays watched when
+/// `watched_wallets` changes: after a daemon restart it is loaded again along with the table's.
+#[test]
+fn a_request_wallet_stays_watched_when_watched_wallets_change() {
+    const REQUEST_WALLET: &str = "zpubREQUESTONLYwallet";
+    let sim = Sim::start("BTC", QUIET);
+    let (db, spool) = (TestDb::create(), TempDir::new("spool"));
+    let worker = db_worker(&sim, &db, &spool, &[("LOG_LEVEL", "debug")]);
+    let id = events::request_id(1);
+    insert_requests(
+        &db,
+        &worker,
+        &[format!("('btc', '{REQUEST_WALLET}', '{id}', 0, 0, '{{}}')")],
+    );
+    wait_until(deadline(10.0), "the request's wallet loaded", || {
+        rpc_logged(&sim, "getbalance", REQUEST_WALLET)
+    });
+    sql(
+        &db,
+        &format!(
+            "INSERT INTO watched_wallets (coin, xpub, label) VALUES ('btc', '{WALLET}', 'shop')"
+        ),
+    );
+    wait_until(deadline(10.0), "the table's wallet loaded", || {
+        rpc_logged(&sim, "getbalance", WALLET)
+    });
+
+    let (sim, _) = restart(sim, QUIET);
+    wait_until(
+        deadline(15.0),
+        "both wallets loaded after the restart",
+        || rpc_logged(&sim, "getbalance", WALLET) && rpc_logged(&sim, "getbalance", REQUEST_WALLET),
+    );
+}

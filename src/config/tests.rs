@@ -249,6 +249,7 @@ fn every_limit_is_read_and_validated_by_name() {
         ("WORKER_MAX_CONNECTIONS_PER_IP", "0"),
         ("WORKER_MAX_MESSAGE_BYTES", "2"),
         ("WORKER_CLIENT_QUEUE_BYTES", "3"),
+        ("WORKER_CLIENT_SNDBUF", "0"),
         ("WORKER_RATE_LIMIT", "0.5"),
         ("WORKER_RATE_BURST", "1.5"),
         ("WORKER_HANDSHAKE_TIMEOUT_S", "4"),
@@ -262,6 +263,7 @@ fn every_limit_is_read_and_validated_by_name() {
     let l = &c.limits;
     assert_eq!((l.max_clients, l.max_connections_per_ip), (1, 0));
     assert_eq!((l.max_message_bytes, l.client_queue_bytes), (2, 3));
+    assert_eq!(l.client_sndbuf, 0);
     assert_eq!((l.rate_limit, l.rate_burst), (0.5, 1.5));
     assert_eq!(l.handshake_timeout, Duration::from_secs(4));
     assert_eq!(l.auth_timeout, Duration::from_secs(5));
@@ -270,7 +272,7 @@ fn every_limit_is_read_and_validated_by_name() {
     assert_eq!(c.daemon_ping_interval, Duration::from_secs(7));
     assert_eq!(c.daemon_rpc_timeout, Duration::from_secs(8));
     let bad = [
-        "0", "0", "0", "0", "0", "0.5", "0", "1.5", "-1", "0", "0", "abc",
+        "0", "0", "0", "0", "-1", "0", "0.5", "0", "1.5", "-1", "0", "0", "abc",
     ];
     for ((name, _), value) in vars.iter().zip(bad) {
         if *name == "WORKER_MAX_CONNECTIONS_PER_IP" {

@@ -147,6 +147,12 @@ pub(crate) const GLOBAL_VARS: &[VarSpec] = &[
         "outbound bytes queued per client before close 4008",
     ),
     var(
+        "WORKER_CLIENT_SNDBUF",
+        &[],
+        Some("262144"),
+        "kernel send buffer per client socket in bytes (SO_SNDBUF; 0 = kernel autotuning)",
+    ),
+    var(
         "WORKER_RATE_LIMIT",
         &[],
         Some("20"),

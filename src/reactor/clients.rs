@@ -66,7 +66,10 @@ impl Reactor {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(256 * 1024);
+        let sndbuf = self.config.limits.client_sndbuf;
+        if sndbuf > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf);
+        }
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         if let Err(e) =

@@ -63,7 +63,8 @@ impl Reactor {
         }
     }
 
-    /// The full set of watched wallets: load the new ones on connected daemons.
+    /// The full set of watched wallets (plus those of open payment requests): load the new ones
+    /// on connected daemons.
     fn db_wallets(&mut self, list: &[WatchedWallet], now: Instant) {
         let mut calls = Vec::new();
         for (i, d) in self.daemons.iter_mut().enumerate() {
@@ -74,6 +75,8 @@ impl Reactor {
                     .filter(|w| w.coin.eq_ignore_ascii_case(coin))
                     .map(WatchedWallet::key),
             );
+            // Wallets that open payment requests name stay watched too.
+            keys.extend(d.requests.values().map(|r| r.wallet.clone()));
             let added: Vec<String> = keys
                 .iter()
                 .filter(|k| !d.wallets.contains(k))

@@ -28,6 +28,9 @@ impl Reactor {
     /// Refills a replaying client's queue up to half its limit. Returns false if the client had
     /// to be closed (it fell behind the ring).
     fn refill(&mut self, key: usize, now: Instant) -> bool {
+        // Nothing may be staged: a client that turns live here has seen every event up to
+        // `last_seq`, and a staged event would reach it a second time.
+        debug_assert!(!self.subs.has_staged(), "refill with staged events");
         let low = (self.config.limits.client_queue_bytes / 2).max(1);
         let last = self.pipeline.last_seq;
         let Some(c) = self.clients.get_mut(key) else {
