@@ -11,7 +11,8 @@
 //!
 //! Invariants: a call is answered exactly once (result, error, or timeout); a connection whose
 //! call timed out or whose answer could not be parsed is dropped, never reused; the queue holds
-//! at most [`MAX_QUEUED`] calls; a call is retried at most once.
+//! at most [`MAX_QUEUED`] calls (plus at most [`POOL_SIZE`] sent back for a retry); a call is
+//! retried at most once.
 
 use crate::http::client::{parse_response, rpc_request};
 use crate::http::jsonrpc::{RpcError, RpcOutcome, decode_rpc_body, rpc_body};

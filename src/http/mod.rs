@@ -5,7 +5,7 @@
 //! * [`client`]: requests to Bitcart coin daemons (WebSocket upgrade, JSON-RPC `POST /`,
 //!   `GET /spec`) and parsing of their responses, including chunked bodies.
 //! * [`jsonrpc`]: the JSON-RPC envelope and the daemon's `/spec` error table.
-//! * [`basic_auth`]: `Authorization: Basic`, WebSocket keys, constant-time comparison.
+//! * [`basic_auth`](mod@basic_auth): `Authorization: Basic`, WebSocket keys, constant-time comparison.
 //!
 //! Invariants shared by every parser here:
 //! * Parsers are stateless: the caller keeps the bytes received so far in one buffer and calls

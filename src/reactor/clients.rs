@@ -25,18 +25,21 @@ impl Reactor {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.accept_retry_at.take().is_some() {
-                        log::info!("[WORKER] Accepting connections again");
-                    }
+                    self.accept_recovered();
                     self.admit(stream, peer.ip(), now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_retry_at = None;
-                    return;
+                    return self.accept_recovered();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.accept_failed(&e, now),
             }
+        }
+    }
+
+    fn accept_recovered(&mut self) {
+        if self.accept_retry_at.take().is_some() {
+            log::info!("[WORKER] Accepting connections again");
         }
     }
 

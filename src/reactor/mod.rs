@@ -301,7 +301,8 @@ impl Reactor {
         }
     }
 
-    /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, clients.
+    /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, and stages
+    /// it for the matching client groups ([`Reactor::commit_fanout`] queues it after this dispatch).
     fn fan_out(&mut self, p: Arc<Published>) {
         self.metrics.event_published(&p.meta.coin, &p.meta.name);
         if let Some(db) = &self.db {
