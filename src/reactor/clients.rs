@@ -1,7 +1,7 @@
 //! The reactor's client side: accepting, routing the HTTP request (upgrade or plain endpoint),
 //! answering protocol messages, timers, flushing and closing.
 
-use super::{MAX_MESSAGES_PER_TURN, Reactor, TimerOwner};
+use super::{MAX_MESSAGES_PER_TURN, Reactor, TimerOwner, timers};
 use crate::client::ratelimit::{RateDecision, RateGuard};
 use crate::client::reply;
 use crate::client::request::{self, ErrorCode, Request, RequestError, SubscribeRequest};
@@ -450,7 +450,7 @@ impl Reactor {
                     log::debug!("[WORKER] Client {key} did not answer pings; closing");
                     return self.remove_client(key);
                 }
-                None if now >= c.last_rx + interval => {
+                None if now >= c.last_rx + interval + timers::spread(key, interval) => {
                     c.send_ping(now);
                     self.mark_dirty(key);
                 }
@@ -468,7 +468,7 @@ impl Reactor {
         };
         let idle = match (c.is_open(), c.ping_sent) {
             (true, Some(sent)) => Some(sent + interval),
-            (true, None) => Some(c.last_rx + interval),
+            (true, None) => Some(c.last_rx + interval + timers::spread(key, interval)),
             _ => None,
         };
         let at = match (c.deadline, idle) {

@@ -59,9 +59,34 @@ impl<T: Ord + Copy> Timers<T> {
     }
 }
 
+/// A fixed offset in `[0, interval / 4)` for connection `key`, so that connections accepted
+/// together (thousands in a second) do not all reach their idle ping in the same turn. Slab keys
+/// are dense, so they are spread with a multiplicative hash.
+pub fn spread(key: usize, interval: Duration) -> Duration {
+    let slot = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56; // 0..=255
+    interval * slot as u32 / 1024
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_stays_under_a_quarter_and_spreads_neighbouring_keys() {
+        let interval = Duration::from_secs(30);
+        let offsets: Vec<Duration> = (0..1000).map(|k| spread(k, interval)).collect();
+        assert!(offsets.iter().all(|d| *d < interval / 4));
+        let mut buckets = [0usize; 8]; // eighths of the quarter interval
+        for d in &offsets {
+            buckets[(d.as_nanos() * 32 / interval.as_nanos()) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (80..=170).contains(&n)),
+            "1,000 consecutive keys should spread evenly: {buckets:?}"
+        );
+        assert_eq!(spread(7, interval), spread(7, interval), "fixed per key");
+        assert_eq!(spread(7, Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn fires_in_deadline_order_and_only_when_due() {
