@@ -1,7 +1,8 @@
 //! A client's bounded outbound queue of whole WebSocket frames, flushed with `writev`.
 //!
-//! Broadcast frames are queued as shared [`Published`] pointers (no copy, no per-client
-//! serialisation); replies and control frames as owned bytes. [`Outbox::write_to`] sends as many
+//! Broadcast frames are queued shared — one event as its [`Published`] pointer, a batch of
+//! several as one buffer of back-to-back frames that every receiver of the batch shares (no copy,
+//! no per-client serialisation); replies and control frames as owned bytes. [`Outbox::write_to`] sends as many
 //! queued frames as the socket takes in one vectored write per call, looping until the queue is
 //! empty or the socket would block.
 //!
