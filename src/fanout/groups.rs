@@ -11,14 +11,19 @@
 //! whole batch as one slice. The reactor drains after every dispatch, before any client request
 //! is handled, so staging never reorders events against replies.
 //!
+//! A filter is stored once, in the index; `by_filter` maps its 64-bit hash to the group that
+//! holds it (on a hash collision between different filters the newer group is simply not
+//! shared — correct, only less compact).
+//!
 //! Invariants: a key is a member of at most one group, at the position `of_key` records; a
-//! group id is in the index and in `by_filter` exactly while the group has members; a freed
-//! group has nothing staged.
+//! group id is in the index exactly while the group has members, and `by_filter` names only
+//! such groups; a freed group has nothing staged.
 
 use super::filter::Filter;
 use super::index::SubscriptionIndex;
 use crate::event::{EventMeta, Published};
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -60,7 +65,8 @@ struct Group {
 #[derive(Debug, Default)]
 pub struct Subscribers {
     index: SubscriptionIndex<u32>,
-    by_filter: HashMap<Filter, u32>,
+    /// Filter hash -> the group holding that filter.
+    by_filter: HashMap<u64, u32>,
     groups: Vec<Group>,
     free: Vec<u32>,
     /// Key -> (group, position in the group's members).
@@ -77,10 +83,11 @@ impl Subscribers {
 
     /// Sets `key`'s filter, replacing any previous one.
     pub fn insert(&mut self, key: usize, filter: Filter) {
-        self.remove(key);
-        let g = match self.by_filter.get(&filter) {
-            Some(&g) => g,
-            None => self.new_group(filter),
+        self.forget(key);
+        let hash = filter_hash(&filter);
+        let g = match self.by_filter.get(&hash) {
+            Some(&g) if self.index.get(g) == Some(&filter) => g,
+            _ => self.new_group(hash, filter),
         };
         let members = &mut self.groups[g as usize].members;
         self.of_key.insert(key, (g, members.len() as u32));
@@ -89,21 +96,41 @@ impl Subscribers {
 
     /// Removes `key`, returning its filter.
     pub fn remove(&mut self, key: usize) -> Option<Filter> {
+        match self.detach(key)? {
+            (g, true) => self.free_group(g),
+            (g, false) => self.index.get(g).cloned(),
+        }
+    }
+
+    /// Removes `key` (without handing its filter back).
+    pub fn forget(&mut self, key: usize) {
+        if let Some((g, true)) = self.detach(key) {
+            self.free_group(g);
+        }
+    }
+
+    /// Takes `key` out of its group; returns the group and whether it is now empty.
+    fn detach(&mut self, key: usize) -> Option<(u32, bool)> {
         let (g, pos) = self.of_key.remove(&key)?;
-        let group = &mut self.groups[g as usize];
-        group.members.swap_remove(pos as usize);
-        if let Some(&moved) = group.members.get(pos as usize)
+        let members = &mut self.groups[g as usize].members;
+        members.swap_remove(pos as usize);
+        if let Some(&moved) = members.get(pos as usize)
             && let Some(entry) = self.of_key.get_mut(&moved)
         {
             entry.1 = pos;
         }
-        if !group.members.is_empty() {
-            return self.index.get(g).cloned();
-        }
-        group.staged = Staged::Nothing;
+        Some((g, members.is_empty()))
+    }
+
+    /// Frees an empty group, returning its filter.
+    fn free_group(&mut self, g: u32) -> Option<Filter> {
+        self.groups[g as usize].staged = Staged::Nothing;
         self.free.push(g);
         let filter = self.index.remove(g)?;
-        self.by_filter.remove(&filter);
+        let hash = filter_hash(&filter);
+        if self.by_filter.get(&hash) == Some(&g) {
+            self.by_filter.remove(&hash);
+        }
         Some(filter)
     }
 
@@ -125,7 +152,7 @@ impl Subscribers {
 
     /// Number of distinct filters in use.
     pub fn groups(&self) -> usize {
-        self.by_filter.len()
+        self.groups.len() - self.free.len()
     }
 
     /// Stages `p` for every group whose filter matches; returns the number of keys it will
@@ -178,7 +205,7 @@ impl Subscribers {
         }
     }
 
-    fn new_group(&mut self, filter: Filter) -> u32 {
+    fn new_group(&mut self, hash: u64, filter: Filter) -> u32 {
         let g = match self.free.pop() {
             Some(g) => g,
             None => {
@@ -186,10 +213,17 @@ impl Subscribers {
                 (self.groups.len() - 1) as u32
             }
         };
-        self.index.insert(g, filter.clone());
-        self.by_filter.insert(filter, g);
+        self.index.insert(g, filter);
+        self.by_filter.entry(hash).or_insert(g);
         g
     }
+}
+
+/// A fixed (unkeyed) hash of `filter`: a collision only costs sharing, never correctness.
+fn filter_hash(filter: &Filter) -> u64 {
+    let mut h = DefaultHasher::new();
+    filter.hash(&mut h);
+    h.finish()
 }
 
 fn concat_frames(events: &[Arc<Published>]) -> Arc<[u8]> {

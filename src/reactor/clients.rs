@@ -392,7 +392,7 @@ impl Reactor {
 
     /// Forgets the session side of an open client (index, counts) once it stops being open.
     fn leave_session(&mut self, key: usize) {
-        self.subs.remove(key);
+        self.subs.forget(key);
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };

@@ -182,3 +182,29 @@ fn matches_a_naive_model_under_churn() {
         assert_eq!(subs.len(), model.len());
     }
 }
+
+/// Two different filters whose hashes collide: the second gets a group of its own (unshared),
+/// and each key still receives exactly what its own filter matches.
+#[test]
+fn a_hash_collision_costs_sharing_not_correctness() {
+    let mut subs = Subscribers::new();
+    let (blocks, txs) = (
+        filter(&["new_block"], None),
+        filter(&["new_transaction"], None),
+    );
+    subs.insert(1, blocks.clone());
+    // Pretend `txs` hashes like `blocks`: its lookup lands on the block group.
+    let g = subs.by_filter[&filter_hash(&blocks)];
+    subs.by_filter.insert(filter_hash(&txs), g);
+    subs.insert(2, txs.clone());
+    subs.insert(3, txs.clone());
+    assert_eq!(subs.get(2), Some(&txs));
+    assert_eq!(subs.groups(), 2 + 1, "collided filters are not shared");
+    let got = fan(&mut subs, &[published(1, "BTC", "new_transaction")]);
+    let keys: Vec<usize> = got.into_iter().flat_map(|(_, k)| k).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&2) && keys.contains(&3) && !keys.contains(&1));
+    subs.remove(1);
+    assert_eq!(subs.get(1), None);
+    assert_eq!(subs.len(), 2);
+}
