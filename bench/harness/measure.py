@@ -176,6 +176,12 @@ class ServerRun:
         lo = hi = None
         d = guess_dps
         while len(steps) < s.max_steps and (lo is None or hi is None):
+            # Past a bound with the other side unexplored: try the bound itself once, so a
+            # server that sustains more than the last step is not reported at that step.
+            if d > s.max_dps and lo is not None and lo < s.max_dps:
+                d = s.max_dps
+            elif d < s.min_dps and hi is not None and hi > s.min_dps:
+                d = s.min_dps
             if not s.min_dps <= d <= s.max_dps:
                 break
             if test(d):

@@ -2,7 +2,7 @@
 
 import unittest
 
-from harness import report, stats
+from harness import measure, report, stats
 
 
 class HistogramLayout(unittest.TestCase):
@@ -60,3 +60,35 @@ class Report(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SaturationSearch(unittest.TestCase):
+    """The search against a fake server that sustains up to `limit` deliveries/s (cap 12 M/s)."""
+
+    def search(self, limit, guess, factor=1.6):
+        run = measure.ServerRun.__new__(measure.ServerRun)
+        run.n, run.sat_steps, run.log = 100, [], lambda msg: None
+        tried = []
+
+        def step(rate, window_s, spans, s):
+            dps = rate * run.n
+            tried.append(round(dps))
+            ok = dps <= limit
+            return {"pass": ok, "dps": dps, "delivered_ratio": 1.0 if ok else 0.5, "p99_us": 1000,
+                    "server_cores": 0.9, "load_cores": 0.5, "loadgen_cores": 0.5}
+
+        run.step = step
+        return run.saturation(measure.Settings(), guess, factor), tried
+
+    def test_a_server_beyond_the_cap_is_measured_at_the_cap(self):
+        # 5 M, 8 M, then 12.8 M would pass the cap: the cap itself is tried instead.
+        res, tried = self.search(limit=20_000_000, guess=5_000_000)
+        self.assertEqual(tried, [5_000_000, 8_000_000, 12_000_000])
+        self.assertEqual((res["sustained_dps"], res["bound"]), (12_000_000, "above-max"))
+
+    def test_a_limit_between_the_last_step_and_the_cap_is_bisected(self):
+        res, tried = self.search(limit=10_000_000, guess=5_000_000)
+        self.assertEqual(tried[:3], [5_000_000, 8_000_000, 12_000_000])
+        self.assertIsNone(res["bound"])
+        self.assertGreater(res["sustained_dps"], 10_000_000 / 1.13)
+        self.assertLessEqual(res["sustained_dps"], 10_000_000)
