@@ -53,18 +53,7 @@ fn connect(addr: SocketAddr) -> Option<TcpStream> {
 /// Connects and completes the upgrade (reads the 101); `None` if refused.
 fn upgraded(addr: SocketAddr) -> Option<TcpStream> {
     let mut s = connect(addr)?;
-    s.write_all(upgrade_request(addr, "/", &[]).as_bytes())
-        .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match std::io::Read::read(&mut s, &mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    head.starts_with(b"HTTP/1.1 101").then_some(s)
+    upgrade_within(&mut s, addr, Duration::from_secs(3)).then_some(s)
 }
 
 /// Emits blocks every few ms until `stop`, then one final block whose height it publishes in
