@@ -11,8 +11,11 @@
 //!   that block's `new_transaction` / `new_payment` (status 3 directly); xmr: 7 then 3, no
 //!   `verified_tx`, `contract: null`;
 //! - stored requests, transactions and generation wallets are bounded (oldest evicted first);
-//!   loaded wallets and the mempool are capped (loading fails, flows pause).
+//!   loaded wallets and the mempool are capped (loading fails, flows pause);
+//! - exactly the loaded wallets have a `get_updates` queue ([`Chain::polling`]): loading opens
+//!   one (empty for a newly loaded wallet), unloading or a reset drops it.
 
+use super::polling::{DEFAULT_POLLING_CAP, Polling};
 use super::util::{self, BASE58, BECH32, Rng, URLSAFE};
 use crate::config::Family;
 use serde_json::Value;
@@ -120,6 +123,8 @@ pub(crate) struct Chain {
     pub height: u64,
     /// Wallets some RPC named since start (or preloaded): the only ones that get events.
     loaded: BTreeSet<String>,
+    /// The `get_updates` queue of each loaded wallet; the caller records every push in it.
+    pub polling: Polling,
     /// Wallets the generator pays into, in round-robin order.
     candidates: Vec<String>,
     candidate_set: HashSet<String>,
@@ -155,6 +160,7 @@ impl Chain {
             family,
             height,
             loaded: BTreeSet::new(),
+            polling: Polling::new(DEFAULT_POLLING_CAP),
             candidates: Vec::new(),
             candidate_set: HashSet::new(),
             next_candidate: 0,
@@ -170,6 +176,7 @@ impl Chain {
             chain.add_candidate(w);
             if preload {
                 chain.loaded.insert(w.clone());
+                chain.polling.open(w);
             }
         }
         chain
@@ -181,8 +188,9 @@ impl Chain {
         }
     }
 
-    /// Marks a wallet loaded (any RPC naming it does this) and adds it to the generator.
-    /// False when [`MAX_LOADED`] wallets are loaded already.
+    /// Marks a wallet loaded (any RPC naming it does this), gives it a `get_updates` queue if
+    /// it has none, and adds it to the generator. False when [`MAX_LOADED`] wallets are loaded
+    /// already.
     pub(crate) fn load(&mut self, key: &str) -> bool {
         if !self.loaded.contains(key) {
             if self.loaded.len() >= MAX_LOADED {
@@ -190,18 +198,21 @@ impl Chain {
             }
             self.loaded.insert(key.to_string());
         }
+        self.polling.open(key);
         self.add_candidate(key);
         true
     }
 
-    /// Unloads one wallet (`close_wallet`); returns whether it was loaded.
+    /// Unloads one wallet (`close_wallet`) and drops its queue; returns whether it was loaded.
     pub(crate) fn unload(&mut self, key: &str) -> bool {
+        self.polling.close(key);
         self.loaded.remove(key)
     }
 
-    /// Forgets every loaded wallet, as a daemon restart would.
+    /// Forgets every loaded wallet and its queue, as a daemon restart would.
     pub(crate) fn reset(&mut self) {
         self.loaded.clear();
+        self.polling.clear();
     }
 
     pub(crate) fn is_loaded(&self, key: &str) -> bool {

@@ -2,6 +2,7 @@
 //! stop gracefully. Bad flag values exit 2 with a message naming the flag; a start failure
 //! (port in use) exits 1.
 
+use super::polling::MAX_POLLING_CAP;
 use super::{SimConfig, SimHandle};
 use crate::config::Family;
 use crate::config::{default_family, default_port};
@@ -27,6 +28,8 @@ USAGE: cryptoworker simulate [FLAGS]
   --wallets K1,K2          wallet keys (xpub or xpub_contract) the generator pays into;
                            wallets loaded by any RPC are added
   --preload-wallets        treat --wallets as loaded at start (no RPC needed for events)
+  --polling-cap N          pushed updates each loaded wallet keeps for get_updates (global
+                           ones copied to all), 0 = no queues, at most 100000 (default 100)
   --bench                  open-loop stream of new_transaction pushes for the first wallet,
                            push i due at start + i/rate, tx = 0x{scheduled_us:016x}{i:048x}
   --count N                bench pushes to send, 0 = forever (default 0)
@@ -36,6 +39,7 @@ USAGE: cryptoworker simulate [FLAGS]
   --seed N                 seed for ids and amounts (default: from the clock)
   --help                   this text
 
+get_updates (needs a wallet, like get_request) returns the wallet's queue and clears it.
 Admin JSON-RPC methods (same endpoint and auth): sim_emit(update, wallet|null),
 sim_emit_raw(text), sim_set_fault({..}), sim_rpc_log(), sim_set_request(wallet, id, {status,
 sent_amount, tx_hashes}|null), sim_state(), sim_mine(), sim_pay().
@@ -79,6 +83,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--rate",
     "--block-interval",
     "--wallets",
+    "--polling-cap",
     "--count",
     "--start-delay-ms",
     "--fault",
@@ -207,6 +212,12 @@ fn apply_rest(cfg: &mut SimConfig, pairs: &[(String, Option<String>)]) -> Result
                     .collect();
             }
             "--preload-wallets" => cfg.preload_wallets = true,
+            "--polling-cap" => {
+                cfg.polling_cap = number(flag, v)?;
+                if cfg.polling_cap > MAX_POLLING_CAP {
+                    return err(flag, format!("must be at most {MAX_POLLING_CAP}"));
+                }
+            }
             "--bench" => cfg.bench = true,
             "--count" => cfg.count = number(flag, v)?,
             "--start-delay-ms" => cfg.start_delay = Duration::from_millis(number(flag, v)?),
@@ -301,6 +312,7 @@ mod tests {
             ("electrum", "electrumz")
         );
         assert_eq!((c.rate, c.block_interval), (2.0, Duration::from_secs(10)));
+        assert_eq!(c.polling_cap, 100);
         let c = cfg(&["--coin", "matic"]);
         assert_eq!(
             (c.coin.as_str(), c.family, c.port),
@@ -327,6 +339,8 @@ mod tests {
             "--wallets",
             "a, b,,c",
             "--preload-wallets",
+            "--polling-cap",
+            "7",
             "--bench",
             "--count",
             "10",
@@ -354,6 +368,8 @@ mod tests {
         );
         assert_eq!(c.wallets, ["a", "b", "c"]);
         assert!(c.preload_wallets && c.bench);
+        assert_eq!(c.polling_cap, 7);
+        assert_eq!(cfg(&["--polling-cap=0"]).polling_cap, 0);
         assert_eq!(
             (c.count, c.start_delay, c.seed),
             (10, Duration::from_millis(250), 9)
@@ -384,6 +400,11 @@ mod tests {
         assert_eq!(flag(&["--fault", "explode"]), Some("--fault".into()));
         assert_eq!(flag(&["--bench", "--rate", "0"]), Some("--rate".into()));
         assert_eq!(flag(&["--count"]), Some("--count".into()));
+        assert_eq!(flag(&["--polling-cap", "-1"]), Some("--polling-cap".into()));
+        assert_eq!(
+            flag(&["--polling-cap", "100001"]),
+            Some("--polling-cap".into())
+        );
         assert_eq!(flag(&["--nope"]), Some("--nope".into()));
         assert_eq!(flag(&["--coin", "B T"]), Some("--coin".into()));
     }

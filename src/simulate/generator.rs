@@ -5,7 +5,8 @@
 //! about 2 on eth, so flows start every `flow_size / rate` seconds to average `rate` updates/s.
 //! Bench: push `i` is due at `start + i/rate` and carries that scheduled time in its tx hash,
 //! `0x{scheduled_unix_micros:016x}{i:048x}`, so queueing anywhere counts as latency. Pushes are
-//! built straight as text (no JSON tree) and handed to the hub in batches.
+//! built straight as text (no JSON tree) and handed to the hub in batches; like every push they
+//! are also queued for `get_updates` (the tail of each batch, as the cap keeps no more).
 
 use super::chain::split_key;
 use super::hub::Frame;
@@ -131,6 +132,17 @@ pub fn decode_bench_tx(tx: &str) -> Option<(u64, u64)> {
     Some((micros, u64::try_from(index).ok()?))
 }
 
+/// Records a bench batch in the `get_updates` queues: only its last `cap` pushes can stay.
+fn queue_tail(shared: &Shared, batch: &[Frame]) {
+    let mut chain = shared.chain();
+    let cap = chain.polling.cap();
+    if cap > 0 && !batch.is_empty() {
+        chain
+            .polling
+            .record_frames(&batch[batch.len().saturating_sub(cap)..]);
+    }
+}
+
 fn run_bench(shared: &Shared) {
     let cfg = &shared.cfg;
     let wallet = cfg.wallets.first().map_or(BENCH_WALLET, String::as_str);
@@ -154,6 +166,7 @@ fn run_bench(shared: &Shared) {
                 .filter(|_| loaded)
                 .map(|k| frames.frame(start_micros + (k as f64 * 1e6 / rate) as u64, k))
                 .collect();
+            queue_tail(shared, &batch);
             shared.hub.broadcast(&batch);
             shared
                 .stats

@@ -3,7 +3,8 @@
 //!
 //! Invariants: every non-admin call is logged (`sim_rpc_log`); a known method naming a wallet
 //! loads it before running; wallet methods without a wallet answer -32000; methods of the other
-//! family are unknown (-32601); method exceptions get their code from the family's spec.
+//! family are unknown (-32601); method exceptions get their code from the family's spec;
+//! `get_updates` (both families) drains the named wallet's queue of pushed updates.
 
 use super::chain::{Chain, RequestPatch};
 use super::rpc::Call;
@@ -25,6 +26,7 @@ const COMMON: &[&str] = &[
     "setrequestaddress",
     "normalizeaddress",
     "close_wallet",
+    "get_updates",
 ];
 /// Methods that need a wallet.
 const WALLET_METHODS: &[&str] = &[
@@ -34,6 +36,7 @@ const WALLET_METHODS: &[&str] = &[
     "getbalance",
     "setrequestaddress",
     "close_wallet",
+    "get_updates",
 ];
 
 /// The family's transaction lookup method.
@@ -118,6 +121,7 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
         }
         "normalizeaddress" => Ok(json!(call.str_arg(0, "address")?)),
         "close_wallet" => Ok(json!(chain.unload(wallet))),
+        "get_updates" => Ok(Value::Array(chain.polling.take(wallet))),
         _ => Err(RpcError::not_found()),
     }
 }

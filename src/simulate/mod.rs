@@ -10,6 +10,8 @@
 //!
 //! Invariants:
 //! - wallet events go out only for wallets some RPC named since start (or `preload_wallets`);
+//! - each loaded wallet keeps its last `polling_cap` pushed updates (global ones included),
+//!   sockets or not, and the `get_updates` RPC returns and clears them;
 //! - one update per frame in `{"updates":[..],"wallet":..,"currency":..}`; nothing on connect,
 //!   no heartbeats, pings answered, `{"xpub":key}` narrows a socket, 1001 on stop;
 //! - every queue and store is bounded; bad input gets an error answer, never a panic;
@@ -28,6 +30,7 @@ mod head;
 mod http;
 mod hub;
 mod methods;
+mod polling;
 mod rpc;
 mod shared;
 mod spec;
@@ -73,6 +76,8 @@ pub struct SimConfig {
     pub wallets: Vec<String>,
     /// Mark `wallets` loaded at start, so events flow without any RPC.
     pub preload_wallets: bool,
+    /// Updates each loaded wallet keeps for `get_updates` (0 = no queues, at most 100,000).
+    pub polling_cap: usize,
     /// Open-loop benchmark stream instead of payment flows.
     pub bench: bool,
     /// Bench events to send (0 = forever).
@@ -87,7 +92,8 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// Defaults for `coin`: its family from the coin table (btc for unknown coins), localhost on
-    /// an ephemeral port, `electrum`/`electrumz`, 2 events/s, a block every 10 s, a time seed.
+    /// an ephemeral port, `electrum`/`electrumz`, 2 events/s, a block every 10 s, 100 updates per
+    /// `get_updates` queue, a time seed.
     pub fn new(coin: &str) -> SimConfig {
         let coin = coin.trim().to_ascii_uppercase();
         let seed = SystemTime::now()
@@ -104,6 +110,7 @@ impl SimConfig {
             block_interval: Duration::from_secs(10),
             wallets: Vec::new(),
             preload_wallets: false,
+            polling_cap: polling::DEFAULT_POLLING_CAP,
             bench: false,
             count: 0,
             start_delay: Duration::ZERO,
@@ -122,6 +129,10 @@ impl SimConfig {
         }
         if self.bench && self.rate <= 0.0 {
             return bad("bench mode needs a rate > 0");
+        }
+        if self.polling_cap > polling::MAX_POLLING_CAP {
+            let max = polling::MAX_POLLING_CAP;
+            return bad(&format!("polling_cap must be at most {max}"));
         }
         Ok(())
     }
@@ -222,7 +233,8 @@ impl SimHandle {
         self.shared.emit(&update, wallet);
     }
 
-    /// The `sim_state` document: height, loaded wallets, faults and counters.
+    /// The `sim_state` document: height, loaded wallets, `get_updates` queue lengths, faults and
+    /// counters.
     pub fn state(&self) -> serde_json::Value {
         self.shared.state_json()
     }

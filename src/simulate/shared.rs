@@ -1,9 +1,10 @@
 //! State shared by the simulator's threads: the chain, the socket hub, the fault switches,
 //! the RPC log and counters, and the stop flag with the connection threads to join.
 //!
-//! Invariants: chain pushes are broadcast while the chain lock is held, so every socket sees
-//! one global order (lock order: chain, then hub); the RPC log is bounded ([`MAX_LOG`], oldest
-//! dropped); no lock is held across socket I/O.
+//! Invariants: chain pushes are recorded in the `get_updates` queues and broadcast while the
+//! chain lock is held, so every socket and queue sees one global order (lock order: chain, then
+//! hub); every push but `sim_emit_raw` text is recorded, sockets or not; the RPC log is bounded
+//! ([`MAX_LOG`], oldest dropped); no lock is held across socket I/O.
 
 use super::chain::{Chain, Emit};
 use super::faults::{FaultCell, Faults};
@@ -51,13 +52,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub(crate) fn new(cfg: SimConfig) -> Shared {
-        let chain = Chain::new(
+        let mut chain = Chain::new(
             &cfg.coin,
             cfg.family,
             &cfg.wallets,
             cfg.preload_wallets,
             cfg.seed,
         );
+        chain.polling.set_cap(cfg.polling_cap);
         let shared = Shared {
             chain: Mutex::new(chain),
             hub: Hub::default(),
@@ -145,8 +147,10 @@ impl Shared {
         }
     }
 
-    fn publish(&self, coin: &str, emits: &[Emit]) {
-        let frames: Vec<Frame> = emits.iter().map(|e| Frame::emit(e, coin)).collect();
+    /// Records `emits` in the `get_updates` queues and broadcasts them (chain lock held).
+    fn publish(&self, chain: &mut Chain, emits: &[Emit]) {
+        let frames: Vec<Frame> = emits.iter().map(|e| Frame::emit(e, &chain.coin)).collect();
+        chain.polling.record_frames(&frames);
         self.hub.broadcast(&frames);
     }
 
@@ -154,7 +158,7 @@ impl Shared {
     pub(crate) fn mine(&self) -> u64 {
         let mut chain = self.chain();
         let emits = chain.mine();
-        self.publish(&chain.coin, &emits);
+        self.publish(&mut chain, &emits);
         chain.height
     }
 
@@ -162,17 +166,20 @@ impl Shared {
     pub(crate) fn pay_step(&self) {
         let mut chain = self.chain();
         let emits = chain.pay_step(unix_secs());
-        self.publish(&chain.coin, &emits);
+        self.publish(&mut chain, &emits);
     }
 
-    /// Pushes one update as given, whatever the wallet's load state (`sim_emit`).
+    /// Pushes one update as given, whatever the wallet's load state (`sim_emit`); like any
+    /// push it is queued for `get_updates` (every loaded wallet if global, else that wallet if
+    /// loaded).
     pub(crate) fn emit(&self, update: &Value, wallet: Option<&str>) {
-        let chain = self.chain();
-        self.hub
-            .broadcast(&[Frame::update(update, wallet, &chain.coin)]);
+        let mut chain = self.chain();
+        let frame = Frame::update(update, wallet, &chain.coin);
+        chain.polling.record(wallet, &frame.text);
+        self.hub.broadcast(&[frame]);
     }
 
-    /// Pushes a raw text frame to every socket (`sim_emit_raw`).
+    /// Pushes a raw text frame to every socket (`sim_emit_raw`); not an update, so not queued.
     pub(crate) fn emit_raw(&self, text: String) {
         let _order = self.chain();
         self.hub.broadcast(&[Frame {
@@ -190,6 +197,7 @@ impl Shared {
             "coin": chain.coin,
             "height": chain.height,
             "loaded_wallets": chain.loaded(),
+            "polling": chain.polling.to_json(),
             "wallets": chain.candidates(),
             "requests": requests,
             "transactions": txs,

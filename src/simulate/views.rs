@@ -45,13 +45,11 @@ pub(crate) fn request(chain: &Chain, wallet: &str, r: &Request) -> Value {
     v["status_str"] = json!(status_str(r.status));
     v["sent_amount"] = json!(format_amount(r.sent, d));
     v["tx_hashes"] = json!(r.tx_hashes);
-    let first_mined = r
-        .tx_hashes
-        .first()
-        .and_then(|h| chain.tx(h))
-        .filter(|t| t.height.is_some());
-    if let Some(tx) = first_mined {
-        v["confirmations"] = json!(chain.confirmations(tx));
+    // `confirmations` of the first tx once it is mined, and always once paid (0 while the
+    // chain does not know that tx mined, e.g. a request set paid by `sim_set_request`).
+    let first = r.tx_hashes.first().and_then(|h| chain.tx(h));
+    if r.status == 3 || first.is_some_and(|t| t.height.is_some()) {
+        v["confirmations"] = json!(first.map_or(0, |t| chain.confirmations(t)));
     }
     v
 }
@@ -116,6 +114,7 @@ pub(crate) fn getinfo(chain: &Chain, loaded: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::chain::RequestPatch;
 
     #[test]
     fn btc_request_shape_and_confirmations_once_mined() {
@@ -166,6 +165,23 @@ mod tests {
             getinfo(&Chain::new("BTC", Family::Btc, &[], false, 1), 2)["total_wallets"],
             2
         );
+    }
+
+    #[test]
+    fn paid_request_always_has_confirmations() {
+        let mut c = Chain::new("ETH", Family::Eth, &[], false, 3);
+        let id = c.add_request("0xa", 5, "", 60, 9);
+        let get = |c: &Chain| request(c, "0xa", c.request("0xa", &id).unwrap());
+        assert!(get(&c).get("confirmations").is_none());
+        let paid = RequestPatch {
+            status: Some(3),
+            tx_hashes: Some(vec!["0xunknown".into()]),
+            ..Default::default()
+        };
+        c.set_request("0xa", &id, Some(paid), 9);
+        assert_eq!(get(&c)["confirmations"], 0);
+        c.mine();
+        assert_eq!(get(&c)["confirmations"], 0, "an unknown tx is never mined");
     }
 
     #[test]

@@ -283,4 +283,37 @@ fn start_refuses_bad_config() {
     cfg.bench = true;
     cfg.rate = 0.0;
     assert!(SimHandle::start(cfg).is_err());
+    let mut cfg = SimConfig::new("BTC");
+    cfg.polling_cap = 100_001;
+    assert!(SimHandle::start(cfg).is_err());
+}
+
+#[test]
+fn paid_requests_report_confirmations() {
+    let h = start("ETH", |_| {});
+    let a = h.addr();
+    let w = json!({"xpub": "0xa"});
+    let r = ok(a, "add_request", json!({"amount": "1", "xpub": w}));
+    let id = r["request_id"].as_str().unwrap().to_string();
+    ok(a, "setrequestaddress", json!([id, "0xpayer", {"xpub": w}]));
+    assert!(r.get("confirmations").is_none());
+    h.pay();
+    h.mine();
+    let r = ok(a, "getrequest", json!([id, {"xpub": w}]));
+    assert_eq!(
+        (r["status"].clone(), r["confirmations"].clone()),
+        (json!(3), json!(1))
+    );
+    h.mine();
+    assert_eq!(
+        ok(a, "get_request", json!([id, {"xpub": w}]))["confirmations"],
+        2
+    );
+    let set = json!(["0xa", "set", {"status": 3, "sent_amount": "1", "tx_hashes": ["0xgone"]}]);
+    ok(a, "sim_set_request", set);
+    let r = ok(a, "getrequest", json!(["set", {"xpub": w}]));
+    assert_eq!(
+        (r["status"].clone(), r["confirmations"].clone()),
+        (json!(3), json!(0))
+    );
 }

@@ -4,6 +4,7 @@
 mod events;
 mod faults;
 mod http_rpc;
+mod polling;
 
 use super::{SimConfig, SimHandle};
 use base64::Engine;
