@@ -27,6 +27,9 @@ pub struct Metrics {
     pub handler_failures: AtomicU64,
     pub daemon_bad_frames: AtomicU64,
     pub duplicates_dropped: AtomicU64,
+    /// Times the database intake was full when the reactor offered events (they wait in the
+    /// durability gate and are offered again; nothing is dropped).
+    pub db_intake_full: AtomicU64,
     /// Events published, by (coin, event name).
     events: Mutex<Vec<EventCount>>,
 }
@@ -43,6 +46,8 @@ pub struct Gauges {
     pub db_written: u64,
     pub db_spooled: u64,
     pub db_dropped: u64,
+    /// Sequenced events waiting to be durable before clients get them.
+    pub awaiting_durability: u64,
     pub last_seq: u64,
 }
 
@@ -66,7 +71,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "cryptoworker_connections_accepted_total",
                 "TCP connections accepted on the client port",
@@ -137,6 +142,11 @@ impl Metrics {
                 "duplicate daemon updates dropped",
                 &self.duplicates_dropped,
             ),
+            (
+                "cryptoworker_db_intake_full_total",
+                "times events waited because the database intake queue was full",
+                &self.db_intake_full,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(
@@ -166,8 +176,14 @@ impl Metrics {
         gauge(
             &mut out,
             "cryptoworker_last_seq",
-            "last sequence number assigned",
+            "last sequence number delivered to clients",
             g.last_seq,
+        );
+        gauge(
+            &mut out,
+            "cryptoworker_awaiting_durability",
+            "sequenced events waiting to be committed or spooled before delivery",
+            g.awaiting_durability,
         );
         out.push_str("# HELP cryptoworker_daemon_connected 1 when the daemon link is up\n# TYPE cryptoworker_daemon_connected gauge\n");
         for (coin, up, _) in &g.daemons {

@@ -1,9 +1,17 @@
 //! The event pipeline between the daemon side and the fan-out: de-duplication, sequence numbers,
 //! serialise-once, and the resume ring.
 //!
-//! Invariants: `last_seq` increases by exactly one per published event; every published event
-//! is pushed to the ring in sequence order; a duplicate (SPEC §4 "Duplicates are dropped") never
-//! consumes a sequence number.
+//! Two steps: [`Pipeline::publish`] de-duplicates and gives the event its seq (`assigned_seq`);
+//! [`Pipeline::release`] makes it visible to clients (ring and `last_seq`). Without a database
+//! the reactor releases at once; with one it releases only once the event is durable (see
+//! [`gate`] and docs/database.md, "Durability").
+//!
+//! Invariants: `assigned_seq` increases by exactly one per published event; events are released
+//! in seq order, so `last_seq` (the last seq a client can have seen) also grows by one and the
+//! ring holds released events only; a duplicate (see docs/behaviour.md) never consumes a
+//! sequence number.
+
+pub mod gate;
 
 use crate::event::{Event, Published, now_unix};
 use crate::fanout::ring::Ring;
@@ -88,7 +96,10 @@ fn identity(ev: &Event, h: &mut impl Hasher) -> bool {
 #[derive(Debug)]
 pub struct Pipeline {
     pub epoch: Arc<str>,
+    /// The last seq released to clients (the `seq` of a `subscribed` reply).
     pub last_seq: u64,
+    /// The last seq given to an event; ahead of `last_seq` while events wait for durability.
+    pub assigned_seq: u64,
     pub ring: Ring,
     pub dedup: Dedup,
     /// Events published so far in this run.
@@ -103,6 +114,7 @@ impl Pipeline {
         Pipeline {
             epoch,
             last_seq,
+            assigned_seq: last_seq,
             ring: Ring::starting_after(ring_size, last_seq),
             dedup: Dedup::new(DEDUP_CAPACITY),
             published: 0,
@@ -110,23 +122,30 @@ impl Pipeline {
         }
     }
 
-    /// Sequences and serialises `ev` once, or returns `None` for a duplicate.
+    /// Sequences and serialises `ev` once, or returns `None` for a duplicate. The event is not
+    /// visible to clients until it is [released](Pipeline::release).
     pub fn publish(&mut self, ev: &Event) -> Option<Arc<Published>> {
         if self.dedup.is_duplicate(ev) {
             self.duplicates += 1;
             log::debug!("[WORKER] Dropped duplicate {} for {}", ev.name, ev.coin);
             return None;
         }
-        self.last_seq += 1;
+        self.assigned_seq += 1;
         self.published += 1;
-        let p = Arc::new(Published::new(
+        Some(Arc::new(Published::new(
             self.epoch.clone(),
-            self.last_seq,
+            self.assigned_seq,
             ev,
             now_unix(),
-        ));
+        )))
+    }
+
+    /// Makes a published event visible: the ring and `last_seq`. Events must be released in
+    /// seq order (the reactor's gate keeps that order).
+    pub fn release(&mut self, p: &Arc<Published>) {
+        debug_assert_eq!(p.seq, self.last_seq + 1, "released out of order");
+        self.last_seq = p.seq;
         self.ring.push(p.clone());
-        Some(p)
     }
 }
 
@@ -153,24 +172,38 @@ mod tests {
     #[test]
     fn sequence_increases_by_one_and_duplicates_take_none() {
         let mut p = Pipeline::new("e".into(), 41, 10);
-        assert_eq!(p.publish(&tx("w", "a")).unwrap().seq, 42);
-        assert!(p.publish(&tx("w", "a")).is_none());
+        let mut published = Vec::new();
+        let mut publish = |p: &mut Pipeline, ev: &Event| {
+            let out = p.publish(ev);
+            published.extend(out.clone());
+            out.map(|e| e.seq)
+        };
+        assert_eq!(publish(&mut p, &tx("w", "a")), Some(42));
+        assert_eq!(publish(&mut p, &tx("w", "a")), None);
         assert_eq!(
-            p.publish(&tx("w2", "a")).unwrap().seq,
-            43,
+            publish(&mut p, &tx("w2", "a")),
+            Some(43),
             "another wallet is another event"
         );
         let block = |h: u64| Event::new("ETH".into(), "new_block", None).with("height", json!(h));
-        assert_eq!(p.publish(&block(10)).unwrap().seq, 44);
+        assert_eq!(publish(&mut p, &block(10)), Some(44));
         assert_eq!(
-            p.publish(&block(9)).unwrap().seq,
-            45,
+            publish(&mut p, &block(9)),
+            Some(45),
             "lower, unseen heights still go out"
         );
-        assert!(p.publish(&block(10)).is_none());
-        assert_eq!(p.last_seq, 45);
+        assert_eq!(publish(&mut p, &block(10)), None);
+        assert_eq!(p.assigned_seq, 45);
         assert_eq!(p.duplicates, 2);
-        assert_eq!(p.ring.last_seq(), Some(45));
+        assert_eq!(
+            (p.last_seq, p.ring.last_seq()),
+            (41, None),
+            "nothing visible before release"
+        );
+        for e in &published {
+            p.release(e);
+        }
+        assert_eq!((p.last_seq, p.ring.last_seq()), (45, Some(45)));
     }
 
     #[test]

@@ -81,6 +81,10 @@ fn every_event_delivered_to_a_star_client_has_exactly_one_identical_row() {
     let sim = Sim::start("BTC", QUIET);
     let (db, spool) = (TestDb::create(), TempDir::new("spool"));
     let worker = db_worker(&sim, &db, &spool);
+    // The connect's daemon_status reaches clients once it is durable.
+    wait_until(deadline(10.0), "the first event delivered", || {
+        worker.status()["last_seq"].as_u64() >= Some(1)
+    });
     let mut client = worker.ws();
     // `since: 0` replays everything from seq 1, so the client sees every event of the run.
     let reply = client.subscribe(json!({"events": ["*"], "since": 0}), deadline(5.0));

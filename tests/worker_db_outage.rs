@@ -102,14 +102,15 @@ fn assert_exactly_once(db: &TestDb, n: u64) {
     );
 }
 
-/// Reads the client until it has every event up to the worker's `last_seq`, then waits until the
-/// event log holds as many rows, and checks them.
+/// Waits until the event log holds exactly the events delivered so far (nothing left waiting
+/// for durability), reads the client up to there, and checks the rows.
 fn settle(worker: &Worker, s: &mut Stream<'_>, db: &TestDb) {
-    let last = worker.status()["last_seq"].as_u64().expect("last_seq");
-    read_to(s, last, 20.0);
-    wait_until(deadline(SLOW), "every row written", || {
-        db.count("events") >= last as i64
+    let mut last = 0;
+    wait_until(deadline(SLOW), "every delivered event written", || {
+        last = worker.status()["last_seq"].as_u64().expect("last_seq");
+        db.count("events") == last as i64
     });
+    read_to(s, last, 20.0);
     assert_exactly_once(db, last);
 }
 

@@ -145,7 +145,12 @@ pub fn new_epoch() -> String {
     format!("{ms:012x}-{r:08x}")
 }
 
-/// Exponential backoff with ±25 % jitter: `min` doubling to `max`.
+/// Ceiling of the database threads' reconnect backoff (supervisor, listener, writers): a
+/// server that comes back is noticed within about this long, however long it was away.
+pub(crate) const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Exponential backoff with ±25 % jitter: `min` doubling to `max`, never waiting longer than
+/// `max`.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     min: Duration,
@@ -170,7 +175,7 @@ impl Backoff {
         let base = self.current;
         self.current = (self.current * 2).min(self.max);
         let jitter = (self.rng.next_u64() % 501) as f64 / 1000.0 + 0.75; // 0.75..=1.25
-        base.mul_f64(jitter)
+        base.mul_f64(jitter).min(self.max)
     }
 
     /// Back to `min` after a success.
@@ -193,6 +198,9 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     /// Set by the dispatcher when it closes the writers' queue: idle writers end.
     pub closing: AtomicBool,
+    /// The durability watermark (see `durable.rs`): every live event with a seq at or below it
+    /// is committed or `fsync`ed to the spool. Written by the dispatcher, read by the reactor.
+    pub durable_seq: AtomicU64,
     /// Shutdown deadline in ms after `base`; `u64::MAX` while running.
     deadline_ms: AtomicU64,
     base: Instant,
@@ -213,6 +221,7 @@ impl Shared {
             wake,
             stop: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            durable_seq: AtomicU64::new(0),
             deadline_ms: AtomicU64::new(u64::MAX),
             base: Instant::now(),
         }
@@ -299,6 +308,21 @@ mod tests {
         assert!(within(d[2], 400) && within(d[4], 400), "{d:?}");
         b.reset();
         assert!(within(b.next_delay(), 100));
+    }
+
+    #[test]
+    fn reconnect_backoff_grew_to_30s() {
+        let mut b = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
+        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
+        assert!(RECONNECT_BACKOFF_MAX <= Duration::from_secs(2));
+        assert!(
+            delays.iter().all(|d| *d <= RECONNECT_BACKOFF_MAX),
+            "jitter never passes the cap: {delays:?}"
+        );
+        assert!(
+            delays[10..].iter().all(|d| *d >= Duration::from_millis(1500)),
+            "it still backs off to the cap: {delays:?}"
+        );
     }
 
     #[test]

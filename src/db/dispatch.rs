@@ -13,15 +13,23 @@
 //! start of the file later, which is safe because writes are idempotent. Acknowledgements of an
 //! aborted generation are ignored.
 //!
-//! Invariant: an event accepted by `submit` ends up committed, in the spool file, or (only if the
-//! disk fails) counted in `dropped`.
+//! Durability: the dispatcher keeps the watermark of `durable.rs` — it learns which live events
+//! the writers committed and `fsync`s the spool right after each batch of routing (group
+//! commit), then publishes the watermark in `Shared::durable_seq` and wakes the reactor, which
+//! releases those events to clients.
+//!
+//! Invariant: an event accepted by `submit` ends up committed or in the spool file; when the
+//! disk refuses an append, the event is kept and the append retried (it is not durable, so the
+//! reactor does not release it), and `dropped` counts it only if the process stops first.
 
 use super::conn::Shared;
+use super::durable::Durability;
 use super::spool::{Spool, SpoolReader};
 use super::stats::DbStats;
 use super::writer::{Feedback, Origin, WJob};
 use crate::event::Published;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -59,6 +67,10 @@ pub(crate) struct Dispatcher {
     replay_after: Instant,
     /// An error-level log was written for the current streak of spool write failures.
     disk_error_logged: bool,
+    /// Which live events are durable.
+    durability: Durability,
+    /// Live events the spool could not take (disk error), retried in order.
+    disk_retry: VecDeque<Arc<Published>>,
 }
 
 impl Dispatcher {
@@ -72,7 +84,10 @@ impl Dispatcher {
         shared: Arc<Shared>,
     ) -> Dispatcher {
         shared.stats.spooled.store(spool.lines(), Ordering::Relaxed);
+        let durable = shared.durable_seq.load(Ordering::Acquire);
         Dispatcher {
+            durability: Durability::starting_at(durable),
+            disk_retry: VecDeque::new(),
             intake,
             writer_tx: Some(writer_tx),
             writer_rx,
@@ -100,18 +115,45 @@ impl Dispatcher {
                     Err(_) => break,
                 },
                 recv(self.feedback) -> f => match f {
-                    Ok(f) => self.on_feedback(f),
+                    Ok(f) => {
+                        self.on_feedback(f);
+                        for f in self.feedback.try_iter().take(1023).collect::<Vec<_>>() {
+                            self.on_feedback(f);
+                        }
+                    }
                     Err(_) => self.feedback = crossbeam_channel::never(),
                 },
                 default(TICK) => {}
             }
             self.maintain();
+            self.publish_durable();
         }
         self.shutdown();
     }
 
+    /// Group commit of the spool, then the new watermark to the reactor (if it moved).
+    fn publish_durable(&mut self) {
+        self.sync_spool();
+        if let Some(w) = self.durability.advance() {
+            self.shared.durable_seq.store(w, Ordering::Release);
+            (self.shared.wake)();
+        }
+    }
+
+    /// `fsync`s the spool when live events wait in it to become durable.
+    fn sync_spool(&mut self) {
+        if !self.durability.needs_sync() {
+            return;
+        }
+        match self.spool.maybe_sync(true) {
+            Ok(()) => self.durability.synced(),
+            Err(e) => log::error!("[DB] Cannot fsync the spool: {e}"),
+        }
+    }
+
     /// Sends a live event to the writers when that keeps the order, else spools it.
     fn route(&mut self, ev: Arc<Published>) {
+        self.durability.received(ev.seq);
         let direct = self.spool.is_empty() && self.replay.is_none() && self.shared.ready();
         let ev = match (&self.writer_tx, direct) {
             (Some(tx), true) => match tx.try_send(WJob {
@@ -123,24 +165,53 @@ impl Dispatcher {
             },
             _ => ev,
         };
-        self.spool_live(&ev);
+        self.spool_live(ev);
     }
 
-    /// Appends a live event to the spool and moves it from `queue_depth` to `spooled`.
-    fn spool_live(&mut self, ev: &Published) {
+    /// Appends a live event to the spool and moves it from `queue_depth` to `spooled`. When
+    /// the disk refuses it, the event waits in `disk_retry` (not durable, so not delivered).
+    fn spool_live(&mut self, ev: Arc<Published>) {
+        if !self.disk_retry.is_empty() {
+            self.disk_retry.push_back(ev);
+            return;
+        }
+        if let Err(ev) = self.try_spool(ev) {
+            self.disk_retry.push_back(ev);
+        }
+    }
+
+    fn try_spool(&mut self, ev: Arc<Published>) -> Result<(), Arc<Published>> {
         let stats = &self.shared.stats;
-        DbStats::sub(&stats.queue_depth, 1);
-        match self.spool.append(ev) {
+        match self.spool.append(&ev) {
             Ok(()) => {
+                DbStats::sub(&stats.queue_depth, 1);
                 stats.spooled.fetch_add(1, Ordering::Relaxed);
-                self.disk_error_logged = false;
+                self.durability.spooled(ev.seq);
+                if self.disk_error_logged {
+                    log::warn!("[DB] The spool accepts writes again");
+                    self.disk_error_logged = false;
+                }
+                Ok(())
             }
             Err(e) => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
                 if !self.disk_error_logged {
-                    log::error!("[DB] Cannot write the spool ({e}); events are being dropped");
+                    log::error!(
+                        "[DB] Cannot write the spool ({e}); events wait (undelivered) and the \
+                         write is retried"
+                    );
                     self.disk_error_logged = true;
                 }
+                Err(ev)
+            }
+        }
+    }
+
+    /// Retries the spool appends the disk refused, in order.
+    fn retry_disk(&mut self) {
+        while let Some(ev) = self.disk_retry.pop_front() {
+            if let Err(ev) = self.try_spool(ev) {
+                self.disk_retry.push_front(ev);
+                return;
             }
         }
     }
@@ -153,10 +224,11 @@ impl Dispatcher {
                     DbStats::sub(&self.shared.stats.spooled, n);
                 }
             }
+            Feedback::LiveDone(seqs) => self.durability.committed(&seqs),
             Feedback::Returned(jobs) => {
                 for job in jobs {
                     match job.origin {
-                        Origin::Live => self.spool_live(&job.ev),
+                        Origin::Live => self.spool_live(job.ev),
                         Origin::Spool(g)
                             if self.replay.as_ref().is_some_and(|r| r.generation == g) =>
                         {
@@ -178,9 +250,8 @@ impl Dispatcher {
                 self.abort_replay("the database is not ready");
             }
         }
-        if let Err(e) = self.spool.maybe_sync(false) {
-            log::error!("[DB] Cannot fsync the spool: {e}");
-        }
+        self.retry_disk();
+        self.sync_spool();
         if ready && !self.spool.is_empty() && !self.shared.past_deadline() {
             if self.replay.is_none() && Instant::now() >= self.replay_after {
                 self.start_replay();
@@ -193,7 +264,7 @@ impl Dispatcher {
     fn pull_back(&mut self) {
         while let Ok(job) = self.writer_rx.try_recv() {
             match job.origin {
-                Origin::Live => self.spool_live(&job.ev),
+                Origin::Live => self.spool_live(job.ev),
                 Origin::Spool(_) => {}
             }
         }
@@ -332,8 +403,16 @@ impl Dispatcher {
             }
         }
         self.pull_back();
+        self.retry_disk();
         if let Err(e) = self.spool.maybe_sync(true) {
             log::error!("[DB] Cannot fsync the spool at shutdown: {e}");
+        }
+        let lost = self.disk_retry.len() as u64;
+        if lost > 0 {
+            let stats = &self.shared.stats;
+            DbStats::sub(&stats.queue_depth, lost);
+            stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            log::error!("[DB] {lost} events could not be spooled before exit (never delivered)");
         }
         // Whatever is in the file now waits for the next start.
         self.shared

@@ -20,6 +20,7 @@
 
 mod conn;
 mod dispatch;
+mod durable;
 mod error;
 pub mod migrate;
 mod monitor;
@@ -186,6 +187,30 @@ impl DbHandle {
                 }
             }
         }
+    }
+
+    /// Queues an event for persistence when the intake queue has room; gives it back when it
+    /// is full (the caller keeps it and offers it again: nothing is dropped). Used with the
+    /// durability gate, which releases an event to clients only at or below [`Self::durable_seq`].
+    pub fn try_submit(&self, ev: &Arc<Published>) -> bool {
+        let Some(intake) = &self.intake else {
+            return false;
+        };
+        let stats = &self.shared.stats;
+        stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match intake.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(_) => {
+                DbStats::sub(&stats.queue_depth, 1);
+                false
+            }
+        }
+    }
+
+    /// The durability watermark: every event of this run with a seq at or below it is committed
+    /// to PostgreSQL or `fsync`ed to the spool.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_seq.load(Ordering::Acquire)
     }
 
     /// Asks for the events of `epoch` with `after_seq < seq <= up_to_seq` (at most

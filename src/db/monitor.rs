@@ -11,7 +11,9 @@
 //!   notification it reads the full sets and sends [`DbMessage::Wallets`] / [`DbMessage::Requests`]
 //!   to the reactor, then wakes it.
 
-use super::conn::{Backoff, Shared, connect, lock_holder, store_epoch, try_lock};
+use super::conn::{
+    Backoff, RECONNECT_BACKOFF_MAX, Shared, connect, lock_holder, store_epoch, try_lock,
+};
 use super::error::describe;
 use super::{DbMessage, PaymentRequest, WatchedWallet, migrate};
 use postgres::Client;
@@ -38,7 +40,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     /// The thread body; ends (dropping the lock) when shutdown stops the background threads.
     pub fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
         let mut failing = false;
         let mut lock_logged = false;
         while !self.shared.stopping() {
@@ -134,7 +136,7 @@ pub(crate) struct Listener {
 impl Listener {
     /// The thread body.
     pub fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
         while !self.shared.stopping() {
             if !self.shared.ready() {
                 self.shared.nap(Duration::from_millis(100));

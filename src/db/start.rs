@@ -51,6 +51,7 @@ pub(super) fn start(
         msg_tx.clone(),
         wake,
     ));
+    shared.durable_seq.store(resume.last_seq, Ordering::Release);
     if client.is_some() {
         shared.tell(DbMessage::Connected(true));
     }

@@ -42,6 +42,8 @@ pub(crate) struct WJob {
 pub(crate) enum Feedback {
     /// `n` spooled events of replay generation `generation` are committed.
     Committed { generation: u64, n: u64 },
+    /// Live events with these seqs are committed (or rejected for good): durable.
+    LiveDone(Vec<u64>),
     /// Jobs that could not be written now (connection lost, not ready, shutdown deadline).
     Returned(Vec<WJob>),
 }
@@ -66,7 +68,8 @@ impl Writer {
     /// The thread body.
     pub fn run(self) {
         let mut conn: Option<(Client, Statements)> = None;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut backoff =
+            Backoff::new(Duration::from_millis(200), super::conn::RECONNECT_BACKOFF_MAX);
         let mut retry_at = Instant::now();
         loop {
             let usable = self.shared.ready() && !self.shared.past_deadline();
@@ -243,8 +246,15 @@ impl Writer {
         stats
             .written
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let live = jobs.iter().filter(|j| j.origin == Origin::Live).count() as u64;
-        DbStats::sub(&stats.queue_depth, live);
+        let live: Vec<u64> = jobs
+            .iter()
+            .filter(|j| j.origin == Origin::Live)
+            .map(|j| j.ev.seq)
+            .collect();
+        DbStats::sub(&stats.queue_depth, live.len() as u64);
+        if !live.is_empty() {
+            let _ = self.feedback.send(Feedback::LiveDone(live));
+        }
         let mut gens: Vec<(u64, u64)> = Vec::new();
         for j in jobs {
             if let Origin::Spool(g) = j.origin {

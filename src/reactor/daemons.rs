@@ -73,6 +73,9 @@ impl Reactor {
             return;
         };
         if slot == 0 {
+            if self.gate.is_full() {
+                return self.pause_link(i);
+            }
             d.link.on_ready(now, &mut out);
         } else {
             d.rpc.on_ready(slot - 1, &mut done);
@@ -405,7 +408,23 @@ impl Reactor {
             d.events += 1;
             d.last_event_at = Some(p.timestamp);
         }
-        self.fan_out(p);
+        self.emit(p);
+    }
+
+    /// Stops reading daemon `i` until the durability gate drains (back-pressure; logged once
+    /// per pause).
+    fn pause_link(&mut self, i: usize) {
+        if self.paused_links.contains(&i) {
+            return;
+        }
+        if self.paused_links.is_empty() {
+            log::warn!(
+                "[WORKER] {} events wait for the database to make them durable; pausing daemon \
+                 reads until it catches up",
+                self.gate.len()
+            );
+        }
+        self.paused_links.push(i);
     }
 
     fn daemon_status(&mut self, i: usize, connected: bool, reason: Option<String>) {

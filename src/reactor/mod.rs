@@ -27,6 +27,7 @@ use crate::event::Published;
 use crate::fanout::groups::{Batch, Subscribers};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::gate::Gate;
 use crate::server::conn::ClientConn;
 use conn_id::{ConnId, Generations};
 use crossbeam_channel::{Receiver, Sender};
@@ -50,6 +51,10 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 pub const DAEMON_BASE: usize = 1 << 40;
 /// Messages read from one client per turn before it is carried over (fairness).
 const MAX_MESSAGES_PER_TURN: usize = 64;
+/// Events waiting for durability at which daemon links stop being read.
+const GATE_LIMIT: usize = crate::db::INTAKE_CAPACITY;
+/// Poll timeout while the database intake is full and events wait to be offered again.
+const GATE_RETRY: Duration = Duration::from_millis(5);
 /// How long shutdown waits for clients to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -118,6 +123,10 @@ pub struct Reactor {
     batches: Vec<(Batch, std::ops::Range<usize>)>,
     /// Persistence, when configured.
     db: Option<crate::db::DbHandle>,
+    /// Sequenced events waiting to be durable before clients see them (database on only).
+    gate: Gate,
+    /// Daemon links not read while the gate is full (back-pressure), read again once it drains.
+    paused_links: Vec<usize>,
     db_rx: Option<Receiver<crate::db::DbMessage>>,
     db_stats: Option<Arc<crate::db::DbStats>>,
     /// Resumes waiting for the event log, by query id.
@@ -199,6 +208,8 @@ impl Reactor {
             scratch: Vec::new(),
             batches: Vec::new(),
             db,
+            gate: Gate::new(GATE_LIMIT),
+            paused_links: Vec::new(),
             db_rx,
             db_stats,
             resumes: HashMap::new(),
@@ -222,6 +233,12 @@ impl Reactor {
                 || !self.daemon_carry.is_empty();
             let timeout = if busy {
                 Some(Duration::ZERO)
+            } else if self.gate.unsubmitted() > 0 {
+                Some(
+                    self.timers
+                        .timeout(now)
+                        .map_or(GATE_RETRY, |t| t.min(GATE_RETRY)),
+                )
             } else {
                 self.timers.timeout(now)
             };
@@ -239,6 +256,8 @@ impl Reactor {
                 self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
                 self.commit_fanout(now);
             }
+            self.release_durable();
+            self.commit_fanout(now);
             for key in std::mem::take(&mut self.carry) {
                 self.client_readable(key, now);
             }
@@ -301,13 +320,52 @@ impl Reactor {
         }
     }
 
-    /// Publishes a sequenced event: ring (done by the pipeline), database, handlers, and stages
-    /// it for the matching client groups ([`Reactor::commit_fanout`] queues it after this dispatch).
-    fn fan_out(&mut self, p: Arc<Published>) {
-        self.metrics.event_published(&p.meta.coin, &p.meta.name);
-        if let Some(db) = &self.db {
-            db.submit(p.clone());
+    /// Sends a sequenced event on its way: without a database straight to clients; with one,
+    /// into the durability gate and the database intake (clients get it once it is durable).
+    fn emit(&mut self, p: Arc<Published>) {
+        if self.db.is_none() {
+            return self.deliver(p);
         }
+        self.gate.hold(p);
+        self.submit_held();
+    }
+
+    /// Offers held events to the database intake, in order, while it has room.
+    fn submit_held(&mut self) {
+        if let Some(db) = &self.db
+            && !self.gate.submit(|p| db.try_submit(p))
+        {
+            self.metrics.inc(&self.metrics.db_intake_full);
+        }
+    }
+
+    /// Releases the events the database reports durable (one staged batch per turn), and reads
+    /// paused daemon links again once the gate has room.
+    fn release_durable(&mut self) {
+        let Some(db) = &self.db else { return };
+        if self.gate.is_empty() {
+            return;
+        }
+        let durable = db.durable_seq();
+        if self.gate.unsubmitted() > 0 {
+            self.submit_held();
+        }
+        let mut out = Vec::new();
+        self.gate.release(durable, &mut out);
+        for p in out {
+            self.deliver(p);
+        }
+        if !self.paused_links.is_empty() && self.gate.has_room() {
+            log::info!("[WORKER] Database caught up; reading daemons again");
+            self.daemon_carry.append(&mut self.paused_links);
+        }
+    }
+
+    /// Makes a sequenced event visible: ring, handlers, and staged for the matching client
+    /// groups ([`Reactor::commit_fanout`] queues it after this dispatch).
+    fn deliver(&mut self, p: Arc<Published>) {
+        self.pipeline.release(&p);
+        self.metrics.event_published(&p.meta.coin, &p.meta.name);
         if let Some((h, count)) = &self.handlers
             && count.load(std::sync::atomic::Ordering::Acquire) > 0
             && h.try_send(p.clone()).is_err()

@@ -45,6 +45,7 @@ impl Reactor {
                 "queue_depth": db.db_queue_depth,
                 "written": db.db_written,
                 "spooled": db.db_spooled,
+                "awaiting_durability": db.awaiting_durability,
             },
         })
     }
@@ -64,6 +65,7 @@ impl Reactor {
                 })
                 .collect(),
             last_seq: self.pipeline.last_seq,
+            awaiting_durability: self.gate.len() as u64,
             ..self.db_stats.as_ref().map_or_else(Gauges::default, |s| {
                 let s = s.snapshot();
                 Gauges {
