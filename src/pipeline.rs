@@ -48,13 +48,26 @@ impl Dedup {
         }
     }
 
-    /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
-    pub fn is_duplicate(&mut self, ev: &Event) -> bool {
+    fn fingerprint(&self, ev: &Event) -> Option<u128> {
         let (mut a, mut b) = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
         if !identity(ev, &mut a) || !identity(ev, &mut b) {
-            return false;
+            return None;
         }
-        let fingerprint = (u128::from(a.finish()) << 64) | u128::from(b.finish());
+        Some((u128::from(a.finish()) << 64) | u128::from(b.finish()))
+    }
+
+    /// True if `ev` was already seen, without remembering it (recovered events are checked
+    /// before they cost a lookup).
+    pub fn contains(&self, ev: &Event) -> bool {
+        self.fingerprint(ev)
+            .is_some_and(|f| self.seen.contains(&f))
+    }
+
+    /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
+    pub fn is_duplicate(&mut self, ev: &Event) -> bool {
+        let Some(fingerprint) = self.fingerprint(ev) else {
+            return false;
+        };
         if self.seen.contains(&fingerprint) {
             return true;
         }

@@ -10,6 +10,7 @@
 //!
 //! Invariant: the open-request table is bounded ([`MAX_OPEN_REQUESTS`]).
 
+use super::recovery::Outcome;
 use super::rpc::CallError;
 use crate::config::Family;
 use crate::event::Event;
@@ -31,6 +32,8 @@ pub enum Purpose {
     GetInfo,
     /// Reconciling the payment request with this id.
     Reconcile(String),
+    /// Draining a wallet's `get_updates` queue (by key).
+    Drain(String),
 }
 
 /// What the worker last knew of an open payment request.
@@ -125,56 +128,61 @@ pub fn on_getinfo(coin: &Arc<str>, known: Option<u64>, info: &Value) -> Option<E
     }
 }
 
-/// Reconciles one request: a `new_payment` (`recovered: true`) when its status or amount moved.
+/// Reconciles one request: a `new_payment` (`recovered: true`) when its status or amount moved,
+/// carrying `confirmations` when the daemon gave them. A request the daemon no longer knows
+/// leaves `requests` ([`Outcome::Gone`]); a failed call leaves it as it was.
 pub fn on_get_request(
     coin: &Arc<str>,
     requests: &mut HashMap<String, OpenRequest>,
     id: &str,
     answer: Result<Value, CallError>,
-) -> Option<Event> {
-    let known = requests.get(id)?.clone();
+) -> (Option<Event>, Outcome) {
+    let Some(known) = requests.get(id).cloned() else {
+        return (None, Outcome::Reconciled { moved: false });
+    };
     let v = match answer {
         Ok(v) => v,
         Err(CallError::Rpc(e)) if is_not_found(&e.message) => {
-            log::warn!(
-                "[WORKER] Payment request {id} on {coin} is no longer known to the daemon; marked gone"
-            );
+            log::info!("[WORKER] Payment request {id} on {coin} is no longer known; marked gone");
             requests.remove(id);
-            return None;
+            return (None, Outcome::Gone);
         }
-        Err(e) => {
-            log::warn!("[WORKER] Could not reconcile payment request {id} on {coin}: {e}");
-            return None;
-        }
+        Err(e) => return (None, Outcome::Failed(e.to_string())),
     };
-    let status = v.get("status").and_then(Value::as_i64)?;
+    let Some(status) = v.get("status").and_then(Value::as_i64) else {
+        return (None, Outcome::Failed("get_request answered without a status".into()));
+    };
     let sent_amount = match v.get("sent_amount") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => known.sent_amount.clone(),
     };
     if status == known.status && same_amount(&sent_amount, &known.sent_amount) {
-        return None;
+        return (None, Outcome::Reconciled { moved: false });
     }
     let tx_hashes = match v.get("tx_hashes") {
         Some(Value::Array(a)) => Value::Array(a.clone()),
         _ => json!([]),
     };
-    Some(
-        Event::new(coin.clone(), "new_payment", Some(known.wallet))
-            .with("address", json!(id))
-            .with("status", json!(status))
-            .with(
-                "status_str",
-                v.get("status_str").cloned().unwrap_or(Value::Null),
-            )
-            .with("tx_hashes", tx_hashes)
-            .with("sent_amount", json!(sent_amount))
-            .with(
-                "contract",
-                v.get("contract").cloned().unwrap_or(Value::Null),
-            )
-            .with("recovered", json!(true)),
+    let mut ev = Event::new(coin.clone(), "new_payment", Some(known.wallet))
+        .with("address", json!(id))
+        .with("status", json!(status))
+        .with(
+            "status_str",
+            v.get("status_str").cloned().unwrap_or(Value::Null),
+        )
+        .with("tx_hashes", tx_hashes)
+        .with("sent_amount", json!(sent_amount))
+        .with(
+            "contract",
+            v.get("contract").cloned().unwrap_or(Value::Null),
+        );
+    if let Some(c) = v.get("confirmations").filter(|c| c.is_u64()) {
+        ev = ev.with("confirmations", c.clone());
+    }
+    (
+        Some(ev.with("recovered", json!(true))),
+        Outcome::Reconciled { moved: true },
     )
 }
 
@@ -272,9 +280,15 @@ mod tests {
             "r1",
             Ok(json!({"status": 7, "sent_amount": "0.1"})),
         );
-        assert!(same.is_none());
-        let moved = on_get_request(&coin(), &mut reqs, "r1", Ok(json!({"status": 3, "status_str": "Paid", "sent_amount": "0.1", "tx_hashes": ["ab"]}))).unwrap();
+        assert_eq!(same, (None, Outcome::Reconciled { moved: false }));
+        let (moved, outcome) = on_get_request(&coin(), &mut reqs, "r1", Ok(json!({"status": 3, "status_str": "Paid", "sent_amount": "0.1", "tx_hashes": ["ab"], "confirmations": 2})));
+        assert_eq!(outcome, Outcome::Reconciled { moved: true });
+        let moved = moved.unwrap();
         assert_eq!(moved.data["status"], 3);
+        assert_eq!(
+            moved.data["confirmations"], 2,
+            "request_confirmations_stayed_null: the daemon's count goes with the status"
+        );
         assert_eq!(moved.data["recovered"], true);
         assert_eq!(moved.data["tx_hashes"], json!(["ab"]));
         assert_eq!(moved.wallet.as_deref(), Some("w"));
@@ -297,7 +311,7 @@ mod tests {
             Ok(json!({"status": 0, "sent_amount": "0.00030000"})),
         );
         assert!(
-            same.is_none(),
+            same.0.is_none(),
             "the same amount written differently is not a change"
         );
     }
@@ -307,13 +321,16 @@ mod tests {
         let mut reqs = HashMap::new();
         observe(&pay("r1", 0, "0"), &mut None, &mut reqs);
         let timeout = on_get_request(&coin(), &mut reqs, "r1", Err(CallError::Timeout));
-        assert!(timeout.is_none());
+        assert_eq!(timeout, (None, Outcome::Failed("timed out".into())));
         assert!(reqs.contains_key("r1"));
         let gone = Err(CallError::Rpc(RpcError {
             code: -32603,
             message: "Exception: Request not found".into(),
         }));
-        assert!(on_get_request(&coin(), &mut reqs, "r1", gone).is_none());
+        assert_eq!(
+            on_get_request(&coin(), &mut reqs, "r1", gone),
+            (None, Outcome::Gone)
+        );
         assert!(reqs.is_empty());
     }
 }

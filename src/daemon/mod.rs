@@ -1,8 +1,10 @@
 //! The daemon side: decoding daemon pushes, the event-stream link state machine, the JSON-RPC
-//! pool, enrichment in order, and catch-up after every (re)connect.
+//! pool, enrichment in order, and catch-up after every (re)connect (rules in `catchup`, pacing and
+//! progress in `recovery`).
 
 pub mod catchup;
 pub mod decode;
 pub mod enrich;
 pub mod link;
+pub mod recovery;
 pub mod rpc;

@@ -9,6 +9,7 @@ use crate::daemon::catchup::{self, Purpose};
 use crate::daemon::decode::decode_frame;
 use crate::daemon::enrich::{self, OrderedQueue};
 use crate::daemon::link::{DaemonLink, LinkOutput};
+use crate::daemon::recovery::{CATCHUP_WINDOW, Outcome, Planner, Summary};
 use crate::daemon::rpc::{self, RpcDone, RpcPool};
 use crate::event::{Event, now_unix};
 use mio::{Interest, Token};
@@ -32,6 +33,8 @@ pub(super) struct Daemon {
     pub wallets: Vec<String>,
     /// Open payment requests to reconcile on reconnect, by request id.
     pub requests: HashMap<String, catchup::OpenRequest>,
+    /// Catch-up calls of the current connection, paced.
+    pub plan: Planner,
     /// Highest block height seen for this coin.
     pub height: Option<u64>,
     /// The earliest deadline that has a timer entry (see `schedule_daemon`).
@@ -48,6 +51,7 @@ impl Daemon {
         Daemon {
             rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout),
             wallets: c.wallets.clone(),
+            plan: Planner::new(c.family, CATCHUP_WINDOW),
             link,
             queue: OrderedQueue::default(),
             requests: HashMap::new(),
@@ -233,36 +237,36 @@ impl Reactor {
         self.schedule_daemon(i);
     }
 
-    /// Names wallet `key` on daemon `i` with a wallet-scoped call, so the daemon loads it and
-    /// emits its events (a daemon only does so for wallets some RPC has named since it started).
-    pub(super) fn load_wallet(&mut self, i: usize, key: String, now: Instant) {
-        let params = json!({"xpub": catchup::xpub_param(&key)});
-        self.rpc_call(i, "getbalance", params, Purpose::LoadWallet(key), now);
-    }
-
-    /// Loads every watched wallet, reads `getinfo`, reconciles open payment requests.
+    /// Loads every watched wallet (then drains its `get_updates` queue), reads `getinfo`,
+    /// reconciles every open payment request: planned at once, called paced (see `recovery`).
     fn catch_up(&mut self, i: usize, now: Instant) {
-        let Some(d) = self.daemons.get(i) else {
+        let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
-        let family = d.link.config.family;
-        let wallets = d.wallets.clone();
-        let mut calls = vec![("getinfo", json!({"xpub": null}), Purpose::GetInfo)];
-        for (id, r) in &d.requests {
-            let (method, params) = catchup::get_request_call(family, id, &r.wallet);
-            calls.push((method, params, Purpose::Reconcile(id.clone())));
-        }
         log::info!(
             "[WORKER] Catching up {}: {} wallets, {} open payment requests",
             d.link.coin,
             d.wallets.len(),
             d.requests.len()
         );
-        for w in wallets {
-            self.load_wallet(i, w, now);
-        }
+        d.plan.connected(&d.wallets, d.requests.keys(), now);
+        self.rpc_call(i, "getinfo", json!({"xpub": null}), Purpose::GetInfo, now);
+        self.pump_catchup(i, now);
+    }
+
+    /// Starts the catch-up calls the window allows; logs the summary when the catch-up is done.
+    pub(super) fn pump_catchup(&mut self, i: usize, now: Instant) {
+        let Some(d) = self.daemons.get_mut(i) else {
+            return;
+        };
+        let calls = d.plan.next_calls(&d.requests);
+        let finished = d.plan.finished(now);
+        let coin = d.link.coin.clone();
         for (method, params, purpose) in calls {
             self.rpc_call(i, method, params, purpose, now);
+        }
+        if let Some((s, took)) = finished {
+            log_summary(&coin, &s, took);
         }
     }
 
@@ -271,6 +275,15 @@ impl Reactor {
         let mut done = Vec::new();
         let mut ready = Vec::new();
         if let Some(d) = self.daemons.get_mut(i) {
+            if let Some((s, left)) = d.plan.disconnected() {
+                log::warn!(
+                    "[WORKER] Catch-up of {} interrupted by the disconnect ({} calls left; all \
+                     are made again at the next connect): {}",
+                    d.link.coin,
+                    left,
+                    summary_text(&s)
+                );
+            }
             d.rpc.reset(reason, &mut done);
         }
         self.rpc_results(i, done);
@@ -286,14 +299,15 @@ impl Reactor {
         if done.is_empty() {
             return;
         }
-        let mut ready = Vec::new();
+        let now = Instant::now();
         let mut synthesized = Vec::new();
-        let Some(d) = self.daemons.get_mut(i) else {
-            return;
-        };
-        let family = d.link.config.family;
-        let coin = d.link.coin.clone();
+        let mut recovered = Vec::new();
         for r in done {
+            let Some(d) = self.daemons.get_mut(i) else {
+                return;
+            };
+            let family = d.link.config.family;
+            let coin = d.link.coin.clone();
             match r.purpose {
                 Purpose::Enrich(ticket) => {
                     if let Err(e) = &r.result {
@@ -308,12 +322,16 @@ impl Reactor {
                         }
                     });
                 }
-                Purpose::LoadWallet(w) => match r.result {
-                    Ok(_) => log::debug!("[WORKER] Loaded wallet {} on {coin}", catchup::short(&w)),
-                    Err(e) => log::warn!(
-                        "[WORKER] Could not load wallet {} on {coin}: {e}",
-                        catchup::short(&w)
-                    ),
+                Purpose::LoadWallet(w) => {
+                    let result = r.result.map(|_| ()).map_err(|e| e.to_string());
+                    if let Err(e) = &result {
+                        log::debug!("[WORKER] Loading {} on {coin} failed: {e}", catchup::short(&w));
+                    }
+                    d.plan.loaded(&w, result);
+                }
+                Purpose::Drain(w) => match r.result {
+                    Ok(list) => recovered.push((w, list)),
+                    Err(e) => d.plan.drained(&w, Err(e.to_string())),
                 },
                 Purpose::GetInfo => match r.result {
                     Ok(v) => {
@@ -326,22 +344,61 @@ impl Reactor {
                     Err(e) => log::warn!("[WORKER] getinfo on {coin} failed: {e}"),
                 },
                 Purpose::Reconcile(id) => {
-                    synthesized.extend(catchup::on_get_request(
-                        &coin,
-                        &mut d.requests,
-                        &id,
-                        r.result,
-                    ));
-                    if !d.requests.contains_key(&id)
+                    let (ev, outcome) =
+                        catchup::on_get_request(&coin, &mut d.requests, &id, r.result);
+                    if outcome == Outcome::Gone
                         && let Some(db) = &self.db
                     {
                         db.mark_request_gone(&coin, &id);
                     }
+                    d.plan.reconciled(&id, outcome);
+                    synthesized.extend(ev);
                 }
             }
         }
-        d.queue.pop_ready(&mut ready);
-        for ev in synthesized.into_iter().chain(ready) {
+        for ev in synthesized {
+            self.publish(i, ev);
+        }
+        for (w, list) in recovered {
+            self.recover_updates(i, &w, list, now);
+        }
+        self.release_ready(i);
+        self.pump_catchup(i, now);
+    }
+
+    /// A wallet's `get_updates` answer: the events not delivered before go out in daemon order,
+    /// with `"recovered": true` (enriched like live ones).
+    fn recover_updates(&mut self, i: usize, wallet: &str, list: serde_json::Value, now: Instant) {
+        let Some(d) = self.daemons.get(i) else {
+            return;
+        };
+        let (coin, family) = (d.link.coin.clone(), d.link.config.family);
+        let frame = json!({"updates": list, "wallet": wallet, "currency": &*coin}).to_string();
+        let events = match decode_frame(&frame, &coin, family) {
+            Ok(decoded) => decoded.events,
+            Err(e) => {
+                log::warn!("[WORKER] get_updates of {} on {coin}: {e}", catchup::short(wallet));
+                Vec::new()
+            }
+        };
+        let fresh: Vec<Event> = events
+            .into_iter()
+            .map(|ev| ev.with("recovered", json!(true)))
+            .filter(|ev| !self.pipeline.dedup.contains(ev))
+            .collect();
+        if let Some(d) = self.daemons.get_mut(i) {
+            d.plan.drained(wallet, Ok(fresh.len() as u64));
+        }
+        self.accept_events(i, fresh, now);
+    }
+
+    /// Publishes the events at the front of daemon `i`'s queue that no longer wait.
+    fn release_ready(&mut self, i: usize) {
+        let mut ready = Vec::new();
+        if let Some(d) = self.daemons.get_mut(i) {
+            d.queue.pop_ready(&mut ready);
+        }
+        for ev in ready {
             self.publish(i, ev);
         }
     }
@@ -364,34 +421,32 @@ impl Reactor {
             self.metrics.inc(&self.metrics.daemon_bad_frames);
             log::warn!("[WORKER] Ignored a bad update from {coin}: {e}");
         }
+        self.accept_events(i, decoded.events, now);
+        self.release_ready(i);
+    }
+
+    /// Queues daemon events in order; those that need a lookup wait for it.
+    fn accept_events(&mut self, i: usize, events: Vec<Event>, now: Instant) {
+        let Some(family) = self.daemons.get(i).map(|d| d.link.config.family) else {
+            return;
+        };
         let enrich = self.config.daemon_enrich;
-        for ev in decoded.events {
+        for ev in events {
             let lookup = if enrich {
                 enrich::lookup_for(&ev, family)
             } else {
                 None
             };
+            let Some(d) = self.daemons.get_mut(i) else {
+                return;
+            };
             match lookup {
                 Some((method, params)) => {
-                    let Some(d) = self.daemons.get_mut(i) else {
-                        return;
-                    };
                     let ticket = d.queue.push_waiting(ev);
                     self.rpc_call(i, method, params, Purpose::Enrich(ticket), now);
                 }
-                None => {
-                    if let Some(d) = self.daemons.get_mut(i) {
-                        d.queue.push_ready(ev);
-                    }
-                }
+                None => d.queue.push_ready(ev),
             }
-        }
-        let mut ready = Vec::new();
-        if let Some(d) = self.daemons.get_mut(i) {
-            d.queue.pop_ready(&mut ready);
-        }
-        for ev in ready {
-            self.publish(i, ev);
         }
     }
 
@@ -450,4 +505,39 @@ impl Reactor {
             .count();
         log::info!("[WORKER] Connected daemons: {up}/{}", self.daemons.len());
     }
+}
+
+/// One line for a finished catch-up.
+fn log_summary(coin: &str, s: &Summary, took: std::time::Duration) {
+    let line = format!(
+        "[WORKER] Caught up {coin} in {:.1} s: {}",
+        took.as_secs_f64(),
+        summary_text(s)
+    );
+    if s.failed > 0 {
+        log::warn!("{line}");
+    } else {
+        log::info!("{line}");
+    }
+}
+
+fn summary_text(s: &Summary) -> String {
+    let mut text = format!(
+        "{} wallets loaded, {} drained ({} events recovered), {} payment requests reconciled \
+         ({} moved, {} gone)",
+        s.wallets_loaded,
+        s.wallets_drained,
+        s.events_recovered,
+        s.requests_reconciled + s.requests_gone,
+        s.requests_moved,
+        s.requests_gone
+    );
+    if s.failed > 0 {
+        text.push_str(&format!(
+            ", {} failed after retries (first: {})",
+            s.failed,
+            s.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    text
 }

@@ -96,12 +96,16 @@ impl Reactor {
             }
         }
         for (i, w) in calls {
-            self.load_wallet(i, w, now);
+            if let Some(d) = self.daemons.get_mut(i) {
+                d.plan.add_wallets([&w]);
+            }
+            self.pump_catchup(i, now);
         }
     }
 
-    /// The full set of open payment requests (the database is authoritative): remember them
-    /// for reconciliation on reconnect, and watch their wallets (loading them now if connected).
+    /// The full set of open payment requests (the database is authoritative): remember them,
+    /// reconcile the ones not yet asked in this connection (now, if the daemon is connected;
+    /// else at its next connect), and watch their wallets.
     fn db_requests(&mut self, list: &[PaymentRequest], now: Instant) {
         let mut loads = Vec::new();
         for (i, d) in self.daemons.iter_mut().enumerate() {
@@ -141,9 +145,16 @@ impl Reactor {
                 );
             }
             d.requests = open;
+            // Reconciled now if connected (once per connection), else at the next connect.
+            d.plan.add_requests(d.requests.keys());
         }
         for (i, w) in loads {
-            self.load_wallet(i, w, now);
+            if let Some(d) = self.daemons.get_mut(i) {
+                d.plan.add_wallets([&w]);
+            }
+        }
+        for i in 0..self.daemons.len() {
+            self.pump_catchup(i, now);
         }
     }
 
