@@ -21,6 +21,17 @@ pub const KNOWN_EVENTS: [&str; 5] = [
     "daemon_status",
 ];
 
+/// The keys of a `new_transaction`'s inner `data` object, the same in every coin family
+/// (`null` where unknown; enrichment fills some of them and never removes one).
+pub const TRANSACTION_DATA_KEYS: [&str; 6] = [
+    "amount",
+    "from_address",
+    "to_address",
+    "confirmations",
+    "contract",
+    "outputs",
+];
+
 /// A normalised event before it has a sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -6,8 +6,8 @@
 //! whole frame; a single unreadable update is skipped and reported, the others still go out.
 
 use crate::config::Family;
-use crate::event::Event;
-use serde_json::{Map, Value, json};
+use crate::event::{Event, TRANSACTION_DATA_KEYS};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Limit on updates in one frame (real daemons send exactly one).
@@ -101,7 +101,9 @@ fn decode_update(
                 .with("height", height.into()))
         }
         _ => {
+            // Passed through as sent, with the envelope's wallet: `null` for a global event.
             let mut ev = Event::new(coin, &name, wallet);
+            ev.data.entry("wallet").or_insert(Value::Null);
             for (k, v) in u {
                 ev.data.entry(k).or_insert(v);
             }
@@ -110,25 +112,20 @@ fn decode_update(
     }
 }
 
-/// `new_transaction.data` before enrichment.
+/// `new_transaction.data` before enrichment: every key of [`TRANSACTION_DATA_KEYS`] in every
+/// family, `null` where the daemon does not say (BTC-like and XMR events carry only the hash).
 fn transaction_data(u: &Map<String, Value>, family: Family) -> Value {
-    match family {
-        Family::Eth => json!({
-            "amount": amount(u.get("amount")),
-            "from_address": string_or_null(u.get("from_address")),
-            "to_address": string_or_null(u.get("to")),
-            "confirmations": null,
-            "contract": string_or_null(u.get("contract")),
-        }),
-        Family::Btc => json!({
-            "amount": null, "from_address": null, "to_address": null,
-            "confirmations": null, "contract": null, "outputs": [],
-        }),
-        Family::Xmr => json!({
-            "amount": null, "from_address": null, "to_address": null,
-            "confirmations": null, "contract": null,
-        }),
+    let mut data: Map<String, Value> = TRANSACTION_DATA_KEYS
+        .iter()
+        .map(|k| (k.to_string(), Value::Null))
+        .collect();
+    if family == Family::Eth {
+        data.insert("amount".into(), amount(u.get("amount")));
+        data.insert("from_address".into(), string_or_null(u.get("from_address")));
+        data.insert("to_address".into(), string_or_null(u.get("to")));
+        data.insert("contract".into(), string_or_null(u.get("contract")));
     }
+    Value::Object(data)
 }
 
 fn payment(coin: Arc<str>, wallet: String, u: &Map<String, Value>) -> Result<Event, DecodeError> {
@@ -202,6 +199,7 @@ fn u64_field(u: &Map<String, Value>, key: &str, name: &str) -> Result<u64, Decod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn btc() -> Arc<str> {
         "BTC".into()
@@ -235,7 +233,11 @@ mod tests {
         assert_eq!(ev.data["tx_hash"], "5e3f");
         assert_eq!(ev.data["wallet"], "zpub6r");
         assert_eq!(ev.data["data"]["amount"], Value::Null);
-        assert_eq!(ev.data["data"]["outputs"], json!([]));
+        assert_eq!(
+            ev.data["data"]["outputs"],
+            Value::Null,
+            "unknown until the lookup"
+        );
     }
 
     #[test]
@@ -246,11 +248,68 @@ mod tests {
         );
         assert_eq!(
             ev.data["data"],
-            json!({"amount":"25.000000","from_address":"0x5A","to_address":"0xAb","confirmations":null,"contract":"0xdA"})
+            json!({"amount":"25.000000","from_address":"0x5A","to_address":"0xAb","confirmations":null,"contract":"0xdA","outputs":null})
         );
         let meta = ev.meta();
         let addrs: Vec<&str> = meta.addresses.iter().map(|a| &**a).collect();
         assert_eq!(addrs, ["0x5A", "0xAb"]);
+    }
+
+    #[test]
+    fn xmr_and_eth_transactions_lacked_outputs() {
+        let frames = [
+            (Family::Btc, r#"{"event":"new_transaction","tx":"5e3f"}"#),
+            (
+                Family::Eth,
+                r#"{"event":"new_transaction","tx":"0x8c","from_address":"0x5A","to":"0xAb","amount":"1","contract":null}"#,
+            ),
+            (Family::Xmr, r#"{"event":"new_transaction","tx":"9a1b"}"#),
+        ];
+        for (family, update) in frames {
+            let text = format!(r#"{{"updates":[{update}],"wallet":"w","currency":"X"}}"#);
+            let ev = one(&text, family);
+            let Value::Object(inner) = &ev.data["data"] else {
+                panic!("{family:?}: no data object in {:?}", ev.data);
+            };
+            let keys: Vec<&str> = inner.keys().map(String::as_str).collect();
+            let mut want = TRANSACTION_DATA_KEYS.to_vec();
+            want.sort_unstable();
+            assert_eq!(keys, want, "{family:?}");
+            if family != Family::Eth {
+                assert!(inner.values().all(Value::is_null), "{family:?}: {inner:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_global_event_dropped_its_null_wallet() {
+        let ev = one(
+            r#"{"updates":[{"event":"channel_open","peer":"x","wallet":"spoof"}],"wallet":null,"currency":"BTC"}"#,
+            Family::Btc,
+        );
+        assert_eq!(
+            Value::Object(ev.data.clone()),
+            json!({"event":"channel_open","coin":"BTC","wallet":null,"peer":"x"})
+        );
+        assert_eq!(ev.wallet, None);
+        assert_eq!(
+            ev.meta().wallet,
+            None,
+            "a null wallet is no wallet: wallet filters let it pass"
+        );
+        let p = crate::event::Published::new("e".into(), 1, &ev, 1.0);
+        assert!(p.payload().contains(r#""wallet":null"#), "{}", p.payload());
+        // A wallet-scoped unknown event keeps its wallet; a known global one has no key.
+        let ev = one(
+            r#"{"updates":[{"event":"channel_open"}],"wallet":"zpub1","currency":"BTC"}"#,
+            Family::Btc,
+        );
+        assert_eq!(ev.data["wallet"], "zpub1");
+        let ev = one(
+            r#"{"updates":[{"event":"new_block","height":3}],"wallet":null,"currency":"BTC"}"#,
+            Family::Btc,
+        );
+        assert!(!ev.data.contains_key("wallet"), "{:?}", ev.data);
     }
 
     #[test]

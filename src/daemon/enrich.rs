@@ -138,7 +138,7 @@ mod tests {
     fn btc_tx(hash: &str) -> Event {
         Event::new("BTC".into(), "new_transaction", Some("w".into()))
             .with("tx_hash", json!(hash))
-            .with("data", json!({"amount": null, "from_address": null, "to_address": null, "confirmations": null, "contract": null, "outputs": []}))
+            .with("data", json!({"amount": null, "from_address": null, "to_address": null, "confirmations": null, "contract": null, "outputs": null}))
     }
 
     #[test]
@@ -164,7 +164,8 @@ mod tests {
             .with("tx_hash", json!("0x1"))
             .with(
                 "data",
-                json!({"amount": "1.0", "to_address": "0xa", "confirmations": null}),
+                json!({"amount": "1.0", "from_address": null, "to_address": "0xa",
+                       "confirmations": null, "contract": null, "outputs": null}),
             );
         apply(
             &mut ev,
@@ -173,9 +174,46 @@ mod tests {
         );
         assert_eq!(
             ev.data["data"],
-            json!({"amount": "1.0", "to_address": "0xa", "confirmations": 5})
+            json!({"amount": "1.0", "from_address": null, "to_address": "0xa",
+                   "confirmations": 5, "contract": null, "outputs": null})
         );
         assert!(lookup_for(&Event::new("ETH".into(), "new_block", None), Family::Eth).is_none());
+    }
+
+    #[test]
+    fn enrichment_removed_no_transaction_key() {
+        use crate::daemon::decode::decode_frame;
+        use crate::event::TRANSACTION_DATA_KEYS;
+        let btc_answer =
+            json!({"outputs": [{"address": "bc1a", "value_sats": 5}], "confirmations": 1});
+        let answers = [
+            btc_answer,
+            json!({"confirmations": 3, "outputs": "no"}),
+            json!({"outputs": []}),
+            json!(null),
+        ];
+        for family in [Family::Btc, Family::Eth, Family::Xmr] {
+            for answer in &answers {
+                let frame = r#"{"updates":[{"event":"new_transaction","tx":"ab","to":"0xa","amount":"1"}],"wallet":"w","currency":"X"}"#;
+                let mut decoded = decode_frame(frame, &"X".into(), family).unwrap();
+                let mut ev = decoded.events.remove(0);
+                apply(&mut ev, family, answer);
+                let Value::Object(inner) = &ev.data["data"] else {
+                    panic!("{family:?}: no data object");
+                };
+                for key in TRANSACTION_DATA_KEYS {
+                    assert!(
+                        inner.contains_key(key),
+                        "{family:?} {answer}: {key} missing"
+                    );
+                }
+                assert_eq!(
+                    inner.len(),
+                    TRANSACTION_DATA_KEYS.len(),
+                    "{family:?} {answer}"
+                );
+            }
+        }
     }
 
     #[test]
