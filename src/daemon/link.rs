@@ -383,13 +383,7 @@ impl DaemonLink {
                     frames += 1;
                     out.push(LinkOutput::Frame(t.as_str().to_owned()));
                 }
-                Ok(Message::Close(frame)) => {
-                    let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
-                    return Err(format!(
-                        "daemon closed the stream ({})",
-                        why.unwrap_or_default()
-                    ));
-                }
+                Ok(Message::Close(frame)) => return Err(close_reason(self.closing, frame)),
                 Ok(_) => self.last_rx = now,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -468,6 +462,22 @@ impl DaemonLink {
     }
 }
 
+/// Why an open stream ended with a close frame from the daemon. When the worker is closing,
+/// that frame answers the worker's own close (sent by [`DaemonLink::close`]): the worker closed
+/// the link, not the daemon.
+fn close_reason(worker_closed: bool, frame: Option<CloseFrame>) -> String {
+    let code = match frame {
+        Some(f) if f.reason.is_empty() => u16::from(f.code).to_string(),
+        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
+        None => "no close code".into(),
+    };
+    if worker_closed {
+        format!("closed by the worker; the daemon answered {code}")
+    } else {
+        format!("daemon closed the stream ({code})")
+    }
+}
+
 fn is_would_block(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }
@@ -507,6 +517,91 @@ pub(crate) fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::Family;
+    use std::net::TcpListener;
+
+    /// A link in the `Open` state over loopback, and the daemon's end of the socket.
+    fn open_pair() -> (DaemonLink, WebSocket<std::net::TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.set_nonblocking(true).unwrap();
+        let config = CoinConfig {
+            coin: "BTC".into(),
+            family: Family::Btc,
+            host: "127.0.0.1".into(),
+            port: 1,
+            login: "electrum".into(),
+            password: "electrumz".into(),
+            network: "mainnet".into(),
+            wallets: Vec::new(),
+        };
+        let now = Instant::now();
+        let mut link = DaemonLink::new(config, Duration::from_secs(20), now);
+        let ws = WebSocket::from_raw_socket(TcpStream::from_std(client), Role::Client, None);
+        link.state = LinkState::Open {
+            ws: Box::new(ws),
+            since: now,
+        };
+        let daemon = WebSocket::from_raw_socket(server, Role::Server, None);
+        (link, daemon)
+    }
+
+    /// Reads on the link until the stream ends; the reason it ended.
+    fn read_until_closed(link: &mut DaemonLink) -> String {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        loop {
+            if let Err(reason) = link.read_frames(Instant::now(), &mut out) {
+                return reason;
+            }
+            assert!(Instant::now() < give_up, "the stream never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn worker_shutdown_close_was_logged_as_the_daemons() {
+        let (mut link, mut daemon) = open_pair();
+        link.close();
+        // The daemon sees the worker's close and answers it (as Bitcart's daemons do, with 1000).
+        match daemon.read() {
+            Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("expected the worker's close, got {other:?}"),
+        }
+        let _ = daemon.flush();
+        let reason = read_until_closed(&mut link);
+        assert!(reason.contains("closed by the worker"), "{reason}");
+        assert!(!reason.contains("daemon closed"), "{reason}");
+        let mut out = Vec::new();
+        link.fail(reason, Instant::now(), &mut out);
+        assert!(
+            out.is_empty(),
+            "no reconnect and no disconnect event on shutdown"
+        );
+        assert!(!link.stats.connected);
+
+        // A close the daemon starts is still the daemon's, with no stray space.
+        let (mut link, mut daemon) = open_pair();
+        let frame = CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "".into(),
+        };
+        daemon.close(Some(frame)).unwrap();
+        let _ = daemon.flush();
+        assert_eq!(
+            read_until_closed(&mut link),
+            "daemon closed the stream (1000)"
+        );
+        assert_eq!(
+            close_reason(false, None),
+            "daemon closed the stream (no close code)"
+        );
+    }
 
     #[test]
     fn literal_hosts_need_no_resolver() {
