@@ -142,6 +142,119 @@ fn an_older_update_replayed_after_a_newer_one_does_not_regress_rows() {
     assert_eq!(db.count("events"), 6);
 }
 
+/// A `new_payment` that carries `confirmations` (`null` for none).
+fn payment_with_confirmations(
+    seq_status: i64,
+    sent: &str,
+    confirmations: serde_json::Value,
+) -> cryptoworker::event::Event {
+    payment_event("BTC", "zpubA", "req1", seq_status, sent).with("confirmations", confirmations)
+}
+
+#[test]
+fn payment_request_confirmations_stayed_null() {
+    let db = TestDb::create();
+    let spool = TempDir::new("confs");
+    let mut c = db.client();
+    let (h, _rx, resume) = start_db(&db.url, spool.path(), 1, 16).unwrap();
+    c.batch_execute(
+        "INSERT INTO payment_requests (coin, xpub, request_id, status, sent_amount)
+         VALUES ('btc', 'zpubA', 'req1', 0, 0)",
+    )
+    .unwrap();
+    let e = &resume.epoch;
+    let stats = h.stats();
+    let row = |c: &mut postgres::Client| {
+        let r = c
+            .query_one(
+                "SELECT status, sent_amount::text, confirmations FROM payment_requests
+                 WHERE request_id = 'req1'",
+                &[],
+            )
+            .unwrap();
+        (
+            r.get::<_, i32>(0),
+            r.get::<_, String>(1),
+            r.get::<_, Option<i32>>(2),
+        )
+    };
+    // Written with the status columns.
+    h.submit(publish(
+        e,
+        10,
+        &payment_with_confirmations(7, "0.5", serde_json::json!(2)),
+    ));
+    wait_for(WAIT, "the first payment", || {
+        stats.written.load(Ordering::Relaxed) >= 1
+    });
+    assert_eq!(row(&mut c), (7, "0.5".into(), Some(2)));
+    // An event without confirmations (null or absent) updates the status, not confirmations.
+    h.submit(publish(
+        e,
+        11,
+        &payment_with_confirmations(3, "1", serde_json::Value::Null),
+    ));
+    h.submit(publish(
+        e,
+        12,
+        &payment_event("BTC", "zpubA", "req1", 3, "1.5"),
+    ));
+    wait_for(WAIT, "the payments without confirmations", || {
+        stats.written.load(Ordering::Relaxed) >= 3
+    });
+    assert_eq!(row(&mut c), (3, "1.5".into(), Some(2)));
+    // A newer count replaces it; an older event replayed later changes nothing.
+    h.submit(publish(
+        e,
+        13,
+        &payment_with_confirmations(3, "1.5", serde_json::json!(6)),
+    ));
+    wait_for(WAIT, "the newer count", || {
+        stats.written.load(Ordering::Relaxed) >= 4
+    });
+    h.submit(publish(
+        e,
+        9,
+        &payment_with_confirmations(0, "0.1", serde_json::json!(1)),
+    ));
+    wait_for(WAIT, "the older replay", || {
+        stats.written.load(Ordering::Relaxed) >= 5
+    });
+    assert_eq!(row(&mut c), (3, "1.5".into(), Some(6)));
+    // Out of order: the count comes from the newest event that had one (18), the status from
+    // the newest event (20), as if they had been applied in order.
+    h.submit(publish(
+        e,
+        20,
+        &payment_event("BTC", "zpubA", "req1", 3, "2"),
+    ));
+    wait_for(WAIT, "the newest payment", || {
+        stats.written.load(Ordering::Relaxed) >= 6
+    });
+    h.submit(publish(
+        e,
+        18,
+        &payment_with_confirmations(7, "0.1", serde_json::json!(8)),
+    ));
+    wait_for(WAIT, "an older payment with a newer count", || {
+        stats.written.load(Ordering::Relaxed) >= 7
+    });
+    assert_eq!(row(&mut c), (3, "2".into(), Some(8)));
+    // Replaying everything changes nothing.
+    for seq in [9, 10, 13] {
+        h.submit(publish(
+            e,
+            seq,
+            &payment_with_confirmations(0, "0.1", serde_json::json!(1)),
+        ));
+    }
+    wait_for(WAIT, "the replays", || {
+        stats.written.load(Ordering::Relaxed) >= 10
+    });
+    h.shutdown(Duration::from_secs(10));
+    assert_eq!(row(&mut c), (3, "2".into(), Some(8)));
+}
+
 /// Receives messages until `pick` returns `Some`, or panics at the deadline.
 fn wait_message<T>(
     rx: &crossbeam_channel::Receiver<DbMessage>,

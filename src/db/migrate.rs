@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_request_confirmations.sql",
+        sql: include_str!("../../migrations/0002_request_confirmations.sql"),
+    },
+];
 
 /// Advisory lock key held while migrating (distinct from the worker's writer lock).
 pub const MIGRATION_LOCK_KEY: i64 = 0x6377_6d69_6772_0001;

@@ -79,6 +79,9 @@ pub(crate) struct PaymentRow {
     pub tx_hashes: Vec<String>,
     pub contract: Option<String>,
     pub confirmations: Option<i32>,
+    /// The `(epoch, seq)` of the event `confirmations` comes from: this event's, or, in a
+    /// merged request row whose newest event had none, an older event's of the batch.
+    pub confirmations_at: Option<(String, i64)>,
     pub epoch: String,
     pub seq: i64,
     pub ts: f64,
@@ -173,7 +176,7 @@ impl Batch {
             self.payments.clone(),
             |p| (p.coin.clone(), p.request_id.clone()),
             |a, b| (&a.epoch, a.seq) < (&b.epoch, b.seq),
-            |_, newer| newer,
+            merge_request,
         );
         self.payments.sort_by(|a, b| {
             (&a.coin, &a.wallet, &a.request_id, a.status).cmp(&(
@@ -246,6 +249,18 @@ fn merge_tx(old: TxRow, new: TxRow) -> TxRow {
     }
 }
 
+/// The newest payment's status; `confirmations` of the newest event that had them.
+fn merge_request(old: PaymentRow, new: PaymentRow) -> PaymentRow {
+    if new.confirmations.is_some() {
+        return new;
+    }
+    PaymentRow {
+        confirmations: old.confirmations,
+        confirmations_at: old.confirmations_at,
+        ..new
+    }
+}
+
 fn merge_ver(old: VerifiedRow, new: VerifiedRow) -> VerifiedRow {
     VerifiedRow {
         first_seen: old.first_seen.min(new.first_seen),
@@ -307,6 +322,7 @@ fn payment_row(
         Some(Value::Array(a)) => a.iter().filter_map(as_text).collect(),
         _ => Vec::new(),
     };
+    let confirmations = data.get("confirmations").and_then(int32);
     Some(PaymentRow {
         coin: coin.to_string(),
         wallet: wallet.clone().unwrap_or_default(),
@@ -319,7 +335,8 @@ fn payment_row(
             .unwrap_or_else(|| "0".into()),
         tx_hashes,
         contract: data.get("contract").and_then(as_text),
-        confirmations: data.get("confirmations").and_then(int32),
+        confirmations,
+        confirmations_at: confirmations.map(|_| (pos.epoch.clone(), pos.seq)),
         epoch: pos.epoch.clone(),
         seq: pos.seq,
         ts: pos.ts,

@@ -118,6 +118,42 @@ fn requests_keep_the_newest_payment_and_tips_the_highest_block() {
 }
 
 #[test]
+fn request_confirmations_were_lost_behind_a_newer_payment_without_them() {
+    let with = |seq, status, confirmations: Value| {
+        let ev = Event::new("BTC".into(), "new_payment", Some("w1".into()))
+            .with("address", json!("r1"))
+            .with("status", json!(status))
+            .with("sent_amount", json!("1"))
+            .with("confirmations", confirmations);
+        publish(seq, ev)
+    };
+    let items = [
+        with(4, 7, json!(1)),
+        with(6, 3, json!(2)),
+        with(9, 3, Value::Null),
+        with(7, 3, json!("x")),
+    ];
+    let b = Batch::build(items.iter());
+    assert_eq!(b.requests.len(), 1);
+    let r = &b.requests[0];
+    assert_eq!((r.seq, r.status), (9, 3), "status of the newest event");
+    assert_eq!(
+        r.confirmations,
+        Some(2),
+        "confirmations of the newest that had them"
+    );
+    assert_eq!(r.confirmations_at, Some(("e1".to_string(), 6)));
+    let p9 = b.payments.iter().find(|p| p.seq == 9).unwrap();
+    assert_eq!(
+        (p9.confirmations, p9.confirmations_at.clone()),
+        (None, None)
+    );
+    // Alone, an event without confirmations carries none.
+    let b = Batch::build([with(3, 0, Value::Null)].iter());
+    assert_eq!(b.requests[0].confirmations_at, None);
+}
+
+#[test]
 fn malformed_fields_give_no_kind_row_but_the_log_row_stays() {
     let no_hash = publish(
         1,

@@ -4,7 +4,8 @@
 //! Invariants (idempotence): replaying any batch changes nothing. The event log and payments
 //! insert with `ON CONFLICT DO NOTHING`; transactions, verifications and request statuses are
 //! applied only when the event's `(epoch, seq)` is newer than the one recorded on the row, so an
-//! older event replayed after a newer one never regresses a row; chain tips only grow.
+//! older event replayed after a newer one never regresses a row (a request's `confirmations`
+//! likewise follow the newest event that carried a count); chain tips only grow.
 
 use super::rows::Batch;
 use postgres::types::ToSql;
@@ -79,26 +80,60 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text
           confirmations, epoch, seq, ts)
 ON CONFLICT DO NOTHING";
 
+/// A request's status columns follow the newest `new_payment` applied (`payment_request_applied`
+/// `epoch`, `seq`); its `confirmations` follow the newest one that carried a count
+/// (`confirmations_epoch`, `confirmations_seq`), so an event without one leaves the column as it
+/// is, and an older event replayed later changes neither.
 const REQUESTS: &str = "
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[],
-                         $7::text[], $8::int8[])
-         AS u(coin, request_id, status, sent_amount, tx_hashes, confirmations, epoch, seq)
+                         $7::text[], $8::int8[], $9::text[], $10::int8[])
+         AS u(coin, request_id, status, sent_amount, tx_hashes, confirmations, epoch, seq,
+              conf_epoch, conf_seq)
 ), adv AS (
-    INSERT INTO payment_request_applied AS a (coin, request_id, epoch, seq)
-    SELECT coin, request_id, epoch, seq FROM u
-    ON CONFLICT (coin, request_id) DO UPDATE SET epoch = EXCLUDED.epoch, seq = EXCLUDED.seq
-    WHERE (EXCLUDED.epoch, EXCLUDED.seq) > (a.epoch, a.seq)
-    RETURNING a.coin, a.request_id
+    INSERT INTO payment_request_applied AS a
+        (coin, request_id, epoch, seq, confirmations_epoch, confirmations_seq)
+    SELECT coin, request_id, epoch, seq, conf_epoch, conf_seq FROM u
+    ON CONFLICT (coin, request_id) DO UPDATE SET
+        epoch = CASE WHEN R_NEWER THEN EXCLUDED.epoch ELSE a.epoch END,
+        seq = CASE WHEN R_NEWER THEN EXCLUDED.seq ELSE a.seq END,
+        confirmations_epoch = CASE WHEN C_NEWER THEN EXCLUDED.confirmations_epoch
+                                   ELSE a.confirmations_epoch END,
+        confirmations_seq = CASE WHEN C_NEWER THEN EXCLUDED.confirmations_seq
+                                 ELSE a.confirmations_seq END
+    WHERE R_NEWER OR C_NEWER
+    RETURNING a.coin, a.request_id, a.epoch, a.seq, a.confirmations_epoch, a.confirmations_seq
 )
 UPDATE payment_requests pr SET
-    status = u.status,
-    sent_amount = u.sent_amount::numeric,
-    tx_hashes = ARRAY(SELECT jsonb_array_elements_text(u.tx_hashes::jsonb)),
-    confirmations = coalesce(u.confirmations, pr.confirmations),
+    status = CASE WHEN R_APPLIED THEN u.status ELSE pr.status END,
+    sent_amount = CASE WHEN R_APPLIED THEN u.sent_amount::numeric ELSE pr.sent_amount END,
+    tx_hashes = CASE WHEN R_APPLIED THEN ARRAY(SELECT jsonb_array_elements_text(u.tx_hashes::jsonb))
+                     ELSE pr.tx_hashes END,
+    confirmations = CASE WHEN C_APPLIED THEN u.confirmations ELSE pr.confirmations END,
     updated_at = now()
 FROM adv JOIN u ON u.coin = adv.coin AND u.request_id = adv.request_id
 WHERE upper(pr.coin) = adv.coin AND pr.request_id = adv.request_id";
+
+/// The request's newest `new_payment` is newer than the one recorded.
+const R_NEWER: &str = "(EXCLUDED.epoch, EXCLUDED.seq) > (a.epoch, a.seq)";
+/// The batch carries a count from a newer event than the one recorded.
+const C_NEWER: &str = "(EXCLUDED.confirmations_seq IS NOT NULL AND (a.confirmations_seq IS NULL \
+    OR (EXCLUDED.confirmations_epoch, EXCLUDED.confirmations_seq) \
+       > (a.confirmations_epoch, a.confirmations_seq)))";
+/// The recorded position is now this batch's (so its values are the ones to write).
+const R_APPLIED: &str = "(adv.epoch = u.epoch COLLATE \"C\" AND adv.seq = u.seq)";
+/// The recorded count position is now this batch's.
+const C_APPLIED: &str = "(u.conf_seq IS NOT NULL AND adv.confirmations_epoch = u.conf_epoch \
+    COLLATE \"C\" AND adv.confirmations_seq = u.conf_seq)";
+
+/// The request status update with its conditions filled in.
+fn requests_sql() -> String {
+    REQUESTS
+        .replace("R_NEWER", R_NEWER)
+        .replace("C_NEWER", C_NEWER)
+        .replace("R_APPLIED", R_APPLIED)
+        .replace("C_APPLIED", C_APPLIED)
+}
 
 /// The transaction upsert: columns that follow the newest event (nulls never erase a value).
 fn tx_sql() -> String {
@@ -148,7 +183,7 @@ impl Statements {
             verified: client.prepare(&VERIFIED.replace("V_NEWER", V_NEWER))?,
             tips: client.prepare(TIPS)?,
             payments: client.prepare(PAYMENTS)?,
-            requests: client.prepare(REQUESTS)?,
+            requests: client.prepare(&requests_sql())?,
         })
     }
 }
@@ -317,6 +352,8 @@ fn write_payments(
             &col(r, |p| p.confirmations),
             &col(r, |p| p.epoch.as_str()),
             &col(r, |p| p.seq),
+            &col(r, |p| p.confirmations_at.as_ref().map(|(e, _)| e.as_str())),
+            &col(r, |p| p.confirmations_at.as_ref().map(|(_, s)| *s)),
         ],
     )
 }
@@ -334,6 +371,10 @@ mod tests {
         }
         let v = VERIFIED.replace("V_NEWER", V_NEWER);
         assert!(!v.contains("V_NEWER"));
+        let r = requests_sql();
+        for name in ["R_NEWER", "C_NEWER", "R_APPLIED", "C_APPLIED"] {
+            assert!(!r.contains(name), "{name} left in the request update");
+        }
         assert_eq!(json_list(&["a".into(), "b\"".into()]), r#"["a","b\""]"#);
     }
 }
