@@ -6,6 +6,7 @@
 //!   is empty.
 //! - The server is down when the worker starts: it starts anyway with a new epoch, spools, and
 //!   migrates, locks and replays once the server is up.
+//! - After a long outage the returned server is noticed within a few seconds (capped backoff).
 
 #[path = "common/pg.rs"]
 mod pg;
@@ -127,6 +128,41 @@ fn a_worker_started_while_the_server_is_down_catches_up_when_it_is_back() {
         stored, resume.epoch,
         "the new epoch is recorded once reachable"
     );
+}
+
+/// Regression: the reconnect backoff grew to 30 s, so a server that came back after a long
+/// outage was noticed only up to 30 s later (a run stayed disconnected 68 s).
+#[test]
+fn a_returned_server_was_noticed_only_after_up_to_30s() {
+    let cluster = PrivateCluster::start();
+    let db = TestDb::create_on(&cluster.host_port());
+    let spool = TempDir::new("backoff");
+    let (h, _rx, resume) = start_db(&db.url, spool.path(), 1, 50).unwrap();
+    let stats = h.stats();
+    cluster.kill();
+    wait_for(WAIT, "the outage noticed", || {
+        !stats.connected.load(Ordering::Relaxed)
+    });
+    // Long enough for a backoff doubling from 0.5 s to reach its ceiling (16 s, then 30 s).
+    std::thread::sleep(Duration::from_secs(40));
+    let back = Instant::now();
+    cluster.resume();
+    wait_for(Duration::from_secs(60), "reconnected", || {
+        stats.connected.load(Ordering::Relaxed)
+    });
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the server was back for {took:?} before the worker noticed"
+    );
+    for e in mixed(&resume.epoch, 1..=10) {
+        h.submit(e);
+    }
+    wait_for(WAIT, "written after the outage", || {
+        stats.written.load(Ordering::Relaxed) >= 10
+    });
+    h.shutdown(Duration::from_secs(10));
+    assert_exactly_once(&db, &resume.epoch, 10);
 }
 
 #[test]

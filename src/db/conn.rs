@@ -320,7 +320,9 @@ mod tests {
             "jitter never passes the cap: {delays:?}"
         );
         assert!(
-            delays[10..].iter().all(|d| *d >= Duration::from_millis(1500)),
+            delays[10..]
+                .iter()
+                .all(|d| *d >= Duration::from_millis(1500)),
             "it still backs off to the cap: {delays:?}"
         );
     }

@@ -68,8 +68,10 @@ impl Writer {
     /// The thread body.
     pub fn run(self) {
         let mut conn: Option<(Client, Statements)> = None;
-        let mut backoff =
-            Backoff::new(Duration::from_millis(200), super::conn::RECONNECT_BACKOFF_MAX);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(200),
+            super::conn::RECONNECT_BACKOFF_MAX,
+        );
         let mut retry_at = Instant::now();
         loop {
             let usable = self.shared.ready() && !self.shared.past_deadline();
