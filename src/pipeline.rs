@@ -59,8 +59,7 @@ impl Dedup {
     /// True if `ev` was already seen, without remembering it (recovered events are checked
     /// before they cost a lookup).
     pub fn contains(&self, ev: &Event) -> bool {
-        self.fingerprint(ev)
-            .is_some_and(|f| self.seen.contains(&f))
+        self.fingerprint(ev).is_some_and(|f| self.seen.contains(&f))
     }
 
     /// True if `ev` was already seen (and should be dropped); remembers it otherwise.
@@ -133,6 +132,14 @@ impl Pipeline {
             published: 0,
             duplicates: 0,
         }
+    }
+
+    /// Primes de-duplication with events delivered before this run (`recent`, newest first).
+    pub fn remembering(mut self, recent: &[Event]) -> Pipeline {
+        for ev in recent.iter().rev() {
+            self.dedup.is_duplicate(ev);
+        }
+        self
     }
 
     /// Sequences and serialises `ev` once, or returns `None` for a duplicate. The event is not

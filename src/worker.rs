@@ -58,6 +58,7 @@ impl WorkerHandle {
             last_seq: resume.last_seq,
             db,
             tips: resume.tips,
+            recent: resume.recent,
         };
         let reactor = Reactor::new(Arc::new(config), parts)?;
         let local_addr = reactor.local_addr;
@@ -150,6 +151,7 @@ fn start_db(config: &Config, waker: &Arc<mio::Waker>) -> io::Result<(DbParts, cr
             epoch: crate::pipeline::new_epoch(),
             last_seq: 0,
             tips: Default::default(),
+            recent: Vec::new(),
         };
         return Ok((None, resume));
     };

@@ -21,7 +21,7 @@ const WALLET: &str = "zpubCRASHwallet";
 /// A steady stream: payment flows into one preloaded wallet plus blocks.
 const STEADY: &[&str] = &[
     "--rate",
-    "200",
+    "1000",
     "--block-interval",
     "0.3",
     "--wallets",

@@ -150,7 +150,10 @@ pub fn on_get_request(
         Err(e) => return (None, Outcome::Failed(e.to_string())),
     };
     let Some(status) = v.get("status").and_then(Value::as_i64) else {
-        return (None, Outcome::Failed("get_request answered without a status".into()));
+        return (
+            None,
+            Outcome::Failed("get_request answered without a status".into()),
+        );
     };
     let sent_amount = match v.get("sent_amount") {
         Some(Value::String(s)) => s.clone(),
@@ -281,7 +284,14 @@ mod tests {
             Ok(json!({"status": 7, "sent_amount": "0.1"})),
         );
         assert_eq!(same, (None, Outcome::Reconciled { moved: false }));
-        let (moved, outcome) = on_get_request(&coin(), &mut reqs, "r1", Ok(json!({"status": 3, "status_str": "Paid", "sent_amount": "0.1", "tx_hashes": ["ab"], "confirmations": 2})));
+        let (moved, outcome) = on_get_request(
+            &coin(),
+            &mut reqs,
+            "r1",
+            Ok(
+                json!({"status": 3, "status_str": "Paid", "sent_amount": "0.1", "tx_hashes": ["ab"], "confirmations": 2}),
+            ),
+        );
         assert_eq!(outcome, Outcome::Reconciled { moved: true });
         let moved = moved.unwrap();
         assert_eq!(moved.data["status"], 3);

@@ -84,7 +84,10 @@ fn every_request_is_asked_once_per_connect_and_never_more_than_the_window_at_onc
         p.connected(&Vec::new(), &all, Instant::now());
         let (issued, max) = run(&mut p, &reqs);
         assert_eq!(issued.len(), 12_000, "round {round}");
-        assert!(max <= CATCHUP_WINDOW, "at most the window outstanding: {max}");
+        assert!(
+            max <= CATCHUP_WINDOW,
+            "at most the window outstanding: {max}"
+        );
         let (s, _) = p.finished(Instant::now()).expect("finished");
         assert_eq!(s.requests_reconciled, 12_000);
         assert!(p.disconnected().is_none(), "nothing left when finished");
@@ -107,7 +110,10 @@ fn wallets_are_loaded_then_drained() {
         ]
     );
     let (s, _) = p.finished(Instant::now()).expect("finished");
-    assert_eq!((s.wallets_loaded, s.wallets_drained, s.events_recovered), (2, 2, 2));
+    assert_eq!(
+        (s.wallets_loaded, s.wallets_drained, s.events_recovered),
+        (2, 2, 2)
+    );
 }
 
 #[test]
@@ -121,7 +127,10 @@ fn failures_are_retried_then_counted_once_in_the_summary() {
         assert_eq!(calls.len(), 1, "attempt {attempt}");
         p.reconciled("a", Outcome::Failed("timed out".into()));
     }
-    assert!(p.next_calls(&reqs).is_empty(), "given up after the attempts");
+    assert!(
+        p.next_calls(&reqs).is_empty(),
+        "given up after the attempts"
+    );
     let (s, _) = p.finished(Instant::now()).expect("finished");
     assert_eq!(s.failed, 1);
     assert_eq!(s.first_error.as_deref(), Some("timed out"));
@@ -141,7 +150,10 @@ fn a_disconnect_mid_catch_up_reports_what_was_left_and_plans_nothing() {
     p.reconciled("r0", Outcome::Failed("link down".into()));
     assert!(p.next_calls(&reqs).is_empty());
     p.add_requests(&all);
-    assert!(p.next_calls(&reqs).is_empty(), "nothing planned while disconnected");
+    assert!(
+        p.next_calls(&reqs).is_empty(),
+        "nothing planned while disconnected"
+    );
 }
 
 #[test]

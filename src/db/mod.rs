@@ -113,7 +113,7 @@ pub enum DbMessage {
 }
 
 /// Where numbering continues after a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
     /// The epoch to number events in.
     pub epoch: String,
@@ -121,7 +121,14 @@ pub struct Resume {
     pub last_seq: u64,
     /// Highest known block height per upper-case coin (database and spool).
     pub tips: HashMap<String, u64>,
+    /// The identities of the most recent events in the log (newest first, at most
+    /// [`RECENT_IDENTITIES`]), so the de-duplicator knows what earlier runs delivered: a
+    /// `get_updates` queue also holds events that did arrive live.
+    pub recent: Vec<crate::event::Event>,
 }
+
+/// Event identities read back at start to prime de-duplication across restarts.
+pub const RECENT_IDENTITIES: i64 = 50_000;
 
 /// The reactor's handle: every call is cheap and never blocks.
 pub struct DbHandle {

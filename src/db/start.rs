@@ -117,6 +117,7 @@ fn first_contact(
                 epoch: new_epoch(),
                 last_seq: 0,
                 tips: scan.tips.clone(),
+                recent: Vec::new(),
             };
             Ok((None, resume))
         }
@@ -153,7 +154,37 @@ fn read_resume(c: &mut Client, scan: &SpoolScan) -> Result<Resume, postgres::Err
         epoch,
         last_seq,
         tips,
+        recent: read_recent(c)?,
     })
+}
+
+/// The identities (name, coin, wallet and the fields de-duplication compares) of the newest
+/// [`super::RECENT_IDENTITIES`] events that can be duplicated, newest first.
+fn read_recent(c: &mut Client) -> Result<Vec<crate::event::Event>, postgres::Error> {
+    const FIELDS: [&str; 5] = ["tx_hash", "address", "status", "sent_amount", "height"];
+    let rows = c.query(
+        "SELECT coin, event, wallet, (payload->'tx_hash')::text, (payload->'address')::text,
+                (payload->'status')::text, (payload->'sent_amount')::text,
+                (payload->'height')::text
+         FROM events
+         WHERE event IN ('new_transaction', 'new_payment', 'verified_tx', 'new_block')
+         ORDER BY epoch DESC, seq DESC LIMIT $1",
+        &[&super::RECENT_IDENTITIES],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (coin, name, wallet): (String, String, Option<String>) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let mut ev = crate::event::Event::new(coin.into(), &name, wallet);
+        for (i, field) in FIELDS.iter().enumerate() {
+            let text: Option<String> = r.try_get(3 + i)?;
+            if let Some(v) = text.and_then(|t| serde_json::from_str(&t).ok()) {
+                ev = ev.with(field, v);
+            }
+        }
+        out.push(ev);
+    }
+    Ok(out)
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, DbError> {

@@ -325,7 +325,10 @@ impl Reactor {
                 Purpose::LoadWallet(w) => {
                     let result = r.result.map(|_| ()).map_err(|e| e.to_string());
                     if let Err(e) = &result {
-                        log::debug!("[WORKER] Loading {} on {coin} failed: {e}", catchup::short(&w));
+                        log::debug!(
+                            "[WORKER] Loading {} on {coin} failed: {e}",
+                            catchup::short(&w)
+                        );
                     }
                     d.plan.loaded(&w, result);
                 }
@@ -377,7 +380,10 @@ impl Reactor {
         let events = match decode_frame(&frame, &coin, family) {
             Ok(decoded) => decoded.events,
             Err(e) => {
-                log::warn!("[WORKER] get_updates of {} on {coin}: {e}", catchup::short(wallet));
+                log::warn!(
+                    "[WORKER] get_updates of {} on {coin}: {e}",
+                    catchup::short(wallet)
+                );
                 Vec::new()
             }
         };

@@ -147,6 +147,8 @@ pub struct ReactorParts {
     pub db: Option<(crate::db::DbHandle, Receiver<crate::db::DbMessage>)>,
     /// Last known block height per coin (from the database), for catch-up.
     pub tips: HashMap<String, u64>,
+    /// Identities of the events earlier runs delivered, newest first (de-duplication).
+    pub recent: Vec<crate::event::Event>,
 }
 
 impl Reactor {
@@ -189,7 +191,8 @@ impl Reactor {
             per_ip: HashMap::new(),
             open_clients: 0,
             daemons,
-            pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size),
+            pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size)
+                .remembering(&parts.recent),
             timers,
             dirty: Vec::new(),
             carry: Vec::new(),
