@@ -27,7 +27,7 @@ from harness import build, machine, measure, procs, report  # noqa: E402
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 repetition, coarse search, short windows")
-    ap.add_argument("--servers", default=",".join(procs.SERVERS), help="comma list (default: all four)")
+    ap.add_argument("--servers", default=",".join(procs.SERVERS), help="comma list (default: every worker configuration and the three relays)")
     ap.add_argument("--n", default="100,1000,10000", help="subscriber counts (comma list)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--rss", default="10000,19000",

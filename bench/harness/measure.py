@@ -52,7 +52,7 @@ class ServerRun:
         self.kind, self.n, self.opts, self.settings, self.log = kind, n, opts, settings, log
         self.warm_dps = warm_dps
         self.port, self.daemon_port, self.sim_port = next_ports(opts.port_base)
-        self.source = procs.Source(opts.source, opts.load_core)
+        self.source = procs.Source(opts.source, opts.load_core, procs.rpc_delay_for(kind))
         self.server = None
         self.load = None
         self.sat_steps = []
@@ -220,7 +220,7 @@ class ServerRun:
 def rss_run(kind, counts, opts, log):
     """RSS per idle subscribed connection at each of `counts` connections (cumulative)."""
     port, daemon_port, sim_port = next_ports(opts.port_base)
-    source = procs.Source(opts.source, opts.load_core)
+    source = procs.Source(opts.source, opts.load_core, procs.rpc_delay_for(kind))
     server = None
     groups = []
     out = {"server": kind, "points": []}

@@ -23,7 +23,28 @@ WORKER = os.path.join(ROOT, "target", "release", "cryptoworker")
 VENV_PY = os.path.join(BENCH, ".venv", "bin", "python")
 LOGS = os.path.join(BENCH, "results", "logs")
 
-SERVERS = ["cryptoworker", "tokio", "node", "python"]
+# The worker's configurations measured side by side. The first is the default configuration
+# users run: BTC, enrichment on (every new_transaction waits for a get_transaction lookup).
+WORKER_VARIANTS = {
+    "cryptoworker": {"about": "default configuration: BTC, enrichment on, lookups answered at once",
+                     "env": {}, "rpc_delay_ms": 0, "database": False},
+    "cryptoworker-2ms": {"about": "default configuration, the daemon answers each lookup after 2 ms",
+                         "env": {}, "rpc_delay_ms": 2, "database": False},
+    "cryptoworker-noenrich": {"about": "BTC with DAEMON_ENRICH=off (no lookups)",
+                              "env": {"DAEMON_ENRICH": "off"}, "rpc_delay_ms": 0, "database": False},
+    "cryptoworker-db": {"about": "default configuration with PostgreSQL on: events reach clients once committed",
+                        "env": {}, "rpc_delay_ms": 0, "database": True},
+}
+SERVERS = [*WORKER_VARIANTS, "tokio", "node", "python"]
+# The coin of the bench stream (pushes, simulator and worker).
+BENCH_COIN = "BTC"
+# PostgreSQL for the database-on configuration (a fresh database per server run).
+PG_ADMIN = os.environ.get("CW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def rpc_delay_for(kind):
+    """The lookup answer delay (ms) the simulator applies while `kind` is measured."""
+    return WORKER_VARIANTS.get(kind, {}).get("rpc_delay_ms", 0)
 # Variables of the caller that must not reach a server (persistence, other coins, limits).
 _DROP = ("DATABASE_URL", "POSTGRES_DB", "DB_", "WORKER_", "BITCART_", "ETH_", "LOG_LEVEL", "DAEMON_")
 
@@ -66,6 +87,7 @@ class Proc:
             stdout=stdout if stdout is not None else self.log, stderr=self.log, cwd=cwd,
             start_new_session=True)
         self.pid = self.popen.pid
+        self.database = None
 
     def alive(self):
         return self.popen.poll() is None
@@ -82,11 +104,14 @@ class Proc:
                     pass
                 self.popen.wait()
         self.log.close()
+        if self.database is not None:
+            self.database.drop()
+            self.database = None
 
 
 def server_argv(kind, port, daemon_port):
     daemon = f"ws://127.0.0.1:{daemon_port}/ws"
-    if kind == "cryptoworker":
+    if kind in WORKER_VARIANTS:
         return [WORKER, "run"]
     if kind == "tokio":
         return [TOKIO_RELAY, "--port", str(port), "--daemon", daemon]
@@ -100,17 +125,48 @@ def server_argv(kind, port, daemon_port):
 def start_server(kind, port, daemon_port, core, worker_env=None):
     """Starts a server and waits for its port; raises RuntimeError if it does not come up."""
     env = clean_env()
-    if kind == "cryptoworker":
-        env.update({"WORKER_COINS": "ETH", "ETH_HOST": "127.0.0.1", "ETH_PORT": str(daemon_port),
+    database = None
+    if kind in WORKER_VARIANTS:
+        c = BENCH_COIN
+        env.update({"WORKER_COINS": c, f"{c}_HOST": "127.0.0.1", f"{c}_PORT": str(daemon_port),
                     "WORKER_HOST": "127.0.0.1", "WORKER_PORT": str(port), "WORKER_MAX_CLIENTS": "25000",
-                    "WORKER_MAX_CONNECTIONS_PER_IP": "0", "LOG_LEVEL": "warn",
-                    "DAEMON_ENRICH": "off"})
+                    "WORKER_MAX_CONNECTIONS_PER_IP": "0", "LOG_LEVEL": "warn"})
+        env.update(WORKER_VARIANTS[kind]["env"])
+        if WORKER_VARIANTS[kind]["database"]:
+            database = BenchDatabase()
+            env.update(database.env())
         env.update(worker_env or {})
     p = Proc(f"server-{kind}", server_argv(kind, port, daemon_port), core, env=env)
+    p.database = database
     if not wait_port(port, proc=p.popen):
         p.stop()
         raise RuntimeError(f"{kind} did not listen on {port} (see {p.log.name})")
     return p
+
+
+class BenchDatabase:
+    """A fresh PostgreSQL database and spool directory for one server run, dropped afterwards."""
+
+    def __init__(self):
+        import tempfile
+        self.name = f"cwbench_{os.getpid()}_{int(time.time() * 1000)}"
+        self.spool = tempfile.mkdtemp(prefix="cwbench-spool-")
+        self._psql(f"CREATE DATABASE {self.name}")
+
+    def _psql(self, sql):
+        subprocess.run(["psql", PG_ADMIN, "-q", "-c", sql], check=True, capture_output=True, timeout=60)
+
+    def env(self):
+        base = PG_ADMIN.rsplit("/", 1)[0]
+        return {"DATABASE_URL": f"{base}/{self.name}", "DB_SPOOL_DIR": self.spool}
+
+    def drop(self):
+        import shutil
+        try:
+            self._psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        except (subprocess.SubprocessError, OSError):
+            pass
+        shutil.rmtree(self.spool, ignore_errors=True)
 
 
 class JsonProcs:
@@ -178,16 +234,20 @@ class Source(JsonProcs):
     /ws upgrade) behind `benchsrc`, which injects the open-loop bench pushes on command, so the
     server stays connected across steps (see bench/loadgen/src/bin/benchsrc.rs)."""
 
-    def __init__(self, kind, core):
+    def __init__(self, kind, core, rpc_delay_ms=0):
         super().__init__()
         self.kind = kind
         self.core = core
+        self.rpc_delay_ms = rpc_delay_ms
         self.sim = None
 
     def sim_argv(self, port):
         if self.kind == "simulate":
-            return [WORKER, "simulate", "--coin", "ETH", "--port", str(port), "--rate", "0",
+            argv = [WORKER, "simulate", "--coin", BENCH_COIN, "--port", str(port), "--rate", "0",
                     "--block-interval", "0", "--wallets", "benchwallet", "--preload-wallets"]
+            if self.rpc_delay_ms:
+                argv += ["--fault", f"rpc_delay_ms={self.rpc_delay_ms}"]
+            return argv
         return [VENV_PY, os.path.join(BENCH, "tools", "stand_in_source.py"), "--port", str(port),
                 "--rate", "1", "--count", "0"]
 
@@ -195,8 +255,8 @@ class Source(JsonProcs):
         self.sim = Proc(f"source-{self.kind}", self.sim_argv(sim_port), self.core)
         if not wait_port(sim_port, timeout=10, proc=self.sim.popen):
             raise RuntimeError(f"simulator did not listen on {sim_port} (see {self.sim.log.name})")
-        front = self.spawn("source-benchsrc", [BENCHSRC, "--listen", str(port), "--upstream", str(sim_port)],
-                           self.core)
+        front = self.spawn("source-benchsrc", [BENCHSRC, "--listen", str(port), "--upstream", str(sim_port),
+                                               "--coin", BENCH_COIN], self.core)
         if not wait_port(port, timeout=10, proc=front.popen):
             raise RuntimeError(f"benchsrc did not listen on {port} (see {front.log.name})")
 

@@ -46,16 +46,20 @@ class MergeSteps(unittest.TestCase):
 class Report(unittest.TestCase):
     def test_targets_compare_medians(self):
         s = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
-        table = {("cryptoworker", 1000): {"sat": s(400), "cpu": s(2), "p99": s(3000), "span": s(2500)},
-                 ("tokio", 1000): {"sat": s(100), "cpu": s(5), "p99": s(4000), "span": s(3000)},
-                 ("python", 1000): {"sat": s(100), "cpu": s(9), "p99": s(9000), "span": s(4000)}}
+        table = {("cryptoworker", 1000): {"sat": s(400), "cpu": s(2), "p50": s(1000), "p99": s(3000)},
+                 ("cryptoworker-noenrich", 1000): {"sat": s(450)},
+                 ("cryptoworker-2ms", 1000): {"sat": s(120)},
+                 ("cryptoworker-db", 1000): {"sat": s(300), "p50": s(2500), "p99": s(6000)},
+                 ("tokio", 1000): {"sat": s(100), "cpu": s(5), "p99": s(4000)}}
         lines = report.targets(table, {("cryptoworker", 10000): s(1.5)}, [1000])
         text = "\n".join(lines)
-        self.assertIn("4.00x tokio (target >= 2x): met", text)
-        self.assertIn("4.00x python (target >= 5x): NOT met", text)
-        self.assertIn("0.40x tokio's (target <= 0.5x): met", text)
-        self.assertIn("0.50 ms above the median fan-out span: met", text)
-        self.assertIn("1.50 KiB/conn (target <= 4): met", text)
+        self.assertIn("cryptoworker 4.00x tokio (target >= 2x): met", text)
+        self.assertIn("cryptoworker 0.89x cryptoworker-noenrich (target >= 0.8x): met", text)
+        self.assertIn("cryptoworker-2ms 1.20x tokio (target >= 1.5x): NOT met", text)
+        self.assertIn("0.40x tokio's (target <= 0.6x): met", text)
+        self.assertIn("3.00 ms vs tokio 4.00 ms (target <=): met", text)
+        self.assertIn("p50 +1.50 ms, p99 +3.00 ms", text)
+        self.assertIn("1.50 KiB/conn (target <= 1.5): met", text)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,13 @@ struct Frames {
 impl Frames {
     fn new(coin: &str, wallet: &str) -> Frames {
         let to = wallet.split('_').next().unwrap_or(wallet);
+        if !matches!(coin, "ETH" | "BNB" | "MATIC" | "TRX") {
+            // Electrum-family daemons push the hash only; the worker looks the rest up.
+            return Frames {
+                prefix: r#"{"updates":[{"event":"new_transaction","tx":""#.into(),
+                suffix: format!(r#""}}],"wallet":"{wallet}","currency":"{coin}"}}"#),
+            };
+        }
         Frames {
             prefix: r#"{"updates":[{"event":"new_transaction","tx":""#.into(),
             suffix: format!(
@@ -315,6 +322,21 @@ mod tests {
         );
         assert!(text.ends_with(r#""to":"benchwallet","amount":"0.100000000000000000","contract":null}],"wallet":"benchwallet","currency":"ETH"}"#));
         assert!(text.contains(&format!("{:048x}", 42)));
+    }
+
+    #[test]
+    fn electrum_family_pushes_carry_the_hash_only() {
+        let f = Frames::new("BTC", "benchwallet");
+        let mut buf = Vec::new();
+        f.frame(1_700_000_000_123_456, 7, &mut buf);
+        assert_eq!(frame_len(&buf).unwrap(), Some(buf.len()));
+        let text = std::str::from_utf8(&buf[4..]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["currency"], "BTC");
+        assert_eq!(v["wallet"], "benchwallet");
+        let u = &v["updates"][0];
+        assert_eq!(u["event"], "new_transaction");
+        assert_eq!(u.as_object().unwrap().len(), 2, "event and tx only: {u}");
     }
 
     #[test]
