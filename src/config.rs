@@ -137,6 +137,9 @@ pub struct Config {
     pub daemon_rpc_timeout: Duration,
     /// Whether transactions are looked up to fill amounts and confirmations (`DAEMON_ENRICH`).
     pub daemon_enrich: bool,
+    /// Lookups in flight at once per daemon: its RPC connections for lookups, one call each
+    /// (`DAEMON_LOOKUP_WINDOW`).
+    pub daemon_lookup_window: usize,
 }
 
 impl Default for Config {
@@ -152,6 +155,7 @@ impl Default for Config {
             daemon_ping_interval: Duration::from_secs(20),
             daemon_rpc_timeout: Duration::from_secs(5),
             daemon_enrich: true,
+            daemon_lookup_window: 32,
         }
     }
 }
@@ -251,6 +255,11 @@ impl Config {
             daemon_ping_interval: values::seconds(&s.get_or_default("DAEMON_PING_INTERVAL_S"))?,
             daemon_rpc_timeout: values::seconds(&s.get_or_default("DAEMON_RPC_TIMEOUT_S"))?,
             daemon_enrich: values::switch(&s.get_or_default("DAEMON_ENRICH"))?,
+            daemon_lookup_window: values::usize_in(
+                &s.get_or_default("DAEMON_LOOKUP_WINDOW"),
+                crate::daemon::rpc::MIN_WINDOW,
+                crate::daemon::rpc::MAX_WINDOW,
+            )?,
         })
     }
 
@@ -398,6 +407,8 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("daemon_ping_interval", &self.daemon_ping_interval)
             .field("daemon_rpc_timeout", &self.daemon_rpc_timeout)
+            .field("daemon_enrich", &self.daemon_enrich)
+            .field("daemon_lookup_window", &self.daemon_lookup_window)
             .finish()
     }
 }

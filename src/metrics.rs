@@ -30,6 +30,16 @@ pub struct Metrics {
     /// Times the database intake was full when the reactor offered events (they wait in the
     /// durability gate and are offered again; nothing is dropped).
     pub db_intake_full: AtomicU64,
+    /// Enrichment lookup calls made to daemons.
+    pub lookups: AtomicU64,
+    /// Lookups answered from the cache (no call).
+    pub lookup_cache_hits: AtomicU64,
+    /// Lookups that waited for a call already in flight for the same transaction.
+    pub lookups_coalesced: AtomicU64,
+    /// Lookups refused because the daemon's RPC queue was full (events went out unenriched).
+    pub lookups_overloaded: AtomicU64,
+    /// Lookups that failed or timed out (events went out with the unknown fields null).
+    pub lookups_failed: AtomicU64,
     /// Events published, by (coin, event name).
     events: Mutex<Vec<EventCount>>,
 }
@@ -71,7 +81,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "cryptoworker_connections_accepted_total",
                 "TCP connections accepted on the client port",
@@ -146,6 +156,31 @@ impl Metrics {
                 "cryptoworker_db_intake_full_total",
                 "times events waited because the database intake queue was full",
                 &self.db_intake_full,
+            ),
+            (
+                "cryptoworker_lookups_total",
+                "enrichment lookup calls made to daemons",
+                &self.lookups,
+            ),
+            (
+                "cryptoworker_lookup_cache_hits_total",
+                "enrichment lookups answered from the recent-answer cache",
+                &self.lookup_cache_hits,
+            ),
+            (
+                "cryptoworker_lookups_coalesced_total",
+                "enrichment lookups that waited for the call in flight for the same transaction",
+                &self.lookups_coalesced,
+            ),
+            (
+                "cryptoworker_lookups_overloaded_total",
+                "enrichment lookups refused by a full RPC queue (event sent unenriched)",
+                &self.lookups_overloaded,
+            ),
+            (
+                "cryptoworker_lookups_failed_total",
+                "enrichment lookups that failed or timed out (event sent with unknown fields null)",
+                &self.lookups_failed,
             ),
         ];
         for (name, help, c) in counters {

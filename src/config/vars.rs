@@ -206,6 +206,12 @@ pub(crate) const GLOBAL_VARS: &[VarSpec] = &[
         Some("on"),
         "on or off: look up transactions (get_transaction/gettransaction) to fill amounts, outputs and confirmations",
     ),
+    var(
+        "DAEMON_LOOKUP_WINDOW",
+        &[],
+        Some("32"),
+        "lookups in flight at once per daemon (1-256): keep-alive RPC connections, one call each",
+    ),
 ];
 
 /// One per-coin variable: the name is `{COIN}_{suffix}`.

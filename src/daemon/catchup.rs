@@ -24,8 +24,9 @@ pub const MAX_OPEN_REQUESTS: usize = 100_000;
 /// Why an RPC call was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
-    /// Enrichment of the event with this ticket in the daemon's ordered queue.
-    Enrich(u64),
+    /// Enrichment of the event with this ticket in the daemon's ordered queue (and of those
+    /// that joined the call, see `lookup`).
+    Enrich(u64, super::enrich::LookupKey),
     /// Making the daemon load a wallet (by key).
     LoadWallet(String),
     /// Reading the height after a (re)connect.

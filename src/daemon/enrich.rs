@@ -3,49 +3,107 @@
 //! BTC-like `new_transaction` carries only a hash: `get_transaction` fills `amount` (sum of the
 //! outputs), `to_address` (first output), `outputs` and `confirmations`. ETH-like and XMR events
 //! get `confirmations` from `gettransaction`. While a lookup is outstanding, later events of the
-//! same daemon wait behind it ([`OrderedQueue`]), so per-daemon order is kept; a lookup that
-//! fails or times out releases its event with the unknown fields left `null`.
+//! same daemon wait behind it ([`OrderedQueue`]), so per-daemon order is kept whatever order the
+//! lookups (many in flight at once) are answered in; a lookup that fails or times out releases
+//! its event with the unknown fields left `null`. Answers are reduced to [`Found`] (what the
+//! event needs) so that `super::lookup` can cache them cheaply.
 
 use crate::config::Family;
 use crate::event::Event;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 
-/// The lookup an event needs, if any: `(method, params)`.
-pub fn lookup_for(ev: &Event, family: Family) -> Option<(&'static str, Value)> {
+/// The lookup an event needs, if any.
+pub fn lookup_for(ev: &Event, family: Family) -> Option<LookupKey> {
     if ev.name != "new_transaction" {
         return None;
     }
     let tx = ev.data.get("tx_hash")?.as_str()?;
-    match family {
-        Family::Btc => Some(("get_transaction", json!([tx, {"xpub": null}]))),
-        Family::Eth | Family::Xmr => Some(("gettransaction", json!([tx, {"xpub": null}]))),
+    let method = match family {
+        Family::Btc => "get_transaction",
+        Family::Eth | Family::Xmr => "gettransaction",
+    };
+    Some(LookupKey {
+        method,
+        tx: tx.into(),
+    })
+}
+
+/// What a lookup asks: the method and the transaction hash (also the cache key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LookupKey {
+    pub method: &'static str,
+    pub tx: Box<str>,
+}
+
+impl LookupKey {
+    /// The JSON-RPC parameters of the call.
+    pub fn params(&self) -> Value {
+        json!([&*self.tx, {"xpub": null}])
+    }
+}
+
+/// What the worker takes from a lookup answer (the rest of the answer is dropped at once, so a
+/// cached answer costs little).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Found {
+    pub confirmations: Option<i64>,
+    /// BTC family: each output's address (as the daemon gave it) and value in satoshis.
+    pub outputs: Option<Vec<(Value, u64)>>,
+}
+
+impl Found {
+    /// Reads a lookup answer of a daemon of `family`.
+    pub fn from_answer(answer: &Value, family: Family) -> Found {
+        let confirmations = answer.get("confirmations").and_then(Value::as_i64);
+        let outputs = match answer.get("outputs") {
+            Some(Value::Array(list)) if family == Family::Btc => Some(
+                list.iter()
+                    .map(|o| {
+                        let address = o.get("address").cloned().unwrap_or(Value::Null);
+                        let sats = o.get("value_sats").and_then(Value::as_u64).unwrap_or(0);
+                        (address, sats)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Found {
+            confirmations,
+            outputs,
+        }
+    }
+
+    /// Outputs held (for the cache's size limit).
+    pub fn outputs_len(&self) -> usize {
+        self.outputs.as_ref().map_or(0, Vec::len)
     }
 }
 
 /// Fills `ev` from a lookup answer.
 pub fn apply(ev: &mut Event, family: Family, answer: &Value) {
+    fill(ev, &Found::from_answer(answer, family));
+}
+
+/// Fills `ev` from what a lookup found.
+pub fn fill(ev: &mut Event, found: &Found) {
     let Some(Value::Object(data)) = ev.data.get_mut("data") else {
         return;
     };
-    if let Some(c) = answer.get("confirmations").and_then(Value::as_i64) {
+    if let Some(c) = found.confirmations {
         data.insert("confirmations".into(), json!(c));
     }
-    if family != Family::Btc {
-        return;
-    }
-    let Some(Value::Array(outputs)) = answer.get("outputs") else {
+    let Some(outputs) = &found.outputs else {
         return;
     };
     let mut total: u128 = 0;
-    let mut list = Vec::new();
-    for o in outputs {
-        let sats = o.get("value_sats").and_then(Value::as_u64).unwrap_or(0);
-        total += u128::from(sats);
-        list.push(json!({"address": o.get("address").cloned().unwrap_or(Value::Null), "amount": sats_to_decimal(u128::from(sats))}));
+    let mut list = Vec::with_capacity(outputs.len());
+    for (address, sats) in outputs {
+        total += u128::from(*sats);
+        list.push(json!({"address": address, "amount": sats_to_decimal(u128::from(*sats))}));
     }
-    if let Some(first) = list.first() {
-        data.insert("to_address".into(), first["address"].clone());
+    if let Some((first, _)) = outputs.first() {
+        data.insert("to_address".into(), first.clone());
     }
     data.insert("amount".into(), json!(sats_to_decimal(total)));
     data.insert("outputs".into(), Value::Array(list));
@@ -99,8 +157,12 @@ impl OrderedQueue {
     }
 
     /// Completes the lookup of `ticket`, letting `fill` update the event (or not, on failure).
+    /// Tickets grow with the queue, so the entry is found by binary search (a large backlog
+    /// completing costs O(n log n), not O(n²)).
     pub fn complete(&mut self, ticket: u64, fill: impl FnOnce(&mut Event)) {
-        if let Some(p) = self.entries.iter_mut().find(|p| p.ticket == ticket) {
+        if let Ok(at) = self.entries.binary_search_by_key(&ticket, |p| p.ticket)
+            && let Some(p) = self.entries.get_mut(at)
+        {
             fill(&mut p.event);
             p.waiting = false;
         }
@@ -144,7 +206,10 @@ mod tests {
     #[test]
     fn btc_lookup_fills_amount_outputs_and_confirmations() {
         let mut ev = btc_tx("ab");
-        assert_eq!(lookup_for(&ev, Family::Btc).unwrap().0, "get_transaction");
+        assert_eq!(
+            lookup_for(&ev, Family::Btc).unwrap().method,
+            "get_transaction"
+        );
         let answer = json!({"outputs": [{"address": "bc1a", "value_sats": 18000, "scriptpubkey": "00"},
                                         {"address": "bc1b", "value_sats": 150_000_000}], "confirmations": 2});
         apply(&mut ev, Family::Btc, &answer);

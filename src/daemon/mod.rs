@@ -1,10 +1,11 @@
 //! The daemon side: decoding daemon pushes, the event-stream link state machine, the JSON-RPC
-//! pool, enrichment in order, and catch-up after every (re)connect (rules in `catchup`, pacing and
-//! progress in `recovery`).
+//! pool, enrichment in order (with a short-lived cache of lookups, `lookup`), and catch-up after
+//! every (re)connect (rules in `catchup`, pacing and progress in `recovery`).
 
 pub mod catchup;
 pub mod decode;
 pub mod enrich;
 pub mod link;
+pub mod lookup;
 pub mod recovery;
 pub mod rpc;

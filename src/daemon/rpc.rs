@@ -1,5 +1,12 @@
-//! JSON-RPC client for one daemon, driven by the reactor: a small pool of HTTP/1.1 keep-alive
-//! connections, one call in flight per connection, a bounded queue, per-call deadlines.
+//! JSON-RPC client for one daemon, driven by the reactor: a pool of HTTP/1.1 keep-alive
+//! connections, one call in flight per connection, a bounded FIFO queue, per-call deadlines.
+//!
+//! Sizing: the pool has `DAEMON_LOOKUP_WINDOW` connections for enrichment lookups plus
+//! [`RESERVED`] for the catch-up calls (paced at `recovery::CATCHUP_WINDOW`) and `getinfo`, so
+//! catch-up never takes the lookups' connections; an idle connection serves whatever call is next.
+//! Calls beyond the connections wait in the queue, in order; beyond [`MAX_QUEUED`] a call fails
+//! at once with [`CallError::Overloaded`] (the caller decides what that means: for a lookup, the
+//! event goes out with its unknown fields null).
 //!
 //! The pool never registers sockets itself: it reports which slot needs registering, and the
 //! reactor maps slot `s` of daemon `i` to a token. Answers come back as [`RpcDone`], tagged with
@@ -11,8 +18,8 @@
 //!
 //! Invariants: a call is answered exactly once (result, error, or timeout); a connection whose
 //! call timed out or whose answer could not be parsed is dropped, never reused; the queue holds
-//! at most [`MAX_QUEUED`] calls (plus at most [`POOL_SIZE`] sent back for a retry); a call is
-//! retried at most once.
+//! at most [`MAX_QUEUED`] calls (plus at most one per connection sent back for a retry); a call
+//! is retried at most once; the pool never has more than its configured connections.
 
 use crate::http::client::{parse_response, rpc_request};
 use crate::http::jsonrpc::{RpcError, RpcOutcome, decode_rpc_body, rpc_body};
@@ -23,8 +30,12 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Connections per daemon.
-pub const POOL_SIZE: usize = 4;
+/// Connections kept besides the lookup window: the catch-up window plus one for `getinfo`.
+pub const RESERVED: usize = super::recovery::CATCHUP_WINDOW + 1;
+/// Smallest lookup window (`DAEMON_LOOKUP_WINDOW`).
+pub const MIN_WINDOW: usize = 1;
+/// Largest lookup window: the reactor reserves a token range per daemon for its connections.
+pub const MAX_WINDOW: usize = 256;
 /// Calls waiting for a free connection; beyond this, calls fail at once.
 pub const MAX_QUEUED: usize = 10_000;
 /// Largest answer body accepted.
@@ -102,14 +113,21 @@ pub struct RpcPool<P> {
 }
 
 impl<P> RpcPool<P> {
-    /// A pool for `host:port` with Basic `authorization` and a per-call `timeout`.
-    pub fn new(host: &str, port: u16, authorization: &str, timeout: Duration) -> RpcPool<P> {
+    /// A pool of `connections` (at least one) for `host:port` with Basic `authorization` and a
+    /// per-call `timeout`.
+    pub fn new(
+        host: &str,
+        port: u16,
+        authorization: &str,
+        timeout: Duration,
+        connections: usize,
+    ) -> RpcPool<P> {
         RpcPool {
             host: host.to_string(),
             port,
             authorization: authorization.to_string(),
             timeout,
-            conns: (0..POOL_SIZE).map(|_| None).collect(),
+            conns: (0..connections.max(1)).map(|_| None).collect(),
             queue: VecDeque::new(),
             next_id: 1,
             requeued: false,
@@ -142,13 +160,26 @@ impl<P> RpcPool<P> {
 
     /// Calls queued or in flight.
     pub fn pending(&self) -> usize {
+        self.queue.len() + self.in_flight()
+    }
+
+    /// Calls written (or being written) to a connection.
+    pub fn in_flight(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.call.is_some())
+            .count()
+    }
+
+    /// Calls waiting for a free connection.
+    pub fn queued(&self) -> usize {
         self.queue.len()
-            + self
-                .conns
-                .iter()
-                .flatten()
-                .filter(|c| c.call.is_some())
-                .count()
+    }
+
+    /// Connections the pool may open (its slots).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     /// Assigns queued calls to idle connections, opening new ones (to `addr`) as needed.

@@ -2,13 +2,15 @@
 //! catch-up on every (re)connect, and turning frames into published events.
 //!
 //! Tokens: daemon `i` owns `DAEMON_BASE + i * DAEMON_STRIDE` for its event link and the next
-//! [`rpc::POOL_SIZE`] tokens for its RPC connections.
+//! `DAEMON_LOOKUP_WINDOW + rpc::RESERVED` tokens for its RPC connections (enrichment lookups are
+//! in `lookups`).
 
-use super::{DAEMON_BASE, Reactor, TimerOwner};
+use super::{DAEMON_BASE, Reactor, TimerOwner, lookups};
 use crate::daemon::catchup::{self, Purpose};
 use crate::daemon::decode::decode_frame;
-use crate::daemon::enrich::{self, OrderedQueue};
+use crate::daemon::enrich::OrderedQueue;
 use crate::daemon::link::{DaemonLink, LinkOutput};
+use crate::daemon::lookup::LookupCache;
 use crate::daemon::recovery::{CATCHUP_WINDOW, Outcome, Planner, Summary};
 use crate::daemon::rpc::{self, RpcDone, RpcPool};
 use crate::event::{Event, now_unix};
@@ -19,8 +21,9 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-/// Tokens reserved per daemon (1 link + the RPC pool).
-pub const DAEMON_STRIDE: usize = 16;
+/// Tokens reserved per daemon (1 link + the largest RPC pool).
+pub const DAEMON_STRIDE: usize = 512;
+const _: () = assert!(1 + rpc::MAX_WINDOW + rpc::RESERVED <= DAEMON_STRIDE);
 
 /// A daemon link plus what the reactor knows about its coin.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub(super) struct Daemon {
     pub rpc: RpcPool<Purpose>,
     /// Events in arrival order, some waiting for enrichment.
     pub queue: OrderedQueue,
+    /// Recent lookup answers and lookups in flight (cache and coalescing).
+    pub lookups: LookupCache,
     /// Wallet keys to load on every (re)connect.
     pub wallets: Vec<String>,
     /// Open payment requests to reconcile on reconnect, by request id.
@@ -45,11 +50,14 @@ pub(super) struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(link: DaemonLink, rpc_timeout: std::time::Duration) -> Daemon {
+    /// A daemon whose pool keeps `window` lookups in flight (plus the catch-up connections).
+    pub fn new(link: DaemonLink, rpc_timeout: std::time::Duration, window: usize) -> Daemon {
         let c = &link.config;
         let auth = crate::http::client::basic_auth(&c.login, &c.password);
+        let connections = window.clamp(rpc::MIN_WINDOW, rpc::MAX_WINDOW) + rpc::RESERVED;
         Daemon {
-            rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout),
+            rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout, connections),
+            lookups: LookupCache::default(),
             wallets: c.wallets.clone(),
             plan: Planner::new(c.family, CATCHUP_WINDOW),
             link,
@@ -209,6 +217,20 @@ impl Reactor {
         purpose: Purpose,
         now: Instant,
     ) {
+        self.rpc_enqueue(i, method, params, purpose, now);
+        self.rpc_dispatch(i);
+    }
+
+    /// Queues an RPC call for daemon `i` (started by the next [`Reactor::rpc_dispatch`]); a call
+    /// the full queue refuses fails at once as overloaded.
+    pub(super) fn rpc_enqueue(
+        &mut self,
+        i: usize,
+        method: &'static str,
+        params: serde_json::Value,
+        purpose: Purpose,
+        now: Instant,
+    ) {
         let Some(d) = self.daemons.get_mut(i) else {
             return;
         };
@@ -218,12 +240,12 @@ impl Reactor {
                 method,
                 result: Err(rpc::CallError::Overloaded),
             };
-            return self.rpc_results(i, vec![failed]);
+            self.rpc_results(i, vec![failed]);
         }
-        self.rpc_dispatch(i);
     }
 
-    fn rpc_dispatch(&mut self, i: usize) {
+    /// Starts queued calls of daemon `i` on free connections (opening them as needed).
+    pub(super) fn rpc_dispatch(&mut self, i: usize) {
         let mut registered = Vec::new();
         let mut done = Vec::new();
         if let Some(d) = self.daemons.get_mut(i) {
@@ -288,6 +310,7 @@ impl Reactor {
         }
         self.rpc_results(i, done);
         if let Some(d) = self.daemons.get_mut(i) {
+            d.lookups.clear_answers();
             d.queue.drain_all(&mut ready);
         }
         for ev in ready {
@@ -306,21 +329,10 @@ impl Reactor {
             let Some(d) = self.daemons.get_mut(i) else {
                 return;
             };
-            let family = d.link.config.family;
             let coin = d.link.coin.clone();
             match r.purpose {
-                Purpose::Enrich(ticket) => {
-                    if let Err(e) = &r.result {
-                        log::debug!(
-                            "[WORKER] {coin} {} failed: {e}; event goes out with unknown fields null",
-                            r.method
-                        );
-                    }
-                    d.queue.complete(ticket, |ev| {
-                        if let Ok(v) = &r.result {
-                            enrich::apply(ev, family, v);
-                        }
-                    });
+                Purpose::Enrich(ticket, key) => {
+                    lookups::lookup_done(d, &self.metrics, (ticket, &key), &r.result, now);
                 }
                 Purpose::LoadWallet(w) => {
                     let result = r.result.map(|_| ()).map_err(|e| e.to_string());
@@ -429,31 +441,6 @@ impl Reactor {
         }
         self.accept_events(i, decoded.events, now);
         self.release_ready(i);
-    }
-
-    /// Queues daemon events in order; those that need a lookup wait for it.
-    fn accept_events(&mut self, i: usize, events: Vec<Event>, now: Instant) {
-        let Some(family) = self.daemons.get(i).map(|d| d.link.config.family) else {
-            return;
-        };
-        let enrich = self.config.daemon_enrich;
-        for ev in events {
-            let lookup = if enrich {
-                enrich::lookup_for(&ev, family)
-            } else {
-                None
-            };
-            let Some(d) = self.daemons.get_mut(i) else {
-                return;
-            };
-            match lookup {
-                Some((method, params)) => {
-                    let ticket = d.queue.push_waiting(ev);
-                    self.rpc_call(i, method, params, Purpose::Enrich(ticket), now);
-                }
-                None => d.queue.push_ready(ev),
-            }
-        }
     }
 
     /// Sequences an event of daemon `i` and fans it out.

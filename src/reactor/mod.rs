@@ -1,22 +1,32 @@
 //! The reactor: one thread, one `mio::Poll`, every socket.
 //!
 //! Each turn: poll (timeout = the earliest timer), handle every readiness event — daemon frames
-//! are decoded, sequenced and *staged* per filter group, then (after that dispatch, before any
-//! other) queued to the group's clients as one shared batch; client messages are answered — then
-//! flush every client that has output **once** (all its frames in one `writev`), then fire the
-//! timers that are due. Other threads talk to the reactor only through channels plus the
-//! [`mio::Waker`].
+//! are decoded, their lookups issued (up to `DAEMON_LOOKUP_WINDOW` in flight per daemon), events
+//! released in daemon order as answers arrive, sequenced and *staged* per filter group; client
+//! messages are answered — then commit what is staged (one shared batch per group for everything
+//! the turn released), flush every client that has output **once** (all its frames in one
+//! `writev`), then fire the timers that are due. Other threads talk to the reactor only through
+//! channels plus the [`mio::Waker`].
+//!
+//! The commit rule (see `commit`): staged events are not committed after every daemon or RPC
+//! readiness event, only before anything that talks to clients (client, listener and waker
+//! readiness; client, resume and accept timers), at the end of the turn's daemon work, and in
+//! every flush. So a turn's events reach a client as one batch, and a client never gets an event
+//! with `seq` at or below its `subscribed` reply's, nor misses one.
 //!
 //! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
 //! per-client queue is bounded; a connection's writable interest is registered exactly while its
 //! outbox is non-empty; client slab keys are removed from the subscribers before the slot is
-//! freed; nothing stays staged across dispatches (so events never overtake or trail replies).
+//! freed; nothing is staged while client input, replies or replay refills are handled (so events
+//! never overtake or trail replies).
 
 pub mod conn_id;
 pub mod timers;
 
 mod clients;
+mod commit;
 mod daemons;
+mod lookups;
 mod persist;
 mod replay;
 mod status;
@@ -170,7 +180,8 @@ impl Reactor {
             .map(|(i, c)| {
                 timers.schedule(now, TimerOwner::Daemon(i));
                 let link = DaemonLink::new(c.clone(), config.daemon_ping_interval, now);
-                let mut d = Daemon::new(link, config.daemon_rpc_timeout);
+                let mut d =
+                    Daemon::new(link, config.daemon_rpc_timeout, config.daemon_lookup_window);
                 d.height = parts.tips.get(&c.coin).copied();
                 d
             })
@@ -252,16 +263,19 @@ impl Reactor {
             }
             let now = Instant::now();
             for event in events.iter() {
+                if commit::commits_first(event.token()) {
+                    self.commit_fanout(now);
+                }
                 self.dispatch(event.token(), now);
-                self.commit_fanout(now);
             }
             for i in std::mem::take(&mut self.daemon_carry) {
                 self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
-                self.commit_fanout(now);
             }
             self.release_durable();
+            // The end of the turn's daemon work: one batch per group for all it released.
             self.commit_fanout(now);
             for key in std::mem::take(&mut self.carry) {
+                self.commit_fanout(now);
                 self.client_readable(key, now);
             }
             for key in std::mem::take(&mut self.retry_flush) {
@@ -270,8 +284,10 @@ impl Reactor {
             self.flush_dirty(now);
             self.timers.expired(now, &mut expired);
             for owner in expired.drain(..) {
+                if owner.commits_first() {
+                    self.commit_fanout(now);
+                }
                 self.on_timer(owner, now);
-                self.commit_fanout(now);
             }
             self.flush_dirty(now);
             if self.shutdown_complete(now) {
@@ -323,118 +339,6 @@ impl Reactor {
         }
     }
 
-    /// Sends a sequenced event on its way: without a database straight to clients; with one,
-    /// into the durability gate and the database intake (clients get it once it is durable).
-    fn emit(&mut self, p: Arc<Published>) {
-        if self.db.is_none() {
-            return self.deliver(p);
-        }
-        self.gate.hold(p);
-        self.submit_held();
-    }
-
-    /// Offers held events to the database intake, in order, while it has room.
-    fn submit_held(&mut self) {
-        if let Some(db) = &self.db
-            && !self.gate.submit(|p| db.try_submit(p))
-        {
-            self.metrics.inc(&self.metrics.db_intake_full);
-        }
-    }
-
-    /// Releases the events the database reports durable (one staged batch per turn), and reads
-    /// paused daemon links again once the gate has room.
-    fn release_durable(&mut self) {
-        let Some(db) = &self.db else { return };
-        if self.gate.is_empty() {
-            return;
-        }
-        let durable = db.durable_seq();
-        if self.gate.unsubmitted() > 0 {
-            self.submit_held();
-        }
-        let mut out = Vec::new();
-        self.gate.release(durable, &mut out);
-        for p in out {
-            self.deliver(p);
-        }
-        if !self.paused_links.is_empty() && self.gate.has_room() {
-            log::info!("[WORKER] Database caught up; reading daemons again");
-            self.daemon_carry.append(&mut self.paused_links);
-        }
-    }
-
-    /// Makes a sequenced event visible: ring, handlers, and staged for the matching client
-    /// groups ([`Reactor::commit_fanout`] queues it after this dispatch).
-    fn deliver(&mut self, p: Arc<Published>) {
-        self.pipeline.release(&p);
-        self.metrics.event_published(&p.meta.coin, &p.meta.name);
-        if let Some((h, count)) = &self.handlers
-            && count.load(std::sync::atomic::Ordering::Acquire) > 0
-            && h.try_send(p.clone()).is_err()
-        {
-            self.metrics.inc(&self.metrics.handler_dropped);
-        }
-        self.subs.stage(&p.meta, &p);
-    }
-
-    /// Queues what the last dispatch staged: one shared batch per filter group, to each of the
-    /// group's open, live (not replaying) clients; closes those whose queue overflows (4008).
-    fn commit_fanout(&mut self, now: Instant) {
-        if !self.subs.has_staged() {
-            return;
-        }
-        let mut batches = std::mem::take(&mut self.batches);
-        let mut members = std::mem::take(&mut self.scratch);
-        self.subs.drain_staged(&mut batches, &mut members);
-        let limit = self.config.limits.client_queue_bytes;
-        let mut delivered = 0;
-        let mut slow = Vec::new();
-        for (batch, range) in batches.drain(..) {
-            for &key in &members[range] {
-                let Some(client) = self.clients.get_mut(key) else {
-                    continue;
-                };
-                if !client.is_open() || client.replay.is_some() {
-                    continue; // a replaying client takes these events from the ring, in order
-                }
-                delivered += batch.events() as u64;
-                if client.enqueue(&batch, limit) {
-                    self.mark_dirty(key);
-                } else {
-                    slow.push(key);
-                }
-            }
-        }
-        members.clear();
-        self.scratch = members;
-        self.batches = batches;
-        self.metrics
-            .deliveries
-            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
-        if !slow.is_empty() {
-            self.close_slow_consumers(&slow, limit, now);
-        }
-    }
-
-    /// Closes clients whose queue overflowed with 4008; one log line for the whole lot (a burst
-    /// can overflow thousands at once, and logging is synchronous on this thread).
-    fn close_slow_consumers(&mut self, keys: &[usize], limit: usize, now: Instant) {
-        self.metrics
-            .slow_consumer_closes
-            .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let shown: Vec<String> = keys.iter().take(5).map(|k| k.to_string()).collect();
-        let more = if keys.len() > 5 { ", ..." } else { "" };
-        log::warn!(
-            "[WORKER] {} client(s) too slow (queue over {limit} bytes), closing with 4008: {}{more}",
-            keys.len(),
-            shown.join(", ")
-        );
-        for &key in keys {
-            self.close_client(key, 4008, "slow consumer", now);
-        }
-    }
-
     fn mark_dirty(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key)
             && !c.dirty
@@ -479,6 +383,8 @@ impl Reactor {
         for key in keys {
             self.remove_client(key);
         }
+        // Held events the intake had no room for yet: offer them once more before the flush.
+        self.submit_held();
         if let Some(db) = self.db.take() {
             log::info!("[WORKER] Flushing the database queue");
             db.shutdown(Duration::from_secs(10));

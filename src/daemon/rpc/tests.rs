@@ -1,5 +1,6 @@
-//! The pool against a scripted daemon on loopback: keep-alive reuse, and the one retry after
-//! the daemon closed a kept-alive connection under a call.
+//! The pool against a scripted daemon on loopback: keep-alive reuse, the one retry after the
+//! daemon closed a kept-alive connection under a call, and the window accounting (never more
+//! calls in flight than connections, the rest queued in order, the queue bound).
 
 use super::*;
 use mio::{Events, Interest, Poll, Token};
@@ -110,6 +111,7 @@ fn call_over_a_stale_connection(second: Script) -> (Result<Value, CallError>, us
         addr.port(),
         "Basic eDp5",
         Duration::from_secs(5),
+        2,
     );
     let mut poll = Poll::new().unwrap();
     call(&mut pool, 1);
@@ -145,4 +147,96 @@ fn a_retried_call_that_fails_again_is_not_retried_twice() {
         requests, 2,
         "the first call, then the retry (the original second request went to the dead connection)"
     );
+}
+
+/// A keep-alive daemon answering every request after `delay`, one thread per connection;
+/// reports the most connections it served at once.
+fn slow_daemon(delay: Duration) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, most) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let seen = most.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let (open, most) = (open.clone(), most.clone());
+            std::thread::spawn(move || {
+                most.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                while read_request(&mut s) {
+                    std::thread::sleep(delay);
+                    let body = json!({"jsonrpc": "2.0", "id": 1, "result": "ok"}).to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_window_bounds_calls_in_flight_and_the_rest_wait_in_order() {
+    let (addr, most) = slow_daemon(Duration::from_millis(20));
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), 4);
+    assert_eq!(pool.connections(), 4);
+    for purpose in 0..12 {
+        call(&mut pool, purpose);
+    }
+    let (mut registered, mut done) = (Vec::new(), Vec::new());
+    pool.dispatch(Some(addr), &mut registered, &mut done);
+    assert_eq!((pool.in_flight(), pool.queued()), (4, 8));
+    assert_eq!(registered, [0, 1, 2, 3]);
+    let mut poll = Poll::new().unwrap();
+    for slot in registered {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let stream = pool.stream(slot).unwrap();
+        poll.registry()
+            .register(stream, Token(slot), interest)
+            .unwrap();
+    }
+    let started = Instant::now();
+    let mut answered: Vec<u32> = run(&mut pool, &mut poll, addr, 12)
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.result, Ok(json!("ok")));
+            d.purpose
+        })
+        .collect();
+    // 12 calls over 4 connections at 20 ms each: 3 rounds, not 12.
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+    answered.sort_unstable();
+    assert_eq!(answered, (0..12).collect::<Vec<_>>(), "each answered once");
+    assert_eq!(pool.pending(), 0);
+}
+
+#[test]
+fn beyond_the_queue_bound_calls_fail_at_once() {
+    let mut pool: RpcPool<usize> = RpcPool::new("127.0.0.1", 9, "", Duration::from_secs(5), 2);
+    let now = Instant::now();
+    for purpose in 0..MAX_QUEUED {
+        assert!(pool.call("getinfo", json!([]), purpose, now).is_ok());
+    }
+    assert_eq!(pool.call("getinfo", json!([]), 7, now), Err(7));
+    assert_eq!(pool.queued(), MAX_QUEUED);
+    // A timed-out backlog is failed as a whole, freeing the queue.
+    let mut done = Vec::new();
+    pool.expire(now + Duration::from_secs(6), &mut done);
+    assert_eq!(done.len(), MAX_QUEUED);
+    assert!(done.iter().all(|d| d.result == Err(CallError::Timeout)));
+    assert_eq!(pool.pending(), 0);
 }
