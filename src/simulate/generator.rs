@@ -143,9 +143,14 @@ fn queue_tail(shared: &Shared, batch: &[Frame]) {
     }
 }
 
+/// The wallet bench pushes name: the first configured one, else [`BENCH_WALLET`].
+pub(crate) fn bench_wallet(cfg: &super::SimConfig) -> &str {
+    cfg.wallets.first().map_or(BENCH_WALLET, String::as_str)
+}
+
 fn run_bench(shared: &Shared) {
     let cfg = &shared.cfg;
-    let wallet = cfg.wallets.first().map_or(BENCH_WALLET, String::as_str);
+    let wallet = bench_wallet(cfg);
     let frames = BenchFrames::new(&cfg.coin, wallet);
     let start_micros = unix_micros() + cfg.start_delay.as_micros() as u64;
     let start = Instant::now() + cfg.start_delay;

@@ -4,9 +4,12 @@
 //! Invariants: every non-admin call is logged (`sim_rpc_log`); a known method naming a wallet
 //! loads it before running; wallet methods without a wallet answer -32000; methods of the other
 //! family are unknown (-32601); method exceptions get their code from the family's spec;
-//! `get_updates` (both families) drains the named wallet's queue of pushed updates.
+//! `get_updates` (both families) drains the named wallet's queue of pushed updates; a bench
+//! push's tx hash is answered by `get_transaction`/`gettransaction` (synthesised, see
+//! `views::bench_tx`).
 
 use super::chain::{Chain, RequestPatch};
+use super::generator::{bench_wallet, decode_bench_tx};
 use super::rpc::Call;
 use super::shared::Shared;
 use super::spec::{self, RpcError};
@@ -93,10 +96,14 @@ fn daemon_method(shared: &Shared, call: &Call, wallet: &str) -> Result<Value, Rp
         "getinfo" => Ok(views::getinfo(&chain, chain.loaded().len())),
         "get_transaction" | "gettransaction" => {
             let hash = call.str_arg(0, "txid")?;
-            match chain.tx(hash) {
-                Some(tx) if family == Family::Btc => Ok(views::btc_tx(&chain, tx)),
-                Some(tx) => Ok(views::chain_tx(&chain, tx)),
-                None => Err(exception(shared, &spec::tx_not_found(family, hash))),
+            match (chain.tx(hash), decode_bench_tx(hash)) {
+                (Some(tx), _) if family == Family::Btc => Ok(views::btc_tx(&chain, tx)),
+                (Some(tx), _) => Ok(views::chain_tx(&chain, tx)),
+                (None, Some((_, index))) => {
+                    let wallet = bench_wallet(&shared.cfg);
+                    Ok(views::bench_tx(&chain, hash, index, wallet))
+                }
+                (None, None) => Err(exception(shared, &spec::tx_not_found(family, hash))),
             }
         }
         "get_request" | "getrequest" => {

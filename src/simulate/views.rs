@@ -87,6 +87,34 @@ pub(crate) fn chain_tx(chain: &Chain, tx: &Tx) -> Value {
     })
 }
 
+/// The lookup answer for a bench push's tx (`0x{scheduled_us:016x}{index:048x}`), which no chain
+/// holds: synthesised from the hash, so answering costs no memory. BTC family: one output of 0.1
+/// coin to an address derived from `index`; eth/xmr: 0.1 coin to the bench wallet. Always in the
+/// mempool (0 confirmations), like a fresh payment.
+pub(crate) fn bench_tx(chain: &Chain, hash: &str, index: u64, wallet: &str) -> Value {
+    let value = 10u128.pow(chain.decimals(wallet).saturating_sub(1));
+    match chain.family {
+        Family::Btc => json!({
+            "txid": hash,
+            "version": 2,
+            "locktime": 0,
+            "inputs": [],
+            "outputs": [{"address": format!("bc1q{index:038x}"), "value_sats": units(value),
+                         "scriptpubkey": format!("0014{index:040x}")}],
+            "confirmations": 0,
+        }),
+        Family::Eth | Family::Xmr => json!({
+            "hash": hash,
+            "from": "0x5a0b54d5dc17e0aadc383d2db43b0a0d3e029c4c",
+            "to": split_key(wallet).0,
+            "value": units(value),
+            "blockNumber": null,
+            "contract": split_key(wallet).1.filter(|_| chain.family == Family::Eth),
+            "confirmations": 0,
+        }),
+    }
+}
+
 /// `getinfo` result, per family.
 pub(crate) fn getinfo(chain: &Chain, loaded: usize) -> Value {
     let h = chain.height;

@@ -246,3 +246,23 @@ fn bench_mode_encodes_scheduled_time_and_keeps_the_rate() {
     assert_silent(&mut sock, Duration::from_millis(100));
     assert_eq!(h.state()["counters"]["bench_events"], count);
 }
+
+#[test]
+fn bench_tx_hashes_are_answered_without_a_chain_entry() {
+    let hash = format!("0x{:016x}{:048x}", 1_700_000_000_000_000u64, 7);
+    let h = start("BTC", |c| c.wallets = vec!["benchwallet".into()]);
+    let tx = ok(h.addr(), "get_transaction", json!([hash]));
+    assert_eq!(tx["confirmations"], 0);
+    assert_eq!(tx["outputs"][0]["value_sats"], 10_000_000, "0.1 BTC: {tx}");
+    assert!(tx["outputs"][0]["address"].as_str().is_some(), "{tx}");
+    assert_eq!(
+        code(h.addr(), "get_transaction", json!(["ab".repeat(32)])),
+        -32002
+    );
+    let h = start("ETH", |c| c.wallets = vec!["0xAbC".into()]);
+    let tx = ok(h.addr(), "gettransaction", json!([hash]));
+    assert_eq!(
+        (tx["confirmations"].clone(), tx["to"].clone()),
+        (json!(0), json!("0xAbC"))
+    );
+}

@@ -1,4 +1,5 @@
-//! Fault injection over loopback: drop_after, refuse_auth, stall, rpc_delay, reset.
+//! Fault injection over loopback: drop_after, refuse_auth, stall, rpc_delay (concurrent calls
+//! are delayed side by side, not one after another), reset.
 
 use super::*;
 use crate::simulate::Faults;
@@ -103,6 +104,29 @@ fn rpc_delay_slows_daemon_calls_only() {
     let t = Instant::now();
     assert_eq!(ok(a, "sim_state", json!([]))["faults"]["rpc_delay_ms"], 200);
     assert!(t.elapsed() < Duration::from_millis(200));
+}
+
+#[test]
+fn rpc_delay_does_not_serialise_concurrent_calls() {
+    let h = start("BTC", |_| {});
+    let a = h.addr();
+    ok(a, "sim_set_fault", json!({"rpc_delay_ms": 100}));
+    let t = Instant::now();
+    let calls: Vec<_> = (0..32u64)
+        .map(|i| {
+            let hash = format!("0x{:016x}{i:048x}", 1_700_000_000_000_000u64);
+            std::thread::spawn(move || ok(a, "get_transaction", json!([hash])))
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.join().unwrap()["confirmations"], 0);
+    }
+    // Thread per connection: 32 calls take about one delay (100 ms), not 32 (3.2 s).
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
