@@ -9,9 +9,11 @@ Phases (see bench/soak/README.md):
    ``soakclients`` (bench/loadgen) holds ``--clients`` subscribed clients plus ``--churners``
    that drop and resume with ``since``/``epoch`` every ``--churn-ms`` (0.5x..1.5x);
    the worker's VmRSS is sampled from /proc every ``--sample-s`` seconds;
-3. check: the simulator stops, every client must end at the same last sequence number with
-   contiguous sequence numbers and no refused resume;
-4. burst: ``--bursts`` times, ``--burst`` clients connect, subscribe and drop; RSS before/after.
+3. burst: with the steady clients still there and traffic on, ``--bursts`` times ``--burst``
+   clients connect, subscribe and drop; RSS before, at the peak and ``--settle-s`` after;
+4. check: the simulator stops, every client must end at the same last sequence number with
+   contiguous sequence numbers and no refused resume; RSS once every client is gone
+   (``--trim``: and after ``malloc_trim(0)``, called through gdb).
 
 It prints a summary and writes ``bench/results/soak-<date>.json`` (every sample, the
 least-squares slope after ``--warmup-min`` in KB/min, the burst figures). The worker can run
@@ -173,6 +175,11 @@ def main():
     ap.add_argument("--worker-env", action="append", default=[], help="KEY=VALUE")
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--flows", action="store_true",
+                    help="steady traffic from the simulator's payment flows (events of varying "
+                         "kind and size) instead of --bench pushes")
+    ap.add_argument("--trim", action="store_true",
+                    help="at the end, call malloc_trim(0) in the worker (gdb) and record RSS")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR",
                                                           str(ROOT / "target")))
     ap.add_argument("--out", default=None, help="results file (default bench/results/soak-*.json)")
@@ -202,6 +209,7 @@ def main():
         db_url = f"postgres://postgres@127.0.0.1:5432/{db_name}"
     sim_port = a.port + 1
     procs = []
+    wpid = worker = None
     result = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "label": a.label,
@@ -212,11 +220,14 @@ def main():
     }
     result["config"]["database"] = not a.no_db
 
-    def simulator(rate, count, delay_ms=0):
-        cmd = nice + [str(worker_bin), "simulate", "--port", str(sim_port), "--bench",
-                      "--start-delay-ms", str(delay_ms),
-                      "--rate", str(rate), "--count", str(count), "--wallets", "xpubSOAK",
-                      "--preload-wallets", "--block-interval", "0"]
+    def simulator(rate, count, delay_ms=0, flows=False):
+        cmd = nice + [str(worker_bin), "simulate", "--port", str(sim_port)]
+        if flows:
+            cmd += ["--block-interval", "10"]
+        else:
+            cmd += ["--bench", "--start-delay-ms", str(delay_ms), "--count", str(count),
+                    "--block-interval", "0"]
+        cmd += ["--rate", str(rate), "--wallets", "xpubSOAK", "--preload-wallets"]
         p = subprocess.Popen(cmd, stdout=open(work / "sim.log", "a"), stderr=subprocess.STDOUT)
         procs.append(p)
         return p
@@ -268,7 +279,7 @@ def main():
 
         steady_s = a.duration_min * 60
         cl = Clients(nice + [str(clients_bin), "--addr", f"127.0.0.1:{a.port}"])
-        sim = simulator(a.rate, 0)
+        sim = simulator(a.rate, 0, flows=a.flows)
         cl.send(f"start {a.clients} {a.churners} {a.churn_ms}")
         started = cl.wait("started", 120)
         log(f"{a.clients} + {a.churners} clients subscribed; steady phase {a.duration_min} min")
@@ -292,21 +303,15 @@ def main():
             if now - t_start >= steady_s:
                 break
             time.sleep(max(0.0, min(next_at, t_start + steady_s) - time.time()))
-        stop(sim)
-        cl.send("finish 3000")
-        fin = cl.wait("finished", 300)
-        log(f"check: {fin}")
         warm = [(s["t"], s["VmRSS"]) for s in samples if s["t"] >= a.warmup_min * 60]
         warm_anon = [(s["t"], s["RssAnon"]) for s in samples if s["t"] >= a.warmup_min * 60]
-        result.update(started_clients=started, check=fin, samples=samples,
+        result.update(started_clients=started, samples=samples,
                       slope_kb_per_min=slope_kb_per_min(warm),
                       slope_anon_kb_per_min=slope_kb_per_min(warm_anon),
                       warm_samples=len(warm))
 
         bursts = []
-        time.sleep(a.settle_s)
-        base = rss_kb(wpid)
-        result["rss_idle_before_bursts_kb"] = base
+        result["rss_before_bursts_kb"] = rss_kb(wpid)
         for i in range(a.bursts):
             before = rss_kb(wpid)
             cl.send(f"burst {a.burst} {a.burst_hold_ms}")
@@ -320,13 +325,35 @@ def main():
             log(f"burst {i + 1}: rss {before['VmRSS']} -> peak {peak['VmRSS']} -> "
                 f"{after['VmRSS']} KB")
         result["bursts"] = bursts
+        stop(sim)
+        cl.send("finish 3000")
+        fin = cl.wait("finished", 300)
+        log(f"check: {fin}")
+        result["check"] = fin
+        time.sleep(a.settle_s)
+        result["rss_idle_after_kb"] = rss_kb(wpid)
+        log(f"all clients gone: rss {result['rss_idle_after_kb']}")
+        if a.trim:
+            # What glibc holds free but resident: RSS before/after malloc_trim(0) in the worker.
+            before = rss_kb(wpid)
+            r = subprocess.run(["gdb", "-p", str(wpid), "-batch", "-ex",
+                                "call (int)malloc_trim(0)"], capture_output=True, text=True)
+            after = rss_kb(wpid)
+            result["malloc_trim"] = {"before": before, "after": after, "ok": r.returncode == 0}
+            log(f"malloc_trim(0): {before['VmRSS']} -> {after['VmRSS']} KB")
         cl.send("exit")
         result["worker_log_tail"] = (work / "worker.log").read_text()[-2000:]
     finally:
+        if wpid and worker.poll() is None:
+            # Under a wrapper the signal must reach the worker itself (then the wrapper ends).
+            try:
+                os.kill(wpid, signal.SIGTERM)
+            except OSError:
+                pass
         for p in reversed(procs):
             stop(p)
         if db_name:
-            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists",
+            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force",
                             db_name])
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / (
         "soak-" + dt.datetime.now().strftime("%Y-%m-%dT%H%M%S") + ".json")
@@ -340,6 +367,9 @@ def main():
     for i, b in enumerate(result["bursts"]):
         print(f"burst {i + 1} ({a.burst} clients): {b['before']['VmRSS']} -> "
               f"{b['peak']['VmRSS']} -> {b['after']['VmRSS']} KB")
+    print(f"all clients gone: {result['rss_idle_after_kb']['VmRSS']} KB"
+          + (f"; after malloc_trim(0): {result['malloc_trim']['after']['VmRSS']} KB"
+             if "malloc_trim" in result else ""))
     print(f"written {out}")
     return 0 if result["check"].get("ok") else 1
 

@@ -15,6 +15,10 @@
 //! holds it (on a hash collision between different filters the newer group is simply not
 //! shared — correct, only less compact).
 //!
+//! Memory: `of_key` and a group's member list grow with the subscribers; after a burst of
+//! connections ends they are shrunk once less than a quarter full (never below
+//! [`KEEP_CAPACITY`]), so a burst does not pin its peak.
+//!
 //! Invariants: a key is a member of at most one group, at the position `of_key` records; a
 //! group id is in the index exactly while the group has members, and `by_filter` names only
 //! such groups; a freed group has nothing staged.
@@ -26,6 +30,16 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
+
+/// Entries a map or member list always keeps room for (a shrink never goes below this).
+pub const KEEP_CAPACITY: usize = 256;
+
+/// Shrinks `v` when it is less than a quarter full, keeping room for twice its length.
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > KEEP_CAPACITY && v.len() < v.capacity() / 4 {
+        v.shrink_to((v.len() * 2).max(KEEP_CAPACITY));
+    }
+}
 
 /// Events staged for one group since the last drain.
 #[derive(Debug, Default)]
@@ -119,7 +133,14 @@ impl Subscribers {
         {
             entry.1 = pos;
         }
-        Some((g, members.is_empty()))
+        shrink_vec(members);
+        let empty = members.is_empty();
+        if self.of_key.capacity() > KEEP_CAPACITY && self.of_key.len() < self.of_key.capacity() / 4
+        {
+            self.of_key
+                .shrink_to((self.of_key.len() * 2).max(KEEP_CAPACITY));
+        }
+        Some((g, empty))
     }
 
     /// Frees an empty group, returning its filter.
@@ -148,6 +169,13 @@ impl Subscribers {
     /// Whether no key is subscribed.
     pub fn is_empty(&self) -> bool {
         self.of_key.is_empty()
+    }
+
+    /// Entries the key map and the largest member list can hold without growing (memory
+    /// checks).
+    pub fn capacity(&self) -> (usize, usize) {
+        let members = self.groups.iter().map(|g| g.members.capacity()).max();
+        (self.of_key.capacity(), members.unwrap_or(0))
     }
 
     /// Number of distinct filters in use.

@@ -1,5 +1,10 @@
 //! The reactor's client side: accepting, routing the HTTP request (upgrade or plain endpoint),
 //! answering protocol messages, timers, flushing and closing.
+//!
+//! Memory: the connection slab and the per-IP counts grow with a burst of connections; when a
+//! connection leaves and they are less than a quarter full they are shrunk (the slab only down
+//! to its highest live key, since keys are poll tokens), so RSS returns near its baseline after
+//! the burst instead of keeping the peak's capacity.
 
 use super::{MAX_MESSAGES_PER_TURN, Reactor, TimerOwner, timers};
 use crate::client::ratelimit::{RateDecision, RateGuard};
@@ -13,6 +18,14 @@ use mio::Interest;
 use serde_json::Value;
 use std::io;
 use std::time::{Duration, Instant};
+
+/// Slots the connection slab and the per-IP map always keep (a shrink never goes below this).
+const KEEP_CAPACITY: usize = 1024;
+
+/// Whether a collection of `len` entries in a buffer for `capacity` should give memory back.
+fn sparse(len: usize, capacity: usize) -> bool {
+    capacity > KEEP_CAPACITY && len < capacity / 4
+}
 
 /// How soon `accept` is retried after it failed (EMFILE: descriptors may be freed any time).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -403,6 +416,10 @@ impl Reactor {
                 *n -= 1;
                 if *n == 0 {
                     self.per_ip.remove(&ip);
+                    if sparse(self.per_ip.len(), self.per_ip.capacity()) {
+                        self.per_ip
+                            .shrink_to((self.per_ip.len() * 2).max(KEEP_CAPACITY));
+                    }
                 }
             }
             log::info!(
@@ -425,6 +442,11 @@ impl Reactor {
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.gens.retire(key);
+        if sparse(self.clients.len(), self.clients.capacity()) {
+            // Drops the vacant slots above the highest live key; a no-op (no scan) when the
+            // slab is already as small as its keys allow, since then `capacity` stays put.
+            self.clients.shrink_to_fit();
+        }
     }
 
     /// Handshake, auth, idle-ping and linger deadlines.

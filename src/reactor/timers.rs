@@ -4,10 +4,17 @@
 //! entry fires, whether the deadline still applies (lazy cancellation by generation: a reused slab
 //! slot has a new generation, so a stale entry for its predecessor is ignored). The poll timeout is
 //! the earliest deadline.
+//!
+//! Memory: a burst of connections grows the heap by one entry per connection; once they have
+//! fired and the heap is mostly empty its buffer is shrunk (never below [`KEEP_CAPACITY`]), so a
+//! burst does not pin its peak for the life of the process.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
+
+/// Entries whose buffer is always kept (a shrink never goes below this).
+pub const KEEP_CAPACITY: usize = 1024;
 
 /// A min-heap of `(deadline, owner)` entries; `T` identifies the owner.
 #[derive(Debug)]
@@ -46,6 +53,22 @@ impl<T: Ord + Copy> Timers<T> {
             self.heap.pop();
             out.push(owner);
         }
+        self.shrink_if_sparse();
+    }
+
+    /// Gives back the buffer of a heap that is less than a quarter full (after a burst), keeping
+    /// room for twice the current entries.
+    fn shrink_if_sparse(&mut self) {
+        let cap = self.heap.capacity();
+        if cap > KEEP_CAPACITY && self.heap.len() < cap / 4 {
+            self.heap
+                .shrink_to((self.heap.len() * 2).max(KEEP_CAPACITY));
+        }
+    }
+
+    /// Entries the heap's buffer can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.heap.capacity()
     }
 
     /// Number of pending entries (including stale ones).
@@ -86,6 +109,26 @@ mod tests {
         );
         assert_eq!(spread(7, interval), spread(7, interval), "fixed per key");
         assert_eq!(spread(7, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_burst_of_timers_gives_its_memory_back_once_fired() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        for k in 0..20_000u32 {
+            timers.schedule(t0 + Duration::from_millis(u64::from(k % 100)), k);
+        }
+        assert!(timers.capacity() >= 20_000);
+        timers.schedule(t0 + Duration::from_secs(60), u32::MAX); // a long-lived one stays
+        let mut out = Vec::new();
+        timers.expired(t0 + Duration::from_secs(1), &mut out);
+        assert_eq!((out.len(), timers.len()), (20_000, 1));
+        assert!(
+            timers.capacity() <= 2 * KEEP_CAPACITY,
+            "capacity {} kept after the burst",
+            timers.capacity()
+        );
+        assert_eq!(timers.timeout(t0), Some(Duration::from_secs(60)));
     }
 
     #[test]

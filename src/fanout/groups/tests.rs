@@ -208,3 +208,27 @@ fn a_hash_collision_costs_sharing_not_correctness() {
     assert_eq!(subs.get(1), None);
     assert_eq!(subs.len(), 2);
 }
+
+#[test]
+fn a_burst_of_subscribers_gives_its_memory_back_when_it_leaves() {
+    let mut subs = Subscribers::new();
+    let all = filter(&["*"], None);
+    for key in 0..10_000 {
+        subs.insert(key, all.clone());
+    }
+    let (keys, members) = subs.capacity();
+    assert!(keys >= 10_000 && members >= 10_000);
+    for key in 10..10_000 {
+        subs.forget(key);
+    }
+    assert_eq!(subs.len(), 10);
+    let (keys, members) = subs.capacity();
+    assert!(
+        keys <= 2 * KEEP_CAPACITY && members <= 2 * KEEP_CAPACITY,
+        "capacity kept after the burst: keys {keys}, members {members}"
+    );
+    // The ten that stayed still get every event, once.
+    let got = fan(&mut subs, &[published(1, "BTC", "new_block")]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, (0..10).collect::<Vec<_>>());
+}

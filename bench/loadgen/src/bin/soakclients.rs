@@ -209,9 +209,11 @@ impl App {
     fn connect(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.clients[key];
         let mut s = net::connect_from(c.src, self.dst)?;
-        self.poll
-            .registry()
-            .register(&mut s, Token(key), Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(
+            &mut s,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         c.stream = Some(s);
         c.state = State::Connecting;
         c.rbuf.clear();
