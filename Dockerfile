@@ -1,20 +1,33 @@
-# Two-stage build: compile with the Rust toolchain, run on a slim Debian.
-# (No Docker engine runs on the development machines; this file is kept simple and standard.)
+# cryptoworker container image: a scratch image with the stripped binary, the healthcheck probe
+# and the three shared objects they load (about 6 MB), running as uid 65532. See deploy/README.md.
+#
+#   docker build -t cryptoworker .            (or: podman build --format docker -t cryptoworker .)
+#
+# HEALTHCHECK is part of the Docker image format only: with podman/buildah build with
+# `--format docker`, or the OCI image silently drops it.
+# deploy/container/Containerfile.prebuilt has the same runtime stage for a binary built on the
+# host (used by scripts/test-container where base images cannot be pulled); keep them in step
+# (the test compares them).
+
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY bench/db_ingest.rs ./bench/db_ingest.rs
-RUN cargo build --release --locked && strip target/release/cryptoworker
+COPY deploy/container ./deploy/container
+RUN cargo build --release --locked \
+ && deploy/container/rootfs.sh target/release/cryptoworker /rootfs
 
-FROM debian:bookworm-slim
-RUN useradd --system --home /var/lib/cryptoworker --create-home cryptoworker
-COPY --from=build /src/target/release/cryptoworker /usr/local/bin/cryptoworker
-USER cryptoworker
+# --- runtime stage (keep identical to deploy/container/Containerfile.prebuilt) ---
+FROM scratch
+COPY --from=build /rootfs /
+USER 65532:65532
 WORKDIR /var/lib/cryptoworker
 ENV WORKER_HOST=0.0.0.0 WORKER_PORT=8082 DB_SPOOL_DIR=/var/lib/cryptoworker/spool
 EXPOSE 8082
+VOLUME ["/var/lib/cryptoworker/spool"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/local/bin/healthcheck"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["cryptoworker"]
+ENTRYPOINT ["/usr/local/bin/cryptoworker"]
 CMD ["run"]
