@@ -8,8 +8,8 @@
 //! by [`Subscribers::drain_staged`]: a single event as its shared frame (no copy); several events
 //! concatenated once per group into one contiguous buffer that every member shares. A member's
 //! queue then grows by one entry per batch, not per event, and its next `writev` carries the
-//! whole batch as one slice. The reactor drains after every dispatch, before any client request
-//! is handled, so staging never reorders events against replies.
+//! whole batch as one slice. The reactor drains once per turn and before any client request is
+//! handled, so staging never reorders events against replies.
 //!
 //! A filter is stored once, in the index; `by_filter` maps its 64-bit hash to the group that
 //! holds it (on a hash collision between different filters the newer group is simply not

@@ -506,8 +506,8 @@ impl Reactor {
 
     /// Writes every dirty client's queued frames (one vectored write each) and fixes interest.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
-        // Normally a no-op (every dispatch commits what it staged); it guarantees that nothing is
-        // staged while replays refill below.
+        // Commits what the turn staged (see `commit`): nothing may be staged while replays
+        // refill below.
         self.commit_fanout(now);
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
