@@ -55,6 +55,9 @@ def rss_kb(pid):
                     out[k] = int(v.split()[0])
     except OSError:
         return None
+    if "VmRSS" not in out:  # a traced or exiting process may show no memory lines
+        time.sleep(0.5)
+        return rss_kb(pid) if os.path.exists(f"/proc/{pid}") else None
     return out
 
 

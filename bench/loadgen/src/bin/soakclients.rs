@@ -421,15 +421,14 @@ impl App {
             .collect();
         for key in due {
             self.clients[key].deadline = None;
-            match self.clients[key].state {
+            let state = self.clients[key].state;
+            match state {
                 State::Open if self.churning => {
                     self.drop_conn(key);
                     self.clients[key].deadline = Some(now + Duration::from_millis(100));
                 }
-                State::Down => {
-                    if self.connect(key).is_err() {
-                        self.clients[key].deadline = Some(now + Duration::from_millis(500));
-                    }
+                State::Down if self.connect(key).is_err() => {
+                    self.clients[key].deadline = Some(now + Duration::from_millis(500));
                 }
                 _ => {}
             }
