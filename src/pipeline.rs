@@ -39,11 +39,20 @@ pub struct Dedup {
 
 impl Dedup {
     /// Remembers at most `capacity` identities.
+    ///
+    /// Both collections are sized once, here, so memory is flat once the window is full. Grown
+    /// on demand, the queue's buffer rounds up to a power of two whose pages are touched one
+    /// slot per event long after the window is full (+1 MB over ~5 minutes at 200 events/s, seen
+    /// in the soak benchmark), and the set, kept full by one insert and one remove per event,
+    /// runs out of tombstone-free slots and doubles once (+4.4 MB), because the hash table only
+    /// rehashes in place while at most half of its capacity is used: twice `capacity` keeps it
+    /// there.
     pub fn new(capacity: usize) -> Dedup {
+        let capacity = capacity.max(1);
         Dedup {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            seen: HashSet::with_capacity(2 * capacity),
+            order: VecDeque::with_capacity(capacity),
+            capacity,
             keys: (RandomState::new(), RandomState::new()),
         }
     }
