@@ -3,8 +3,8 @@
 //! touched). Then the database comes back, the worker restarts on the same database and spool.
 //!
 //! What must hold: every event a client saw before the kill is in the event log afterwards under
-//! the seq it had, with the same payload; the restarted worker gives none of those seqs to another
-//! event (a client resuming from before its last seen seq gets exactly what it saw, then new
+//! the seq it had, with the same payload; the log has no hole (live events commit in seq order);
+//! the restarted worker gives none of those seqs to another event (a client resuming from before its last seen seq gets exactly what it saw, then new
 //! events, with `resumed: true` and no gap).
 
 mod common;
@@ -119,6 +119,14 @@ fn crash_and_restart(outage: bool) {
     for (seq, data) in &seen {
         assert_eq!(rows.get(seq), Some(data), "seq {seq} as the client saw it");
     }
+    // No hole: a crash never leaves a later seq stored and an earlier one missing.
+    let stored: Vec<u64> = rows.keys().copied().collect();
+    let first = stored.first().copied().unwrap_or(1);
+    assert_eq!(
+        stored,
+        (first..first + stored.len() as u64).collect::<Vec<_>>(),
+        "the event log of the epoch has no hole"
+    );
     // Resume from before the last seen seq: the same events again, then new ones, no gap.
     let from = last.saturating_sub(20);
     let mut c = restarted.ws();

@@ -3,8 +3,10 @@
 //! database is back, and flushes everything at shutdown.
 //!
 //! Routing: an event goes straight to the writers only while the spool is empty, no replay is
-//! running, the database is ready and the writers' queue has room (`try_send`); otherwise it is
-//! appended to the spool. So once anything is spooled, later events queue behind it in the file
+//! running, the database is ready and the live queue has room (`try_send`); otherwise it is
+//! appended to the spool. Live events go to a queue that only the first writer reads, so they are
+//! committed in seq order (no crash can leave a stored seq after a missing one); spooled events
+//! being replayed go to a queue every writer reads. So once anything is spooled, later events queue behind it in the file
 //! and the spool is replayed in order.
 //!
 //! Replay: the file is read from the start and fed to the writers as their queue has room, tagged
@@ -56,7 +58,11 @@ struct Replay {
 /// The dispatcher's state.
 pub(crate) struct Dispatcher {
     pub intake: Receiver<Arc<Published>>,
+    /// Spooled events for every writer.
     pub writer_tx: Option<Sender<WJob>>,
+    /// Live events for the first writer, which commits them in seq order.
+    pub live_tx: Option<Sender<WJob>>,
+    pub live_rx: Receiver<WJob>,
     /// A receiver of the writers' queue, to pull jobs back into the spool while not ready.
     pub writer_rx: Receiver<WJob>,
     pub feedback: Receiver<Feedback>,
@@ -79,6 +85,7 @@ impl Dispatcher {
         intake: Receiver<Arc<Published>>,
         writer_tx: Sender<WJob>,
         writer_rx: Receiver<WJob>,
+        live: (Sender<WJob>, Receiver<WJob>),
         feedback: Receiver<Feedback>,
         spool: Spool,
         shared: Arc<Shared>,
@@ -91,6 +98,8 @@ impl Dispatcher {
             intake,
             writer_tx: Some(writer_tx),
             writer_rx,
+            live_tx: Some(live.0),
+            live_rx: live.1,
             feedback,
             spool,
             shared,
@@ -155,7 +164,7 @@ impl Dispatcher {
     fn route(&mut self, ev: Arc<Published>) {
         self.durability.received(ev.seq);
         let direct = self.spool.is_empty() && self.replay.is_none() && self.shared.ready();
-        let ev = match (&self.writer_tx, direct) {
+        let ev = match (&self.live_tx, direct) {
             (Some(tx), true) => match tx.try_send(WJob {
                 ev,
                 origin: Origin::Live,
@@ -262,7 +271,11 @@ impl Dispatcher {
 
     /// Moves live jobs still waiting in the writers' queue into the spool.
     fn pull_back(&mut self) {
-        while let Ok(job) = self.writer_rx.try_recv() {
+        while let Ok(job) = self
+            .live_rx
+            .try_recv()
+            .or_else(|_| self.writer_rx.try_recv())
+        {
             match job.origin {
                 Origin::Live => self.spool_live(job.ev),
                 Origin::Spool(_) => {}
@@ -371,6 +384,7 @@ impl Dispatcher {
     fn shutdown(&mut self) {
         while !self.shared.past_deadline() && self.shared.ready() {
             let live_pending = !self.writer_rx.is_empty()
+                || !self.live_rx.is_empty()
                 || self.shared.stats.queue_depth.load(Ordering::Relaxed) > 0;
             if self.spool.is_empty() && !live_pending {
                 break;
@@ -384,6 +398,7 @@ impl Dispatcher {
         }
         self.replay = None;
         self.writer_tx = None;
+        self.live_tx = None;
         self.shared.closing.store(true, Ordering::Release);
         self.pull_back();
         let give_up = self.shared.deadline().unwrap_or_else(Instant::now) + GRACE;

@@ -205,6 +205,7 @@ fn spawn_all(
     let (intake_tx, intake_rx) = bounded(INTAKE_CAPACITY);
     let (writer_tx, writer_rx) = bounded((cfg.pool_size * cfg.batch_size * 2).clamp(1024, 65_536));
     let (feedback_tx, feedback_rx) = bounded(4096);
+    let (live_tx, live_rx) = bounded((cfg.batch_size * 4).clamp(1024, 65_536));
     let (reader_tx, reader_rx) = bounded(READER_CAPACITY);
     let mut others = Vec::new();
     let sup = Supervisor {
@@ -225,6 +226,7 @@ fn spawn_all(
             id,
             pg: pg.clone(),
             jobs: writer_rx.clone(),
+            live: (id == 0).then(|| live_rx.clone()),
             feedback: feedback_tx.clone(),
             shared: shared.clone(),
             batch_size: cfg.batch_size,
@@ -236,6 +238,7 @@ fn spawn_all(
         intake_rx,
         writer_tx,
         writer_rx,
+        (live_tx, live_rx),
         feedback_rx,
         spool,
         shared.clone(),

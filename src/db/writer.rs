@@ -53,7 +53,12 @@ pub(crate) struct Writer {
     /// Writer number, for logs.
     pub id: usize,
     pub pg: postgres::Config,
+    /// Spooled events being replayed (any writer takes them).
     pub jobs: Receiver<WJob>,
+    /// Live events, for the first writer only: one consumer commits them in seq order, so a
+    /// crash can never leave a later seq stored and an earlier one missing (a hole that a
+    /// resuming client would see as a gap).
+    pub live: Option<Receiver<WJob>>,
     pub feedback: Sender<Feedback>,
     pub shared: Arc<Shared>,
     pub batch_size: usize,
@@ -88,23 +93,23 @@ impl Writer {
                     if !self.hand_back_queued() {
                         break;
                     }
-                } else if self.shared.closing.load(Ordering::Acquire) && self.jobs.is_empty() {
+                } else if self.shared.closing.load(Ordering::Acquire) && self.queues_empty() {
                     break;
                 } else {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 continue;
             }
-            let first = match self.jobs.recv_timeout(IDLE_CHECK) {
+            let first = match self.recv_job(IDLE_CHECK) {
                 Ok(j) => j,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = vec![first];
             while batch.len() < self.batch_size {
-                match self.jobs.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
+                match self.try_job() {
+                    Some(j) => batch.push(j),
+                    None => break,
                 }
             }
             if let Some((client, st)) = conn.as_mut()
@@ -114,6 +119,33 @@ impl Writer {
             }
         }
         log::debug!("[DB] Writer {} stopped", self.id);
+    }
+
+    /// The next job, live ones first; waits at most `timeout`.
+    fn recv_job(&self, timeout: Duration) -> Result<WJob, RecvTimeoutError> {
+        let Some(live) = &self.live else {
+            return self.jobs.recv_timeout(timeout);
+        };
+        if let Ok(j) = live.try_recv() {
+            return Ok(j);
+        }
+        crossbeam_channel::select! {
+            recv(live) -> j => j.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(self.jobs) -> j => j.map_err(|_| RecvTimeoutError::Disconnected),
+            default(timeout) => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// A job that is already waiting, live ones first.
+    fn try_job(&self) -> Option<WJob> {
+        self.live
+            .as_ref()
+            .and_then(|l| l.try_recv().ok())
+            .or_else(|| self.jobs.try_recv().ok())
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.jobs.is_empty() && self.live.as_ref().is_none_or(|l| l.is_empty())
     }
 
     /// Opens and prepares a connection; logs and returns `None` on failure.
@@ -136,10 +168,12 @@ impl Writer {
 
     /// After the deadline: hands every queued job back. False when the queue is closed and empty.
     fn hand_back_queued(&self) -> bool {
-        match self.jobs.recv_timeout(Duration::from_millis(50)) {
+        match self.recv_job(Duration::from_millis(50)) {
             Ok(first) => {
                 let mut jobs = vec![first];
-                jobs.extend(self.jobs.try_iter());
+                while let Some(j) = self.try_job() {
+                    jobs.push(j);
+                }
                 self.hand_back(jobs);
                 true
             }
