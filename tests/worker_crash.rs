@@ -110,6 +110,11 @@ fn crash_and_restart(outage: bool) {
     wait_until(deadline(60.0), "every seen seq in the event log", || {
         db.count(&format!("events WHERE epoch = '{epoch}' AND seq <= {last}")) >= seen.len() as i64
     });
+    // The spool of the killed run is replayed by several writers at once: wait until it is
+    // empty before looking for holes.
+    wait_until(deadline(60.0), "the spool replayed", || {
+        restarted.status()["db"]["spooled"] == 0
+    });
     let rows: BTreeMap<u64, Value> = db
         .event_rows()
         .into_iter()

@@ -31,7 +31,7 @@ use super::stats::DbStats;
 use super::writer::{Feedback, Origin, WJob};
 use crate::event::Published;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -77,6 +77,12 @@ pub(crate) struct Dispatcher {
     durability: Durability,
     /// Live events the spool could not take (disk error), retried in order.
     disk_retry: VecDeque<Arc<Published>>,
+    /// Live events handed to the writers (queue or batch) and not yet committed or returned.
+    at_writers: BTreeSet<u64>,
+    /// Live events that must wait before going to the spool because an older one is still with
+    /// a writer: spooling them first would make a later seq durable before an earlier one, and
+    /// a crash would then leave a hole in the log.
+    order_wait: BTreeMap<u64, Arc<Published>>,
 }
 
 impl Dispatcher {
@@ -95,6 +101,8 @@ impl Dispatcher {
         Dispatcher {
             durability: Durability::starting_at(durable),
             disk_retry: VecDeque::new(),
+            at_writers: BTreeSet::new(),
+            order_wait: BTreeMap::new(),
             intake,
             writer_tx: Some(writer_tx),
             writer_rx,
@@ -164,12 +172,16 @@ impl Dispatcher {
     fn route(&mut self, ev: Arc<Published>) {
         self.durability.received(ev.seq);
         let direct = self.spool.is_empty() && self.replay.is_none() && self.shared.ready();
+        let seq = ev.seq;
         let ev = match (&self.live_tx, direct) {
             (Some(tx), true) => match tx.try_send(WJob {
                 ev,
                 origin: Origin::Live,
             }) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.at_writers.insert(seq);
+                    return;
+                }
                 Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => j.ev,
             },
             _ => ev,
@@ -180,6 +192,10 @@ impl Dispatcher {
     /// Appends a live event to the spool and moves it from `queue_depth` to `spooled`. When
     /// the disk refuses it, the event waits in `disk_retry` (not durable, so not delivered).
     fn spool_live(&mut self, ev: Arc<Published>) {
+        if self.at_writers.first().is_some_and(|&w| w < ev.seq) {
+            self.order_wait.insert(ev.seq, ev);
+            return;
+        }
         if !self.disk_retry.is_empty() {
             self.disk_retry.push_back(ev);
             return;
@@ -215,6 +231,17 @@ impl Dispatcher {
         }
     }
 
+    /// Spools the waiting events whose older ones are no longer with a writer, in seq order.
+    fn flush_order_wait(&mut self) {
+        while let Some(entry) = self.order_wait.first_entry() {
+            if self.at_writers.first().is_some_and(|&w| w < *entry.key()) {
+                return;
+            }
+            let ev = entry.remove();
+            self.spool_live(ev);
+        }
+    }
+
     /// Retries the spool appends the disk refused, in order.
     fn retry_disk(&mut self) {
         while let Some(ev) = self.disk_retry.pop_front() {
@@ -233,8 +260,17 @@ impl Dispatcher {
                     DbStats::sub(&self.shared.stats.spooled, n);
                 }
             }
-            Feedback::LiveDone(seqs) => self.durability.committed(&seqs),
+            Feedback::LiveDone(seqs) => {
+                for seq in &seqs {
+                    self.at_writers.remove(seq);
+                }
+                self.durability.committed(&seqs);
+                self.flush_order_wait();
+            }
             Feedback::Returned(jobs) => {
+                for job in &jobs {
+                    self.at_writers.remove(&job.ev.seq);
+                }
                 for job in jobs {
                     match job.origin {
                         Origin::Live => self.spool_live(job.ev),
@@ -246,6 +282,7 @@ impl Dispatcher {
                         Origin::Spool(_) => {}
                     }
                 }
+                self.flush_order_wait();
             }
         }
     }
@@ -277,10 +314,14 @@ impl Dispatcher {
             .or_else(|_| self.writer_rx.try_recv())
         {
             match job.origin {
-                Origin::Live => self.spool_live(job.ev),
+                Origin::Live => {
+                    self.at_writers.remove(&job.ev.seq);
+                    self.spool_live(job.ev);
+                }
                 Origin::Spool(_) => {}
             }
         }
+        self.flush_order_wait();
     }
 
     fn start_replay(&mut self) {
@@ -418,6 +459,9 @@ impl Dispatcher {
             }
         }
         self.pull_back();
+        // Writers are done: whatever still waits for order goes to the spool now.
+        self.at_writers.clear();
+        self.flush_order_wait();
         self.retry_disk();
         if let Err(e) = self.spool.maybe_sync(true) {
             log::error!("[DB] Cannot fsync the spool at shutdown: {e}");
