@@ -30,11 +30,7 @@ const STEADY: &[&str] = &[
 ];
 
 fn db_worker(sim: &Sim, db: &TestDb, spool: &TempDir) -> Worker {
-    let spool_dir = spool.path().display().to_string();
-    let mut env: Vec<(&str, String)> = db.worker_env();
-    env.push(("DB_SPOOL_DIR", spool_dir));
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    common::worker_for(&[sim], &refs)
+    common::db_worker_for(&[sim], db.worker_env(), spool.path())
 }
 
 /// Reads events for `secs` (or until the connection ends); checks that seq grows by one.

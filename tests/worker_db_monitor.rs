@@ -134,6 +134,12 @@ fn a_request_that_moved_during_an_outage_is_reconciled_and_its_row_updated() {
     let mut s = Stream::new(&mut client, seq);
     let (moved, gone) = (events::request_id(1), events::request_id(2));
     let (h1, h2) = (tx_hash(1), tx_hash(2));
+    // The daemon knows both (an application creates a request on the daemon, then stores it):
+    // the worker reconciles a request as soon as it reads it, and an unknown one would be gone.
+    let open = json!({"status": 0, "sent_amount": "0"});
+    sim.call("sim_set_request", json!([WALLET, moved, open]));
+    let seen = json!({"status": 7, "sent_amount": "0.0005", "tx_hashes": [h2]});
+    sim.call("sim_set_request", json!([WALLET, gone, seen]));
     insert_requests(
         &db,
         &worker,
@@ -214,6 +220,8 @@ fn an_unmoved_request_from_the_database_gives_no_new_payment_on_reconnect() {
     let (mut client, seq) = star_client(&worker);
     let mut s = Stream::new(&mut client, seq);
     let still = events::request_id(3);
+    let open = json!({"status": 0, "sent_amount": "0"});
+    sim.call("sim_set_request", json!([WALLET, still, open]));
     insert_requests(
         &db,
         &worker,
@@ -245,6 +253,8 @@ fn a_request_wallet_stays_watched_when_watched_wallets_change() {
     let (db, spool) = (TestDb::create(), TempDir::new("spool"));
     let worker = db_worker(&sim, &db, &spool, &[("LOG_LEVEL", "debug")]);
     let id = events::request_id(1);
+    let open = json!({"status": 0, "sent_amount": "0"});
+    sim.call("sim_set_request", json!([REQUEST_WALLET, id, open]));
     insert_requests(
         &db,
         &worker,

@@ -84,6 +84,18 @@ pub fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
     w
 }
 
+/// [`worker_for`] with a database's settings (`db_env`, see `pg::TestDb::worker_env`) and the
+/// spool in `spool_dir`.
+pub fn db_worker_for(
+    sims: &[&Sim],
+    mut db_env: Vec<(&'static str, String)>,
+    spool_dir: &std::path::Path,
+) -> Worker {
+    db_env.push(("DB_SPOOL_DIR", spool_dir.display().to_string()));
+    let refs: Vec<(&str, &str)> = db_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    worker_for(sims, &refs)
+}
+
 /// A client subscribed to every event, and the `seq` its `subscribed` reply reported (every
 /// later event has a larger one).
 pub fn star_client(w: &Worker) -> (WsClient, u64) {
