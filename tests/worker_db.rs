@@ -213,9 +213,11 @@ fn the_sequence_continues_after_a_worker_restart_and_resume_spans_it() {
         "same epoch after a restart: {st}"
     );
     // The new run's connect event reaches clients once it is durable.
-    wait_until(deadline(10.0), "the new run's first event delivered", || {
-        second.status()["last_seq"].as_u64() > Some(m)
-    });
+    wait_until(
+        deadline(10.0),
+        "the new run's first event delivered",
+        || second.status()["last_seq"].as_u64() > Some(m),
+    );
     let mut c2 = second.ws();
     let reply = c2.subscribe(
         json!({"events": ["*"], "since": 0, "epoch": epoch}),

@@ -36,6 +36,10 @@ fn emit_mixed(sim: &Sim, i: u64) {
 
 /// A `"*"` client that has read every event of the run up to `n` more injected ones, by seq.
 fn witness(worker: &Worker, sim: &Sim, n: u64) -> (String, BTreeMap<u64, Value>) {
+    // The connect's daemon_status reaches clients once it is durable: count from after it.
+    wait_until(deadline(10.0), "the first event delivered", || {
+        worker.status()["last_seq"].as_u64() >= Some(1)
+    });
     let mut c = worker.ws();
     let reply = c.subscribe(json!({"events": ["*"], "since": 0}), deadline(5.0));
     let epoch = reply["epoch"].as_str().expect("epoch").to_string();
