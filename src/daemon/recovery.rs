@@ -74,6 +74,8 @@ pub struct Planner {
     outstanding: usize,
     summary: Summary,
     started: Option<Instant>,
+    /// The work in progress began with a (re)connect (not a wallet or request learned later).
+    after_connect: bool,
 }
 
 impl Planner {
@@ -89,6 +91,7 @@ impl Planner {
             outstanding: 0,
             summary: Summary::default(),
             started: None,
+            after_connect: false,
         }
     }
 
@@ -102,6 +105,7 @@ impl Planner {
         self.reset();
         self.connected = true;
         self.started = Some(now);
+        self.after_connect = true;
         self.add_wallets(wallets);
         self.add_requests(requests);
     }
@@ -247,8 +251,9 @@ impl Planner {
         self.summary.first_error.get_or_insert(error);
     }
 
-    /// When the catch-up just finished: its summary and how long it took.
-    pub fn finished(&mut self, now: Instant) -> Option<(Summary, std::time::Duration)> {
+    /// When the catch-up just finished: its summary, how long it took, and whether it was the
+    /// catch-up of a (re)connect (work for a wallet or request learned later is not).
+    pub fn finished(&mut self, now: Instant) -> Option<(Summary, std::time::Duration, bool)> {
         if self.in_progress() {
             return None;
         }
@@ -256,6 +261,7 @@ impl Planner {
         Some((
             std::mem::take(&mut self.summary),
             now.saturating_duration_since(started),
+            std::mem::take(&mut self.after_connect),
         ))
     }
 }

@@ -48,12 +48,20 @@ fn requests_known_only_after_the_connect_are_reconciled_in_that_connection() {
     p.connected(&Vec::new(), &Vec::new(), Instant::now());
     let reqs = requests(&["a", "b", "c", "d"]);
     assert!(p.next_calls(&reqs).is_empty());
+    assert!(
+        p.finished(Instant::now()).is_some(),
+        "the connect's (empty) catch-up is done"
+    );
     let known: Vec<String> = reqs.keys().cloned().collect();
     p.add_requests(&known);
     let (issued, _) = run(&mut p, &reqs);
     assert_eq!(issued.len(), 4, "{issued:?}");
-    let (summary, _) = p.finished(Instant::now()).expect("a summary");
+    let (summary, _, after_connect) = p.finished(Instant::now()).expect("a summary");
     assert_eq!(summary.requests_reconciled, 4);
+    assert!(
+        !after_connect,
+        "learned after the connect's own catch-up finished"
+    );
 }
 
 #[test]
@@ -88,8 +96,9 @@ fn every_request_is_asked_once_per_connect_and_never_more_than_the_window_at_onc
             max <= CATCHUP_WINDOW,
             "at most the window outstanding: {max}"
         );
-        let (s, _) = p.finished(Instant::now()).expect("finished");
+        let (s, _, after_connect) = p.finished(Instant::now()).expect("finished");
         assert_eq!(s.requests_reconciled, 12_000);
+        assert!(after_connect);
         assert!(p.disconnected().is_none(), "nothing left when finished");
     }
 }
@@ -109,7 +118,7 @@ fn wallets_are_loaded_then_drained() {
             Purpose::Drain("w2".into()),
         ]
     );
-    let (s, _) = p.finished(Instant::now()).expect("finished");
+    let (s, _, _) = p.finished(Instant::now()).expect("finished");
     assert_eq!(
         (s.wallets_loaded, s.wallets_drained, s.events_recovered),
         (2, 2, 2)
@@ -131,7 +140,7 @@ fn failures_are_retried_then_counted_once_in_the_summary() {
         p.next_calls(&reqs).is_empty(),
         "given up after the attempts"
     );
-    let (s, _) = p.finished(Instant::now()).expect("finished");
+    let (s, _, _) = p.finished(Instant::now()).expect("finished");
     assert_eq!(s.failed, 1);
     assert_eq!(s.first_error.as_deref(), Some("timed out"));
 }

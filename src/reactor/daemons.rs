@@ -287,8 +287,8 @@ impl Reactor {
         for (method, params, purpose) in calls {
             self.rpc_call(i, method, params, purpose, now);
         }
-        if let Some((s, took)) = finished {
-            log_summary(&coin, &s, took);
+        if let Some((s, took, after_connect)) = finished {
+            log_summary(&coin, &s, took, after_connect);
         }
     }
 
@@ -500,17 +500,30 @@ impl Reactor {
     }
 }
 
-/// One line for a finished catch-up.
-fn log_summary(coin: &str, s: &Summary, took: std::time::Duration) {
+/// One line for a finished catch-up: at info level for a (re)connect's and for any that moved,
+/// recovered or checked a lot; at debug level for the small quiet ones a new wallet or request
+/// starts (an application creating invoices would otherwise log one line each); a failure is a
+/// warning either way.
+fn log_summary(coin: &str, s: &Summary, took: std::time::Duration, after_connect: bool) {
+    let notable = after_connect
+        || s.requests_moved + s.requests_gone + s.events_recovered > 0
+        || s.requests_reconciled + s.wallets_loaded >= 100;
+    let what = if after_connect {
+        "Caught up"
+    } else {
+        "Checked new wallets/requests of"
+    };
     let line = format!(
-        "[WORKER] Caught up {coin} in {:.1} s: {}",
+        "[WORKER] {what} {coin} in {:.1} s: {}",
         took.as_secs_f64(),
         summary_text(s)
     );
     if s.failed > 0 {
         log::warn!("{line}");
-    } else {
+    } else if notable {
         log::info!("{line}");
+    } else {
+        log::debug!("{line}");
     }
 }
 
