@@ -52,14 +52,25 @@ pub fn decode_frame(text: &str, coin: &Arc<str>, family: Family) -> Result<Decod
         Some(Value::String(_)) => None,
         Some(_) => return Err(DecodeError("`wallet` is not a string or null".into())),
     };
+    Ok(decode_updates(updates, wallet.as_deref(), coin, family))
+}
+
+/// Decodes a list of update dicts of `wallet` (`None`: global), as found in a frame's `updates`
+/// or in a `get_updates` answer; unreadable updates are reported in `skipped`.
+pub fn decode_updates(
+    updates: Vec<Value>,
+    wallet: Option<&str>,
+    coin: &Arc<str>,
+    family: Family,
+) -> Decoded {
     let mut out = Decoded::default();
-    for update in updates {
-        match decode_update(update, coin, family, wallet.clone()) {
+    for update in updates.into_iter().take(MAX_UPDATES) {
+        match decode_update(update, coin, family, wallet.map(str::to_string)) {
             Ok(ev) => out.events.push(ev),
             Err(e) => out.skipped.push(e),
         }
     }
-    Ok(out)
+    out
 }
 
 fn decode_update(

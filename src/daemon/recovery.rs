@@ -232,7 +232,7 @@ impl Planner {
         }
     }
 
-    /// A call that is not part of the catch-up window ended (`getinfo`).
+    /// A catch-up call ended (its slot in the window is free again).
     fn finish_call(&mut self) {
         self.outstanding = self.outstanding.saturating_sub(1);
     }

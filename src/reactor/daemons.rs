@@ -7,7 +7,7 @@
 
 use super::{DAEMON_BASE, Reactor, TimerOwner, lookups};
 use crate::daemon::catchup::{self, Purpose};
-use crate::daemon::decode::decode_frame;
+use crate::daemon::decode::{decode_frame, decode_updates};
 use crate::daemon::enrich::OrderedQueue;
 use crate::daemon::link::{DaemonLink, LinkOutput};
 use crate::daemon::lookup::LookupCache;
@@ -388,17 +388,18 @@ impl Reactor {
             return;
         };
         let (coin, family) = (d.link.coin.clone(), d.link.config.family);
-        let frame = json!({"updates": list, "wallet": wallet, "currency": &*coin}).to_string();
-        let events = match decode_frame(&frame, &coin, family) {
-            Ok(decoded) => decoded.events,
-            Err(e) => {
+        let updates = match list {
+            serde_json::Value::Array(updates) => updates,
+            _ => {
+                self.metrics.inc(&self.metrics.daemon_bad_frames);
                 log::warn!(
-                    "[WORKER] get_updates of {} on {coin}: {e}",
+                    "[WORKER] get_updates of {} on {coin} answered something other than a list",
                     catchup::short(wallet)
                 );
                 Vec::new()
             }
         };
+        let events = decode_updates(updates, Some(wallet), &coin, family).events;
         let fresh: Vec<Event> = events
             .into_iter()
             .map(|ev| ev.with("recovered", json!(true)))

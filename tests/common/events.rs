@@ -139,14 +139,7 @@ fn assert_transaction_data(inner: &Value, text: &str) {
     let obj = inner
         .as_object()
         .unwrap_or_else(|| panic!("data.data: {text}"));
-    for key in [
-        "amount",
-        "from_address",
-        "to_address",
-        "confirmations",
-        "contract",
-        "outputs",
-    ] {
+    for key in cryptoworker::event::TRANSACTION_DATA_KEYS {
         assert!(obj.contains_key(key), "data.data.{key} missing: {text}");
     }
     if !inner["amount"].is_null() {
