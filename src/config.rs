@@ -137,8 +137,8 @@ pub struct Config {
     pub daemon_rpc_timeout: Duration,
     /// Whether transactions are looked up to fill amounts and confirmations (`DAEMON_ENRICH`).
     pub daemon_enrich: bool,
-    /// Lookups in flight at once per daemon: its RPC connections for lookups, one call each
-    /// (`DAEMON_LOOKUP_WINDOW`).
+    /// Lookups in flight at once per daemon (`DAEMON_LOOKUP_WINDOW`): spread over at most
+    /// `rpc::MAX_LOOKUP_CONNECTIONS` keep-alive connections, pipelined beyond that.
     pub daemon_lookup_window: usize,
 }
 
@@ -155,7 +155,7 @@ impl Default for Config {
             daemon_ping_interval: Duration::from_secs(20),
             daemon_rpc_timeout: Duration::from_secs(5),
             daemon_enrich: true,
-            daemon_lookup_window: 32,
+            daemon_lookup_window: 256,
         }
     }
 }

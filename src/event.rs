@@ -148,8 +148,12 @@ pub struct Published {
 impl Published {
     /// Serialises `event` once and frames it.
     pub fn new(epoch: Arc<str>, seq: u64, event: &Event, timestamp: f64) -> Published {
-        let payload = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".into());
-        Published::from_payload(epoch, seq, event.meta(), payload.into(), timestamp)
+        let meta = event.meta();
+        Published::framed(epoch, seq, meta, timestamp, |out| {
+            if serde_json::to_writer(&mut *out, &event.data).is_err() {
+                out.extend_from_slice(b"{}");
+            }
+        })
     }
 
     /// Frames an already serialised payload (used for replays from the event log).
@@ -157,26 +161,64 @@ impl Published {
         epoch: Arc<str>,
         seq: u64,
         meta: EventMeta,
-        payload: Box<str>,
+        payload: &str,
         timestamp: f64,
     ) -> Published {
-        let prefix = format!("{{\"type\":\"event\",\"seq\":{seq},\"data\":");
-        let text = format!(
-            "{prefix}{payload},\"timestamp\":{}}}",
-            format_timestamp(timestamp)
-        );
-        let frame: Arc<[u8]> = crate::ws::frame::text_frame(text.as_bytes()).into();
-        let header = frame.len() - text.len();
-        Published {
-            epoch,
-            seq,
-            meta,
-            payload_at: (header + prefix.len()) as u32,
-            payload_len: payload.len() as u32,
-            timestamp,
-            frame,
-        }
+        Published::framed(epoch, seq, meta, timestamp, |out| {
+            out.extend_from_slice(payload.as_bytes())
+        })
     }
+
+    /// Builds the frame in a reused per-thread buffer (room for the longest header first, the
+    /// envelope around what `write_payload` appends), then copies it once into an exact-size
+    /// shared allocation: one allocation per event, none of them grown.
+    fn framed(
+        epoch: Arc<str>,
+        seq: u64,
+        meta: EventMeta,
+        timestamp: f64,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Published {
+        use crate::ws::frame::{MAX_HEADER, header};
+        use std::io::Write;
+        FRAME_SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.resize(MAX_HEADER, 0);
+            // Writing into a Vec cannot fail.
+            let _ = write!(buf, "{{\"type\":\"event\",\"seq\":{seq},\"data\":");
+            let payload_start = buf.len();
+            write_payload(buf);
+            let payload_len = buf.len() - payload_start;
+            let _ = write!(buf, ",\"timestamp\":{timestamp:.3}}}");
+            let (head, used) = header(0x1, buf.len() - MAX_HEADER);
+            let start = MAX_HEADER - used;
+            buf[start..MAX_HEADER].copy_from_slice(&head[..used]);
+            let frame: Arc<[u8]> = Arc::from(&buf[start..]);
+            if buf.capacity() > MAX_SCRATCH {
+                *buf = Vec::with_capacity(SCRATCH_CAPACITY);
+            }
+            Published {
+                epoch,
+                seq,
+                meta,
+                payload_at: (payload_start - start) as u32,
+                payload_len: payload_len as u32,
+                timestamp,
+                frame,
+            }
+        })
+    }
+}
+
+/// Initial size of the per-thread frame buffer.
+const SCRATCH_CAPACITY: usize = 4096;
+/// A buffer grown beyond this by one large event is given back rather than kept.
+const MAX_SCRATCH: usize = 256 * 1024;
+
+thread_local! {
+    /// Where [`Published::framed`] assembles frames.
+    static FRAME_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SCRATCH_CAPACITY));
 }
 
 impl Published {
@@ -230,6 +272,39 @@ mod tests {
         let ev = Event::new("BTC".into(), "new_payment", Some("w".into()))
             .with("address", json!("3f9a0c1b7e"));
         assert_eq!(ev.meta().addresses, vec![Box::from("3f9a0c1b7e")]);
+    }
+
+    #[test]
+    fn published_frames_of_every_header_size_carry_their_payload() {
+        for filler in [10usize, 1_000, 70_000] {
+            let ev =
+                Event::new("BTC".into(), "new_block", None).with("x", json!("y".repeat(filler)));
+            let p = Published::new("e1".into(), 9, &ev, 2.5);
+            let (len, at) = match p.frame[1] {
+                126 => (u16::from_be_bytes([p.frame[2], p.frame[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(p.frame[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            assert_eq!(p.frame[0], 0x81);
+            assert_eq!(
+                at + len,
+                p.frame.len(),
+                "filler {filler}: header length matches"
+            );
+            let body: Value = serde_json::from_slice(&p.frame[at..]).unwrap();
+            assert_eq!(body["data"]["x"].as_str().unwrap().len(), filler);
+            assert_eq!(body["timestamp"], 2.5);
+            let data: Value = serde_json::from_str(p.payload()).unwrap();
+            assert_eq!(data, body["data"]);
+            let again = Published::from_payload("e1".into(), 9, p.meta.clone(), p.payload(), 2.5);
+            assert_eq!(
+                again.frame, p.frame,
+                "a replayed payload frames identically"
+            );
+        }
     }
 
     #[test]

@@ -324,13 +324,13 @@ fn database_pool_and_batch_bounds() {
 }
 
 #[test]
-fn lookup_window_defaults_to_32_and_is_bounded() {
-    assert_eq!(ok(&[], &[]).daemon_lookup_window, 32);
-    let c = ok(&[("DAEMON_LOOKUP_WINDOW", "256")], &[]);
-    assert_eq!(c.daemon_lookup_window, 256);
+fn lookup_window_defaults_to_256_and_is_bounded() {
+    assert_eq!(ok(&[], &[]).daemon_lookup_window, 256);
+    let c = ok(&[("DAEMON_LOOKUP_WINDOW", "1024")], &[]);
+    assert_eq!(c.daemon_lookup_window, 1024);
     let c = ok(&[], &["--daemon-lookup-window", "1"]);
     assert_eq!(c.daemon_lookup_window, 1);
-    for bad in ["0", "257", "-1", "many"] {
+    for bad in ["0", "1025", "-1", "many"] {
         let e = err(&[("DAEMON_LOOKUP_WINDOW", bad)], &[]);
         assert_eq!(e.variable, "DAEMON_LOOKUP_WINDOW", "{bad}: {e}");
     }

@@ -209,8 +209,8 @@ pub(crate) const GLOBAL_VARS: &[VarSpec] = &[
     var(
         "DAEMON_LOOKUP_WINDOW",
         &[],
-        Some("32"),
-        "lookups in flight at once per daemon (1-256): keep-alive RPC connections, one call each",
+        Some("256"),
+        "lookups in flight at once per daemon (1-1024): up to 32 keep-alive RPC connections, pipelined beyond that",
     ),
 ];
 

@@ -166,7 +166,7 @@ impl Reader {
                 epoch.clone(),
                 seq as u64,
                 meta,
-                compact.into(),
+                &compact,
                 ts,
             ));
         }

@@ -221,7 +221,7 @@ pub(crate) fn decode(line: &str) -> Result<Published, String> {
         epoch.into(),
         seq,
         EventMeta::from_data(data),
-        v["payload"].to_string().into(),
+        &v["payload"].to_string(),
         ts,
     ))
 }

@@ -75,15 +75,25 @@ pub fn websocket_request(
 
 /// `POST / HTTP/1.1` carrying a JSON-RPC `body`, keep-alive.
 pub fn rpc_request(host: &str, port: u16, authorization: &str, body: &[u8]) -> Vec<u8> {
-    let mut head = request_head("POST", "/", host, port, authorization);
-    head.push_str(&format!(
-        "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\
-         Connection: keep-alive\r\n\r\n",
-        body.len()
-    ));
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
+    let mut out = rpc_request_prefix(host, port, authorization);
+    finish_rpc_request(&mut out, body);
     out
+}
+
+/// The fixed start of every JSON-RPC request to one daemon (built once per pool), up to and
+/// including `Content-Length: `; [`finish_rpc_request`] completes a copy of it.
+pub fn rpc_request_prefix(host: &str, port: u16, authorization: &str) -> Vec<u8> {
+    let mut head = request_head("POST", "/", host, port, authorization);
+    head.push_str("Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: ");
+    head.into_bytes()
+}
+
+/// Appends the length, the rest of the head and `body` to a [`rpc_request_prefix`].
+pub fn finish_rpc_request(out: &mut Vec<u8>, body: &[u8]) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}\r\nConnection: keep-alive\r\n\r\n", body.len());
+    out.extend_from_slice(body);
 }
 
 /// `GET <path> HTTP/1.1` (for `/spec`), keep-alive.

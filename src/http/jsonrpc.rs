@@ -49,7 +49,7 @@ pub fn rpc_body(id: u64, method: &str, params: Value) -> Vec<u8> {
 pub fn decode_rpc_body(body: &[u8]) -> Result<(Option<u64>, RpcOutcome), HttpError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| HttpError::malformed(format!("JSON-RPC body is not JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(HttpError::malformed("JSON-RPC body is not an object"));
     };
     let id = obj.get("id").and_then(Value::as_u64);
@@ -57,8 +57,8 @@ pub fn decode_rpc_body(body: &[u8]) -> Result<(Option<u64>, RpcOutcome), HttpErr
         Some(Value::Null) | None => {}
         Some(error) => return Ok((id, RpcOutcome::Error(parse_error(error)?))),
     }
-    match obj.get("result") {
-        Some(result) => Ok((id, RpcOutcome::Result(result.clone()))),
+    match obj.remove("result") {
+        Some(result) => Ok((id, RpcOutcome::Result(result))),
         None => Err(HttpError::malformed(
             "JSON-RPC body has neither result nor error",
         )),

@@ -2,7 +2,7 @@
 //! catch-up on every (re)connect, and turning frames into published events.
 //!
 //! Tokens: daemon `i` owns `DAEMON_BASE + i * DAEMON_STRIDE` for its event link and the next
-//! `DAEMON_LOOKUP_WINDOW + rpc::RESERVED` tokens for its RPC connections (enrichment lookups are
+//! `rpc::pool_shape(DAEMON_LOOKUP_WINDOW).0` tokens for its RPC connections (enrichment lookups are
 //! in `lookups`).
 
 use super::{DAEMON_BASE, Reactor, TimerOwner, lookups};
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 /// Tokens reserved per daemon (1 link + the largest RPC pool).
 pub const DAEMON_STRIDE: usize = 512;
-const _: () = assert!(1 + rpc::MAX_WINDOW + rpc::RESERVED <= DAEMON_STRIDE);
+const _: () = assert!(1 + rpc::MAX_LOOKUP_CONNECTIONS + rpc::RESERVED <= DAEMON_STRIDE);
 
 /// A daemon link plus what the reactor knows about its coin.
 #[derive(Debug)]
@@ -54,9 +54,8 @@ impl Daemon {
     pub fn new(link: DaemonLink, rpc_timeout: std::time::Duration, window: usize) -> Daemon {
         let c = &link.config;
         let auth = crate::http::client::basic_auth(&c.login, &c.password);
-        let connections = window.clamp(rpc::MIN_WINDOW, rpc::MAX_WINDOW) + rpc::RESERVED;
         Daemon {
-            rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout, connections),
+            rpc: RpcPool::new(&c.host, c.port, &auth, rpc_timeout, rpc::pool_shape(window)),
             lookups: LookupCache::default(),
             wallets: c.wallets.clone(),
             plan: Planner::new(c.family, CATCHUP_WINDOW),

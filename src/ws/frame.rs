@@ -8,21 +8,35 @@ pub fn text_frame(payload: &[u8]) -> Vec<u8> {
     encode(0x1, payload)
 }
 
+/// Longest header of an unmasked server frame (2 bytes + an 8-byte length).
+pub const MAX_HEADER: usize = 10;
+
+/// The header of one final, unmasked frame with `opcode` and a payload of `len` bytes:
+/// the buffer and how many of its bytes are used.
+pub fn header(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut h = [0u8; MAX_HEADER];
+    h[0] = 0x80 | (opcode & 0x0f);
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
+}
+
 /// Encodes one final, unmasked frame with the given opcode (`0x1` text, `0x8` close, `0x9` ping,
 /// `0xA` pong).
 pub fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = Vec::with_capacity(len + 10);
-    out.push(0x80 | (opcode & 0x0f));
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let (h, used) = header(opcode, payload.len());
+    let mut out = Vec::with_capacity(used + payload.len());
+    out.extend_from_slice(&h[..used]);
     out.extend_from_slice(payload);
     out
 }

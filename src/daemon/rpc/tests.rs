@@ -19,12 +19,17 @@ enum Script {
 
 /// Reads one request (head and Content-Length body); false on EOF.
 fn read_request(s: &mut std::net::TcpStream) -> bool {
+    read_request_body(s).is_some()
+}
+
+/// Reads one request and returns its body; `None` on EOF.
+fn read_request_body(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         match s.read(&mut byte) {
             Ok(1) => buf.push(byte[0]),
-            _ => return false,
+            _ => return None,
         }
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
@@ -34,7 +39,7 @@ fn read_request(s: &mut std::net::TcpStream) -> bool {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).is_ok()
+    s.read_exact(&mut body).ok().map(|_| body)
 }
 
 /// A daemon that follows `scripts`, one per accepted connection, and reports each request it
@@ -111,7 +116,7 @@ fn call_over_a_stale_connection(second: Script) -> (Result<Value, CallError>, us
         addr.port(),
         "Basic eDp5",
         Duration::from_secs(5),
-        2,
+        (2, 1),
     );
     let mut poll = Poll::new().unwrap();
     call(&mut pool, 1);
@@ -187,7 +192,7 @@ fn slow_daemon(delay: Duration) -> (SocketAddr, std::sync::Arc<std::sync::atomic
 #[test]
 fn the_window_bounds_calls_in_flight_and_the_rest_wait_in_order() {
     let (addr, most) = slow_daemon(Duration::from_millis(20));
-    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), 4);
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (4, 1));
     assert_eq!(pool.connections(), 4);
     for purpose in 0..12 {
         call(&mut pool, purpose);
@@ -226,7 +231,7 @@ fn the_window_bounds_calls_in_flight_and_the_rest_wait_in_order() {
 
 #[test]
 fn beyond_the_queue_bound_calls_fail_at_once() {
-    let mut pool: RpcPool<usize> = RpcPool::new("127.0.0.1", 9, "", Duration::from_secs(5), 2);
+    let mut pool: RpcPool<usize> = RpcPool::new("127.0.0.1", 9, "", Duration::from_secs(5), (2, 1));
     let now = Instant::now();
     for purpose in 0..MAX_QUEUED {
         assert!(pool.call("getinfo", json!([]), purpose, now).is_ok());
@@ -239,4 +244,151 @@ fn beyond_the_queue_bound_calls_fail_at_once() {
     assert_eq!(done.len(), MAX_QUEUED);
     assert!(done.iter().all(|d| d.result == Err(CallError::Timeout)));
     assert_eq!(pool.pending(), 0);
+}
+
+/// A keep-alive daemon answering each request with its own JSON-RPC id, one thread per
+/// connection; the first connection answers its `close_at`-th request (1-based) with
+/// `Connection: close` and closes, leaving what was pipelined behind it unanswered.
+/// Reports how many connections it accepted.
+fn echo_daemon(
+    close_at: Option<usize>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while let Some(body) = read_request_body(&mut s) {
+                    served += 1;
+                    let id = serde_json::from_slice::<Value>(&body).unwrap()["id"].clone();
+                    let closing = first && close_at == Some(served);
+                    let body = json!({"jsonrpc": "2.0", "id": id, "result": id}).to_string();
+                    let connection = if closing { "close" } else { "keep-alive" };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: {connection}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).is_err() || closing {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Drives `pool` until `n` calls are done, registering new sockets; returns the answers and the
+/// most calls it ever had in flight.
+fn run_counting(
+    pool: &mut RpcPool<u32>,
+    poll: &mut Poll,
+    addr: SocketAddr,
+    n: usize,
+) -> (Vec<RpcDone<u32>>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut done, mut registered) = (Vec::new(), Vec::new());
+    let mut events = Events::with_capacity(64);
+    let mut most = 0;
+    while done.len() < n {
+        assert!(Instant::now() < deadline, "calls never completed");
+        pool.dispatch(Some(addr), &mut registered, &mut done);
+        most = most.max(pool.in_flight());
+        for slot in registered.drain(..) {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let stream = pool.stream(slot).unwrap();
+            poll.registry()
+                .register(stream, Token(slot), interest)
+                .unwrap();
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        for ev in events.iter() {
+            pool.on_ready(ev.token().0, &mut done);
+        }
+    }
+    (done, most)
+}
+
+#[test]
+fn the_pool_shape_keeps_the_window_on_at_most_32_lookup_connections() {
+    let cases = [
+        (1, (1 + RESERVED, 1)),
+        (32, (32 + RESERVED, 1)),
+        (33, (32 + RESERVED, 2)),
+        (128, (32 + RESERVED, 4)),
+        (MAX_WINDOW, (32 + RESERVED, MAX_WINDOW / 32)),
+        (MAX_WINDOW * 2, (32 + RESERVED, MAX_WINDOW / 32)),
+        (0, (1 + RESERVED, 1)),
+    ];
+    for (window, shape) in cases {
+        assert_eq!(pool_shape(window), shape, "window {window}");
+    }
+}
+
+#[test]
+fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
+    let (addr, accepted) = echo_daemon(None);
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (2, 3));
+    // Two calls first, so both connections are known to be kept alive.
+    call(&mut pool, 0);
+    call(&mut pool, 1);
+    let mut poll = Poll::new().unwrap();
+    let (first, _) = run_counting(&mut pool, &mut poll, addr, 2);
+    assert_eq!(first.len(), 2);
+    for purpose in 2..20 {
+        call(&mut pool, purpose);
+    }
+    let (rest, most) = run_counting(&mut pool, &mut poll, addr, 18);
+    assert_eq!(most, 6, "2 connections x depth 3 in flight, never more");
+    for d in first.into_iter().chain(rest) {
+        // Ids are given in call order from 1, so call `p` has id `p + 1`.
+        assert_eq!(
+            d.result,
+            Ok(json!(d.purpose + 1)),
+            "call {} got its own answer",
+            d.purpose
+        );
+    }
+    assert_eq!(pool.pending(), 0);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "no extra connection"
+    );
+}
+
+#[test]
+fn calls_pipelined_behind_a_closing_answer_are_sent_again_and_answered() {
+    let (addr, accepted) = echo_daemon(Some(2));
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (1, 3));
+    call(&mut pool, 0);
+    let mut poll = Poll::new().unwrap();
+    let (first, _) = run_counting(&mut pool, &mut poll, addr, 1);
+    assert_eq!(first[0].result, Ok(json!(1)));
+    for purpose in 1..4 {
+        call(&mut pool, purpose);
+    }
+    let (rest, most) = run_counting(&mut pool, &mut poll, addr, 3);
+    assert_eq!(most, 3, "three calls pipelined on the one connection");
+    let mut answered: Vec<u32> = rest
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.result, Ok(json!(d.purpose + 1)), "call {}", d.purpose);
+            d.purpose
+        })
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 2, 3], "each answered once, none failed");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "resent on a new connection"
+    );
 }
