@@ -207,6 +207,16 @@ fn tx_answer(confirmations: i64) -> Value {
     json!({"outputs": [{"address": "bc1a", "value_sats": 5}], "confirmations": confirmations})
 }
 
+/// What it is, enrichment on, the frame, the events published, the calls made, bad frames.
+type FrameCase = (
+    &'static str,
+    bool,
+    String,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    u64,
+);
+
 #[test]
 fn frames_in_actions_out() {
     let tx = |h: &str| json!({"event": "new_transaction", "tx": h});
@@ -214,7 +224,7 @@ fn frames_in_actions_out() {
     let frame = |updates: Vec<Value>| {
         json!({"updates": updates, "wallet": "w", "currency": "BTC"}).to_string()
     };
-    let cases: Vec<(&str, bool, String, Vec<&str>, Vec<&str>, u64)> = vec![
+    let cases: Vec<FrameCase> = vec![
         (
             "a block goes out at once",
             true,
@@ -449,9 +459,18 @@ fn a_request_row_inserted_after_its_payment_is_reconciled_at_once() {
     );
 }
 
+/// What it is, the answer, the events published, marked gone, calls made again.
+type ReconcileCase = (
+    &'static str,
+    Result<Value, CallError>,
+    Vec<&'static str>,
+    bool,
+    usize,
+);
+
 #[test]
 fn reconciliation_outcomes() {
-    let cases: Vec<(&str, Result<Value, CallError>, Vec<&str>, bool, usize)> = vec![
+    let cases: Vec<ReconcileCase> = vec![
         (
             "unchanged",
             Ok(json!({"status": 0, "sent_amount": "0.0"})),
