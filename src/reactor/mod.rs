@@ -1,8 +1,9 @@
 //! The reactor: one thread, one `mio::Poll`, every socket.
 //!
 //! Each turn: poll (timeout = the earliest timer), handle every readiness event — daemon frames
-//! are decoded, their lookups issued (up to `DAEMON_LOOKUP_WINDOW` in flight per daemon), events
-//! released in daemon order as answers arrive, sequenced and *staged* per filter group; client
+//! and RPC answers go to the coin's sans-io core (`daemon::core`), whose actions are routed
+//! (`daemons`): calls to the RPC pool (up to `DAEMON_LOOKUP_WINDOW` lookups in flight per daemon),
+//! events, released in daemon order, sequenced and *staged* per filter group; client
 //! messages are answered — then commit what is staged (one shared batch per group for everything
 //! the turn released), flush every client that has output **once** (all its frames in one
 //! `writev`), then fire the timers that are due. Other threads talk to the reactor only through
