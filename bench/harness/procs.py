@@ -30,6 +30,8 @@ WORKER_VARIANTS = {
                      "env": {}, "rpc_delay_ms": 0, "database": False},
     "cryptoworker-2ms": {"about": "default configuration, the daemon answers each lookup after 2 ms",
                          "env": {}, "rpc_delay_ms": 2, "database": False},
+    "cryptoworker-w32": {"about": "default configuration but DAEMON_LOOKUP_WINDOW=32 (the old default: 32 connections, no pipelining)",
+                         "env": {"DAEMON_LOOKUP_WINDOW": "32"}, "rpc_delay_ms": 0, "database": False},
     "cryptoworker-noenrich": {"about": "BTC with DAEMON_ENRICH=off (no lookups)",
                               "env": {"DAEMON_ENRICH": "off"}, "rpc_delay_ms": 0, "database": False},
     "cryptoworker-db": {"about": "default configuration with PostgreSQL on: events reach clients once committed",

@@ -10,7 +10,8 @@
 //! call that fails (timeout, transport) is retried up to [`MAX_ATTEMPTS`] times per connection.
 //! Progress is summarised in one log line per catch-up (see [`Summary`]), not one per request.
 //!
-//! Sans-io: the reactor feeds connects, disconnects, answers and new sets, and takes calls.
+//! Sans-io: the coin's core (`super::core`) feeds connects, disconnects, answers and new sets, and
+//! takes calls.
 //! Invariants: every request id known while connected is asked at least once per connection
 //! (unless the connection ends first); outstanding calls never exceed `window`; memory is bounded
 //! by the open-request and wallet sets it is given.
@@ -49,7 +50,7 @@ pub struct Summary {
     pub first_error: Option<String>,
 }
 
-/// How a reconciliation ended (the reactor tells the planner).
+/// How a reconciliation ended (the coin's core tells the planner).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Answered; `moved` when a `new_payment` was emitted.

@@ -70,9 +70,10 @@ impl Reactor {
         for p in out {
             self.deliver(p);
         }
-        if !self.paused_links.is_empty() && self.gate.has_room() {
+        if !self.daemons.paused.is_empty() && self.gate.has_room() {
             log::info!("[WORKER] Database caught up; reading daemons again");
-            self.daemon_carry.append(&mut self.paused_links);
+            let daemons = &mut self.daemons;
+            daemons.carry.append(&mut daemons.paused);
         }
     }
 

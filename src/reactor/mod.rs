@@ -1,8 +1,9 @@
 //! The reactor: one thread, one `mio::Poll`, every socket.
 //!
 //! Each turn: poll (timeout = the earliest timer), handle every readiness event — daemon frames
-//! are decoded, their lookups issued (up to `DAEMON_LOOKUP_WINDOW` in flight per daemon), events
-//! released in daemon order as answers arrive, sequenced and *staged* per filter group; client
+//! and RPC answers go to the coin's sans-io core (`daemon::core`), whose actions are routed
+//! (`daemons`): calls to the RPC pool (up to `DAEMON_LOOKUP_WINDOW` lookups in flight per daemon),
+//! events, released in daemon order, sequenced and *staged* per filter group; client
 //! messages are answered — then commit what is staged (one shared batch per group for everything
 //! the turn released), flush every client that has output **once** (all its frames in one
 //! `writev`), then fire the timers that are due. Other threads talk to the reactor only through
@@ -26,13 +27,12 @@ pub mod timers;
 mod clients;
 mod commit;
 mod daemons;
-mod lookups;
 mod persist;
 mod replay;
+mod source;
 mod status;
 
 use crate::config::Config;
-use crate::daemon::link::DaemonLink;
 use crate::event::Published;
 use crate::fanout::groups::{Batch, Subscribers};
 use crate::metrics::Metrics;
@@ -41,11 +41,12 @@ use crate::pipeline::gate::Gate;
 use crate::server::conn::ClientConn;
 use conn_id::{ConnId, Generations};
 use crossbeam_channel::{Receiver, Sender};
-use daemons::Daemon;
+use daemons::Daemons;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 use slab::Slab;
+use source::EventSource;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -106,7 +107,8 @@ pub struct Reactor {
     subs: Subscribers,
     per_ip: HashMap<IpAddr, u32>,
     open_clients: usize,
-    daemons: Vec<Daemon>,
+    /// Every coin's daemon (sockets, timers and the coin's core).
+    daemons: Daemons,
     pipeline: Pipeline,
     timers: Timers<TimerOwner>,
     /// Clients with queued output to flush at the end of this turn.
@@ -115,10 +117,7 @@ pub struct Reactor {
     carry: Vec<usize>,
     /// Replaying clients to flush again next turn (fairness cap reached).
     retry_flush: Vec<usize>,
-    /// Daemons with frames left to read (per-turn slice reached).
-    daemon_carry: Vec<usize>,
     control: Receiver<Control>,
-    resolved: (Sender<Resolved>, Receiver<Resolved>),
     waker: Arc<Waker>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -135,8 +134,6 @@ pub struct Reactor {
     db: Option<crate::db::DbHandle>,
     /// Sequenced events waiting to be durable before clients see them (database on only).
     gate: Gate,
-    /// Daemon links not read while the gate is full (back-pressure), read again once it drains.
-    paused_links: Vec<usize>,
     db_rx: Option<Receiver<crate::db::DbMessage>>,
     db_stats: Option<Arc<crate::db::DbStats>>,
     /// Resumes waiting for the event log, by query id.
@@ -173,19 +170,7 @@ impl Reactor {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
         let mut timers = Timers::default();
-        let daemons = config
-            .coins
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                timers.schedule(now, TimerOwner::Daemon(i));
-                let link = DaemonLink::new(c.clone(), config.daemon_ping_interval, now);
-                let mut d =
-                    Daemon::new(link, config.daemon_rpc_timeout, config.daemon_lookup_window);
-                d.height = parts.tips.get(&c.coin).copied();
-                d
-            })
-            .collect();
+        let daemons = Daemons::new(&config, &parts.tips, &parts.metrics, now, &mut timers);
         let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();
         let db_stats = parts.db.as_ref().map(|(h, _)| h.stats());
         let (db, db_rx) = match parts.db {
@@ -208,9 +193,7 @@ impl Reactor {
             dirty: Vec::new(),
             carry: Vec::new(),
             retry_flush: Vec::new(),
-            daemon_carry: Vec::new(),
             control: parts.control,
-            resolved: crossbeam_channel::unbounded(),
             waker: parts.waker,
             config,
             metrics: parts.metrics,
@@ -223,7 +206,6 @@ impl Reactor {
             batches: Vec::new(),
             db,
             gate: Gate::new(GATE_LIMIT),
-            paused_links: Vec::new(),
             db_rx,
             db_stats,
             resumes: HashMap::new(),
@@ -244,7 +226,7 @@ impl Reactor {
             let now = Instant::now();
             let busy = !self.carry.is_empty()
                 || !self.retry_flush.is_empty()
-                || !self.daemon_carry.is_empty();
+                || !self.daemons.carry.is_empty();
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else if self.gate.unsubmitted() > 0 {
@@ -268,7 +250,7 @@ impl Reactor {
                 }
                 self.dispatch(event.token(), now);
             }
-            for i in std::mem::take(&mut self.daemon_carry) {
+            for i in std::mem::take(&mut self.daemons.carry) {
                 self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
             }
             self.release_durable();
@@ -316,7 +298,7 @@ impl Reactor {
                 }
             }
         }
-        while let Ok((i, result)) = self.resolved.1.try_recv() {
+        while let Ok((i, result)) = self.daemons.resolved.1.try_recv() {
             self.daemon_resolved(i, result, now);
         }
         self.on_db_messages(now);
@@ -363,8 +345,8 @@ impl Reactor {
         for key in keys {
             self.close_client(key, 1001, "worker shutting down", now);
         }
-        for d in &mut self.daemons {
-            d.link.close();
+        for d in self.daemons.iter_mut() {
+            d.close();
         }
         let deadline = now + SHUTDOWN_GRACE;
         self.shutdown_deadline = Some(deadline);

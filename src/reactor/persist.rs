@@ -10,14 +10,12 @@
 
 use super::Reactor;
 use crate::client::reply;
-use crate::daemon::catchup::{self, OpenRequest};
 use crate::db::{DbMessage, MAX_QUERY_ROWS, PaymentRequest, WatchedWallet};
 use crate::event::Published;
 use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
 use crate::server::conn::Replay;
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,98 +61,18 @@ impl Reactor {
         }
     }
 
-    /// The full set of watched wallets (plus those of open payment requests): load the new ones
-    /// on connected daemons.
+    /// The full set of watched wallets: every coin's core takes its own.
     fn db_wallets(&mut self, list: &[WatchedWallet], now: Instant) {
-        let mut calls = Vec::new();
-        for (i, d) in self.daemons.iter_mut().enumerate() {
-            let coin = &*d.link.coin;
-            let mut keys: BTreeSet<String> = d.link.config.wallets.iter().cloned().collect();
-            keys.extend(
-                list.iter()
-                    .filter(|w| w.coin.eq_ignore_ascii_case(coin))
-                    .map(WatchedWallet::key),
-            );
-            // Wallets that open payment requests name stay watched too.
-            keys.extend(d.requests.values().map(|r| r.wallet.clone()));
-            let added: Vec<String> = keys
-                .iter()
-                .filter(|k| !d.wallets.contains(k))
-                .cloned()
-                .collect();
-            if added.is_empty() && keys.len() == d.wallets.len() {
-                continue;
-            }
-            log::info!(
-                "[WORKER] Watching {} wallets for {coin} ({} new)",
-                keys.len(),
-                added.len()
-            );
-            d.wallets = keys.into_iter().collect();
-            if d.link.stats.connected {
-                calls.extend(added.into_iter().map(|w| (i, w)));
-            }
-        }
-        for (i, w) in calls {
-            if let Some(d) = self.daemons.get_mut(i) {
-                d.plan.add_wallets([&w]);
-            }
-            self.pump_catchup(i, now);
+        for i in 0..self.daemons.len() {
+            self.with_core(i, now, |core, out| core.on_db_wallets(list, now, out));
         }
     }
 
-    /// The full set of open payment requests (the database is authoritative): remember them,
-    /// reconcile the ones not yet asked in this connection (now, if the daemon is connected;
-    /// else at its next connect), and watch their wallets.
+    /// The full set of open payment requests (the database is authoritative): every coin's core
+    /// takes its own.
     fn db_requests(&mut self, list: &[PaymentRequest], now: Instant) {
-        let mut loads = Vec::new();
-        for (i, d) in self.daemons.iter_mut().enumerate() {
-            let mut open = std::collections::HashMap::new();
-            for r in list
-                .iter()
-                .filter(|r| r.coin.eq_ignore_ascii_case(&d.link.coin))
-            {
-                if open.len() >= catchup::MAX_OPEN_REQUESTS {
-                    log::warn!(
-                        "[WORKER] More than {} open payment requests for {}; the rest are not reconciled",
-                        catchup::MAX_OPEN_REQUESTS,
-                        d.link.coin
-                    );
-                    break;
-                }
-                let wallet = WatchedWallet {
-                    coin: r.coin.clone(),
-                    xpub: r.xpub.clone(),
-                    contract: r.contract.clone(),
-                    label: None,
-                }
-                .key();
-                if !d.wallets.contains(&wallet) {
-                    d.wallets.push(wallet.clone());
-                    if d.link.stats.connected {
-                        loads.push((i, wallet.clone()));
-                    }
-                }
-                open.insert(
-                    r.request_id.clone(),
-                    OpenRequest {
-                        wallet,
-                        status: i64::from(r.status),
-                        sent_amount: r.sent_amount.clone(),
-                    },
-                );
-            }
-            d.requests = open;
-            // Reconciled now if connected (once per connection), else at the next connect.
-            d.plan.add_requests(d.requests.keys());
-        }
-        for (i, w) in loads {
-            if let Some(d) = self.daemons.get_mut(i) {
-                d.plan.add_wallets([&w]);
-            }
-        }
         for i in 0..self.daemons.len() {
-            self.pump_catchup(i, now);
+            self.with_core(i, now, |core, out| core.on_db_requests(list, now, out));
         }
     }
 

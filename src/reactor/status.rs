@@ -13,20 +13,8 @@ impl Reactor {
     /// The `status.data` object of SPEC §4.
     pub(super) fn status_json(&self) -> Value {
         let mut daemons = Map::new();
-        for d in &self.daemons {
-            let s = &d.link.stats;
-            daemons.insert(
-                d.link.coin.to_string(),
-                json!({
-                    "connected": s.connected,
-                    "url": d.link.url(),
-                    "network": d.link.config.network,
-                    "height": d.height,
-                    "last_event_at": d.last_event_at,
-                    "reconnects": s.reconnects,
-                    "events": d.events,
-                }),
-            );
+        for s in self.daemons.sources() {
+            daemons.insert(s.name().to_string(), s.status());
         }
         let db = self.db_gauges();
         json!({
@@ -55,14 +43,8 @@ impl Reactor {
             clients: self.open_clients,
             daemons: self
                 .daemons
-                .iter()
-                .map(|d| {
-                    (
-                        d.link.coin.to_string(),
-                        d.link.stats.connected,
-                        d.link.stats.reconnects,
-                    )
-                })
+                .sources()
+                .map(|s| (s.name().to_string(), s.connected(), s.reconnects()))
                 .collect(),
             last_seq: self.pipeline.last_seq,
             awaiting_durability: self.gate.len() as u64,
@@ -84,7 +66,7 @@ impl Reactor {
     /// Whether the worker is ready: a daemon connected and the database (if on) reachable.
     fn is_ready(&self) -> bool {
         let g = self.db_gauges();
-        let daemon_up = self.daemons.iter().any(|d| d.link.stats.connected);
+        let daemon_up = self.daemons.sources().any(|s| s.connected());
         daemon_up && (!g.db_enabled || g.db_connected)
     }
 
