@@ -48,7 +48,7 @@ use serde_json::Value;
 use slab::Slab;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timers::Timers;
@@ -104,8 +104,8 @@ pub struct Reactor {
     clients: Slab<ClientConn>,
     gens: Generations,
     subs: Subscribers,
-    per_ip: HashMap<IpAddr, u32>,
-    open_clients: usize,
+    /// Open sessions, in total and per address.
+    admission: crate::client::admission::Admission,
     daemons: Vec<Daemon>,
     pipeline: Pipeline,
     timers: Timers<TimerOwner>,
@@ -139,8 +139,8 @@ pub struct Reactor {
     paused_links: Vec<usize>,
     db_rx: Option<Receiver<crate::db::DbMessage>>,
     db_stats: Option<Arc<crate::db::DbStats>>,
-    /// Resumes waiting for the event log, by query id.
-    resumes: HashMap<u64, persist::PendingResume>,
+    /// Event-log reads for sessions (client and session ticket), by query id.
+    resumes: HashMap<u64, persist::PendingRead>,
     next_query: u64,
 }
 
@@ -199,8 +199,7 @@ impl Reactor {
             clients: Slab::new(),
             gens: Generations::default(),
             subs: Subscribers::new(),
-            per_ip: HashMap::new(),
-            open_clients: 0,
+            admission: Default::default(),
             daemons,
             pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size)
                 .remembering(&parts.recent),
@@ -354,7 +353,7 @@ impl Reactor {
         }
         log::info!(
             "[WORKER] Shutting down: closing {} clients with 1001",
-            self.open_clients
+            self.admission.open_clients()
         );
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);

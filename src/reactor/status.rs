@@ -34,7 +34,7 @@ impl Reactor {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
             "coins": self.known_coins,
-            "clients": self.open_clients,
+            "clients": self.admission.open_clients(),
             "events_processed": self.pipeline.published,
             "epoch": &*self.pipeline.epoch,
             "last_seq": self.pipeline.last_seq,
@@ -52,7 +52,7 @@ impl Reactor {
 
     fn db_gauges(&self) -> Gauges {
         Gauges {
-            clients: self.open_clients,
+            clients: self.admission.open_clients(),
             daemons: self
                 .daemons
                 .iter()
