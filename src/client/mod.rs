@@ -1,4 +1,4 @@
-//! The client side (SPEC §4): sans-io cores the client connection state machine calls.
+//! The client side (the client protocol: README "The client protocol"): sans-io cores the client connection state machine calls.
 //!
 //! - [`request`]: one client text message -> a typed request or a typed error;
 //! - [`reply`]: the server's non-event messages, as JSON text;

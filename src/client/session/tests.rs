@@ -85,18 +85,65 @@ fn authentication() {
     let auth = |t: &str| json!({"type": "auth", "token": t});
     let sub = json!({"type": "subscribe", "events": ["*"]});
     #[rustfmt::skip]
-    let table: Vec<(&str, bool, bool, Vec<serde_json::Value>, Vec<&str>)> = vec![
-        ("no keys: served at once", false, true, vec![ping.clone()], vec!["reply:pong"]),
-        ("no keys: auth is answered", false, true, vec![auth("x")], vec!["reply:authenticated"]),
-        ("key on the upgrade", true, true, vec![ping.clone()], vec!["reply:pong"]),
-        ("required: refused before auth", true, false, vec![ping.clone(), sub.clone()],
-            vec!["reply:error:unauthorized", "reply:error:unauthorized"]),
-        ("required: right token, then served", true, false, vec![auth("k1"), ping.clone()],
-            vec!["reply:authenticated", "reply:pong"]),
-        ("required: wrong token closes 1008", true, false, vec![auth("k2")],
-            vec!["count:AuthFailure", "reply:error:unauthorized", "close:1008"]),
-        ("authed: a wrong token still closes", true, true, vec![auth("nope")],
-            vec!["count:AuthFailure", "reply:error:unauthorized", "close:1008"]),
+    type Case = (&'static str, bool, bool, Vec<serde_json::Value>, Vec<&'static str>);
+    let table: Vec<Case> = vec![
+        (
+            "no keys: served at once",
+            false,
+            true,
+            vec![ping.clone()],
+            vec!["reply:pong"],
+        ),
+        (
+            "no keys: auth is answered",
+            false,
+            true,
+            vec![auth("x")],
+            vec!["reply:authenticated"],
+        ),
+        (
+            "key on the upgrade",
+            true,
+            true,
+            vec![ping.clone()],
+            vec!["reply:pong"],
+        ),
+        (
+            "required: refused before auth",
+            true,
+            false,
+            vec![ping.clone(), sub.clone()],
+            vec!["reply:error:unauthorized", "reply:error:unauthorized"],
+        ),
+        (
+            "required: right token, then served",
+            true,
+            false,
+            vec![auth("k1"), ping.clone()],
+            vec!["reply:authenticated", "reply:pong"],
+        ),
+        (
+            "required: wrong token closes 1008",
+            true,
+            false,
+            vec![auth("k2")],
+            vec![
+                "count:AuthFailure",
+                "reply:error:unauthorized",
+                "close:1008",
+            ],
+        ),
+        (
+            "authed: a wrong token still closes",
+            true,
+            true,
+            vec![auth("nope")],
+            vec![
+                "count:AuthFailure",
+                "reply:error:unauthorized",
+                "close:1008",
+            ],
+        ),
     ];
     let ring = empty_ring();
     let coins = coins();
@@ -178,24 +225,60 @@ fn rate_limit_rejects_then_closes_4029() {
 #[test]
 fn requests_and_errors() {
     #[rustfmt::skip]
-    let table: Vec<(&str, Incoming, Vec<&str>)> = vec![
+    type Case = (&'static str, Incoming, Vec<&'static str>);
+    let table: Vec<Case> = vec![
         ("ping", text(json!({"type": "ping"})), vec!["reply:pong"]),
-        ("get_status", text(json!({"type": "get_status", "id": 3})), vec!["status"]),
-        ("unknown type", text(json!({"type": "dance"})), vec!["reply:error:unknown_type"]),
-        ("not JSON", Incoming::Text("{nope".into()), vec!["reply:error:invalid_json"]),
-        ("no type", text(json!({"id": 1})), vec!["reply:error:invalid_message"]),
-        ("binary", Incoming::Binary, vec!["reply:error:invalid_message"]),
+        (
+            "get_status",
+            text(json!({"type": "get_status", "id": 3})),
+            vec!["status"],
+        ),
+        (
+            "unknown type",
+            text(json!({"type": "dance"})),
+            vec!["reply:error:unknown_type"],
+        ),
+        (
+            "not JSON",
+            Incoming::Text("{nope".into()),
+            vec!["reply:error:invalid_json"],
+        ),
+        (
+            "no type",
+            text(json!({"id": 1})),
+            vec!["reply:error:invalid_message"],
+        ),
+        (
+            "binary",
+            Incoming::Binary,
+            vec!["reply:error:invalid_message"],
+        ),
         ("a WebSocket pong", Incoming::Pong, vec![]),
-        ("subscribe", text(json!({"type": "subscribe", "events": ["new_block"], "coins": ["btc"]})),
-            vec!["reply:subscribed", "filter"]),
-        ("unknown coin", text(json!({"type": "subscribe", "events": ["*"], "coins": ["DOGE"]})),
-            vec!["reply:error:unknown_coin"]),
-        ("unknown event", text(json!({"type": "subscribe", "events": ["new_cat"]})),
-            vec!["reply:error:unknown_event"]),
-        ("empty events", text(json!({"type": "subscribe", "events": []})),
-            vec!["reply:error:invalid_field"]),
-        ("unsubscribe, nothing subscribed", text(json!({"type": "unsubscribe"})),
-            vec!["reply:unsubscribed"]),
+        (
+            "subscribe",
+            text(json!({"type": "subscribe", "events": ["new_block"], "coins": ["btc"]})),
+            vec!["reply:subscribed", "filter"],
+        ),
+        (
+            "unknown coin",
+            text(json!({"type": "subscribe", "events": ["*"], "coins": ["DOGE"]})),
+            vec!["reply:error:unknown_coin"],
+        ),
+        (
+            "unknown event",
+            text(json!({"type": "subscribe", "events": ["new_cat"]})),
+            vec!["reply:error:unknown_event"],
+        ),
+        (
+            "empty events",
+            text(json!({"type": "subscribe", "events": []})),
+            vec!["reply:error:invalid_field"],
+        ),
+        (
+            "unsubscribe, nothing subscribed",
+            text(json!({"type": "unsubscribe"})),
+            vec!["reply:unsubscribed"],
+        ),
     ];
     let (keys, coins, ring) = (keys(false), coins(), empty_ring());
     for (what, msg, want) in table {
@@ -239,12 +322,23 @@ fn unsubscribe_narrows_or_clears_the_installed_filter() {
     };
     let installed = Filter::from_request(&req, &coins()).unwrap();
     #[rustfmt::skip]
-    let table: Vec<(serde_json::Value, Vec<&str>, serde_json::Value)> = vec![
-        (json!({"type": "unsubscribe", "events": ["new_block"]}), vec!["filter", "reply:unsubscribed"],
-            json!(["new_payment"])),
-        (json!({"type": "unsubscribe"}), vec!["clear", "reply:unsubscribed"], json!([])),
-        (json!({"type": "unsubscribe", "events": ["new_block", "new_payment"]}),
-            vec!["clear", "reply:unsubscribed"], json!([])),
+    type Case = (serde_json::Value, Vec<&'static str>, serde_json::Value);
+    let table: Vec<Case> = vec![
+        (
+            json!({"type": "unsubscribe", "events": ["new_block"]}),
+            vec!["filter", "reply:unsubscribed"],
+            json!(["new_payment"]),
+        ),
+        (
+            json!({"type": "unsubscribe"}),
+            vec!["clear", "reply:unsubscribed"],
+            json!([]),
+        ),
+        (
+            json!({"type": "unsubscribe", "events": ["new_block", "new_payment"]}),
+            vec!["clear", "reply:unsubscribed"],
+            json!([]),
+        ),
     ];
     let (keys, coins, ring) = (keys(false), coins(), empty_ring());
     for (msg, want, still) in table {
@@ -270,11 +364,12 @@ fn idle_pings_and_their_timeout() {
     let s = |at: u64| t0 + Duration::from_secs(at);
     // (step, at second, what happens)
     #[rustfmt::skip]
-    let table: [(&str, u64, Vec<&str>); 7] = [
+    type Case = (&'static str, u64, Vec<&'static str>);
+    let table: [Case; 7] = [
         ("tick", 10, vec![]),
         ("tick", 31, vec![]), // the per-connection offset delays the ping
         ("tick", 32, vec!["ping"]),
-        ("tick", 40, vec![]), // one ping outstanding, not another
+        ("tick", 40, vec![]),  // one ping outstanding, not another
         ("heard", 41, vec![]), // a pong (or any message) answers it
         ("tick", 73, vec!["ping"]),
         ("tick", 103, vec!["drop"]),

@@ -184,14 +184,45 @@ fn range(from: u64, to: u64) -> Vec<u64> {
 fn resume_from_the_ring_or_not_at_all() {
     // Released 1..=10, the ring holds 5..=10 (it can replay after 4 to after 10).
     #[rustfmt::skip]
-    let table: [(&str, Option<u64>, Option<&str>, Value, Vec<u64>); 7] = [
+    type Case = (&'static str, Option<u64>, Option<&'static str>, Value, Vec<u64>);
+    let table: [Case; 7] = [
         ("ring hit", Some(7), None, json!([10, true]), range(8, 10)),
-        ("ring hit, epoch named", Some(4), Some("E"), json!([10, true]), range(5, 10)),
+        (
+            "ring hit, epoch named",
+            Some(4),
+            Some("E"),
+            json!([10, true]),
+            range(5, 10),
+        ),
         ("nothing missed", Some(10), None, json!([10, true]), vec![]),
-        ("beyond the last seq", Some(11), None, json!([10, false]), vec![]),
-        ("another epoch", Some(7), Some("OLD"), json!([10, false]), vec![]),
-        ("older than the ring, no event log", Some(3), None, json!([10, false]), vec![]),
-        ("no since: no resumed field", None, None, json!([10, null]), vec![]),
+        (
+            "beyond the last seq",
+            Some(11),
+            None,
+            json!([10, false]),
+            vec![],
+        ),
+        (
+            "another epoch",
+            Some(7),
+            Some("OLD"),
+            json!([10, false]),
+            vec![],
+        ),
+        (
+            "older than the ring, no event log",
+            Some(3),
+            None,
+            json!([10, false]),
+            vec![],
+        ),
+        (
+            "no since: no resumed field",
+            None,
+            None,
+            json!([10, null]),
+            vec![],
+        ),
     ];
     for (what, since, epoch, reply, replayed) in table {
         let mut w = World::new(0, 6);
@@ -216,10 +247,23 @@ fn resume_from_the_ring_or_not_at_all() {
 fn resume_older_than_the_ring_reads_the_event_log() {
     // (what, rows missing from the log, answer fails, reply, seqs the client gets)
     #[rustfmt::skip]
-    let table: [(&str, Vec<u64>, bool, Value, Vec<u64>); 3] = [
+    type Case = (&'static str, Vec<u64>, bool, Value, Vec<u64>);
+    let table: [Case; 3] = [
         ("complete", vec![], false, json!([10, true]), range(3, 11)),
-        ("a hole in the log", vec![3], false, json!([10, false]), vec![11]),
-        ("the read failed", vec![], true, json!([10, false]), vec![11]),
+        (
+            "a hole in the log",
+            vec![3],
+            false,
+            json!([10, false]),
+            vec![11],
+        ),
+        (
+            "the read failed",
+            vec![],
+            true,
+            json!([10, false]),
+            vec![11],
+        ),
     ];
     for (what, missing, fails, reply, seqs) in table {
         let mut w = World::new(0, 6);
@@ -293,11 +337,29 @@ fn a_resume_too_far_back_for_one_read_is_not_resumed() {
 fn a_replay_that_falls_behind_the_ring() {
     // (what, event log?, log rows missing, actions when it falls behind, after the answer)
     #[rustfmt::skip]
-    let table: [(&str, bool, Vec<u64>, Vec<&str>, Vec<&str>); 3] = [
-        ("no event log: 4008", false, vec![], vec!["count:SlowConsumer", "close:4008"], vec![]),
-        ("the log fills the gap", true, vec![], vec!["query:2..6"], vec!["flush"]),
-        ("the log has a hole: 4008", true, vec![5], vec!["query:2..6"],
-            vec!["count:SlowConsumer", "close:4008"]),
+    type Case = (&'static str, bool, Vec<u64>, Vec<&'static str>, Vec<&'static str>);
+    let table: [Case; 3] = [
+        (
+            "no event log: 4008",
+            false,
+            vec![],
+            vec!["count:SlowConsumer", "close:4008"],
+            vec![],
+        ),
+        (
+            "the log fills the gap",
+            true,
+            vec![],
+            vec!["query:2..6"],
+            vec!["flush"],
+        ),
+        (
+            "the log has a hole: 4008",
+            true,
+            vec![5],
+            vec!["query:2..6"],
+            vec!["count:SlowConsumer", "close:4008"],
+        ),
     ];
     for (what, log, missing, behind, answered) in table {
         let mut w = World::new(0, 4);
@@ -343,10 +405,19 @@ fn a_replay_that_falls_behind_the_ring() {
 fn subscribing_while_events_wait_for_durability_neither_repeats_nor_misses() {
     // (what, since, reply)
     #[rustfmt::skip]
-    let table: [(&str, Option<u64>, Value); 3] = [
+    type Case = (&'static str, Option<u64>, Value);
+    let table: [Case; 3] = [
         ("fresh subscribe", None, json!([100, null])),
-        ("resume from the last durable seq", Some(100), json!([100, true])),
-        ("resume from before the restart's ring", Some(99), json!([100, false])),
+        (
+            "resume from the last durable seq",
+            Some(100),
+            json!([100, true]),
+        ),
+        (
+            "resume from before the restart's ring",
+            Some(99),
+            json!([100, false]),
+        ),
     ];
     for (what, since, reply) in table {
         let mut w = World::new(100, 16); // restarted after seq 100 (the ring starts empty)
