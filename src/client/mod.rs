@@ -1,4 +1,5 @@
-//! The client side (the client protocol: README "The client protocol"): sans-io cores the client connection state machine calls.
+//! The client side (see "The client protocol" in the README): sans-io cores the client
+//! connection state machine and the reactor call.
 //!
 //! - [`request`]: one client text message -> a typed request or a typed error;
 //! - [`reply`]: the server's non-event messages, as JSON text;
