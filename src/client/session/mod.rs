@@ -15,7 +15,7 @@
 //!   ring, never twice;
 //! - while the session replays ([`Session::takes_live`] is false) the live fan-out skips it; every
 //!   event it should get is in its backlog or in the ring at its cursor or later, so the switch
-//!   to live delivery has no gap and no duplicate (see [`replay`]);
+//!   to live delivery has no gap and no duplicate (see `replay.rs`);
 //! - a [`Action::Close`] or [`Action::Drop`] is always the last action returned.
 
 mod replay;
