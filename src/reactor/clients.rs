@@ -16,6 +16,7 @@ use crate::server::conn::{ClientConn, ClientState, ReadResult};
 use crate::ws::server::Incoming;
 use mio::Interest;
 use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Slots the connection slab and the per-IP map always keep (a shrink never goes below this).
@@ -82,7 +83,7 @@ impl Reactor {
         self.timers.schedule(at, TimerOwner::Accept);
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, ip: std::net::IpAddr, now: Instant) {
+    fn admit(&mut self, mut stream: mio::net::TcpStream, ip: IpAddr, now: Instant) {
         if !admission::door_open(self.clients.len(), self.config.limits.max_clients) {
             // Far beyond the client limit (mostly unfinished handshakes): refuse at the door.
             self.metrics.inc(&self.metrics.capacity_closes);
@@ -194,36 +195,11 @@ impl Reactor {
         let Some(ip) = self.clients.get(key).map(|c| c.ip) else {
             return;
         };
+        let (authed, accept) = match self.admit_upgrade(&head, ip) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.finish_http(key, refusal, now),
+        };
         let limits = &self.config.limits;
-        let offered = head
-            .bearer_token()
-            .map(str::to_owned)
-            .or_else(|| head.query_param("token"));
-        let checked = admission::check_upgrade(
-            self.admission.from_ip(ip),
-            limits.max_connections_per_ip,
-            &self.config.api_keys,
-            offered.as_deref(),
-        );
-        let authed = match checked {
-            Ok(authed) => authed,
-            Err(refusal) => {
-                self.metrics.inc(match refusal {
-                    Refusal::PerIp => &self.metrics.per_ip_refusals,
-                    Refusal::BadKey => &self.metrics.auth_failures,
-                });
-                let resp = response(refusal.status(), "text/plain", refusal.body(), &[]);
-                return self.finish_http(key, resp, now);
-            }
-        };
-        let accept = match websocket_accept(&head) {
-            Ok(a) => a,
-            Err(e) => {
-                let body = format!("{e:?}\n");
-                let resp = response(e.status(), "text/plain", body.as_bytes(), &[]);
-                return self.finish_http(key, resp, now);
-            }
-        };
         let offset = timers::spread(key, limits.ping_interval);
         let session = Session::new(SessionLimits::from(limits), authed, offset, now);
         let max_message = limits.max_message_bytes;
@@ -244,6 +220,31 @@ impl Reactor {
         self.reschedule(key);
     }
 
+    /// The upgrade's admission checks: whether the session starts authenticated and the 101
+    /// answer, or the HTTP refusal to send instead (counted).
+    fn admit_upgrade(&self, head: &RequestHead, ip: IpAddr) -> Result<(bool, Vec<u8>), Vec<u8>> {
+        let offered = head
+            .bearer_token()
+            .map(str::to_owned)
+            .or_else(|| head.query_param("token"));
+        let checked = admission::check_upgrade(
+            self.admission.from_ip(ip),
+            self.config.limits.max_connections_per_ip,
+            &self.config.api_keys,
+            offered.as_deref(),
+        );
+        let authed = checked.map_err(|refusal| {
+            self.metrics.inc(match refusal {
+                Refusal::PerIp => &self.metrics.per_ip_refusals,
+                Refusal::BadKey => &self.metrics.auth_failures,
+            });
+            response(refusal.status(), "text/plain", refusal.body(), &[])
+        })?;
+        let accept = websocket_accept(head)
+            .map_err(|e| response(e.status(), "text/plain", format!("{e:?}\n").as_bytes(), &[]))?;
+        Ok((authed, accept))
+    }
+
     /// A message for the client's session: the session decides, the reactor carries it out.
     fn on_message(&mut self, key: usize, msg: Incoming, now: Instant) {
         let ctx = Context {
@@ -252,10 +253,10 @@ impl Reactor {
             stream: stream_view(&self.pipeline, self.db.is_some()),
             filter: self.subs.get(key),
         };
-        let Some(session) = self.clients.get_mut(key).and_then(|c| c.session_mut()) else {
+        let Some((session, _)) = self.clients.get_mut(key).and_then(|c| c.session_mut()) else {
             return; // closed earlier in this batch of messages
         };
-        let actions = session.0.on_message(msg, now, &ctx);
+        let actions = session.on_message(msg, now, &ctx);
         self.apply(key, actions, now);
     }
 
@@ -336,7 +337,7 @@ impl Reactor {
 
     /// Forgets the session side of a client that stopped being open (filter, counts). Called
     /// exactly once per session, when it leaves `Open`.
-    fn leave_session(&mut self, key: usize, ip: std::net::IpAddr) {
+    fn leave_session(&mut self, key: usize, ip: IpAddr) {
         self.subs.forget(key);
         self.admission.release(ip);
         log::info!(
