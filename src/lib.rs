@@ -7,7 +7,8 @@
 //! connection ([`server`]). Each turn it handles all readiness events — daemon frames are decoded,
 //! enriched in order, de-duplicated and sequenced ([`pipeline`]), serialised once
 //! ([`event::Published`]) and queued to the clients the subscription index selects ([`fanout`]);
-//! client messages are parsed and answered ([`client`]) — then flushes each client with pending
+//! client messages are parsed and handed to the client's session, which decides the answer
+//! ([`client::session`]) — then flushes each client with pending
 //! output once, with one vectored write, then fires due timers.
 //!
 //! Nothing on the reactor blocks. Other threads: PostgreSQL writers fed by a bounded channel
@@ -16,6 +17,7 @@
 //!
 //! Protocol logic is sans-io and unit-tested: [`http`] (upgrades, plain endpoints, daemon
 //! answers), [`daemon::decode`], [`daemon::enrich`], [`daemon::catchup`], [`client::request`],
+//! [`client::session`], [`client::admission`],
 //! [`fanout::filter`], [`fanout::index`], [`server::outbox`]. [`simulate`] is the simulated
 //! Bitcart daemon used by `demo`, the tests and the benchmarks.
 //!

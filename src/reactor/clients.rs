@@ -7,16 +7,16 @@
 //! the burst instead of keeping the peak's capacity.
 
 use super::{MAX_MESSAGES_PER_TURN, Reactor, TimerOwner, timers};
-use crate::client::ratelimit::{RateDecision, RateGuard};
+use crate::client::admission::{self, Refusal};
 use crate::client::reply;
-use crate::client::request::{self, ErrorCode, Request, RequestError, SubscribeRequest};
-use crate::fanout::filter::Filter;
+use crate::client::session::{Action, Actions, Context, Session, SessionLimits, StreamView, Tally};
 use crate::http::server::{RequestHead, response, websocket_accept};
-use crate::server::conn::{ClientConn, ClientState, ReadResult, Replay};
+use crate::pipeline::Pipeline;
+use crate::server::conn::{ClientConn, ClientState, ReadResult};
 use crate::ws::server::Incoming;
 use mio::Interest;
-use serde_json::Value;
 use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Slots the connection slab and the per-IP map always keep (a shrink never goes below this).
@@ -25,6 +25,16 @@ const KEEP_CAPACITY: usize = 1024;
 /// Whether a collection of `len` entries in a buffer for `capacity` should give memory back.
 fn sparse(len: usize, capacity: usize) -> bool {
     capacity > KEEP_CAPACITY && len < capacity / 4
+}
+
+/// The released stream as sessions see it (`event_log`: a database is configured).
+pub(super) fn stream_view(pipeline: &Pipeline, event_log: bool) -> StreamView<'_> {
+    StreamView {
+        epoch: &pipeline.epoch,
+        last_seq: pipeline.last_seq,
+        ring: &pipeline.ring,
+        event_log,
+    }
 }
 
 /// How soon `accept` is retried after it failed (EMFILE: descriptors may be freed any time).
@@ -73,9 +83,8 @@ impl Reactor {
         self.timers.schedule(at, TimerOwner::Accept);
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, ip: std::net::IpAddr, now: Instant) {
-        let max = self.config.limits.max_clients;
-        if self.clients.len() >= max + max / 10 + 100 {
+    fn admit(&mut self, mut stream: mio::net::TcpStream, ip: IpAddr, now: Instant) {
+        if !admission::door_open(self.clients.len(), self.config.limits.max_clients) {
             // Far beyond the client limit (mostly unfinished handshakes): refuse at the door.
             self.metrics.inc(&self.metrics.capacity_closes);
             log::debug!("[WORKER] Connection limit reached; dropping a new connection from {ip}");
@@ -97,12 +106,10 @@ impl Reactor {
             return;
         }
         let conn = ClientConn::new(stream, ip, now, self.config.limits.handshake_timeout);
-        let deadline = conn.deadline;
+        let at = conn.next_wake();
         entry.insert(conn);
         let id = self.gens.id(key);
-        if let Some(at) = deadline {
-            self.timers.schedule(at, TimerOwner::Client(id));
-        }
+        self.timers.schedule(at, TimerOwner::Client(id));
         self.metrics.inc(&self.metrics.connections_accepted);
     }
 
@@ -173,210 +180,134 @@ impl Reactor {
         } else {
             self.http_endpoint(&head)
         };
+        self.finish_http(key, resp, now);
+    }
+
+    fn finish_http(&mut self, key: usize, resp: Vec<u8>, now: Instant) {
         if let Some(c) = self.clients.get_mut(key) {
             c.finish_http(resp, now);
         }
         self.reschedule(key);
     }
 
+    /// The upgrade: admission checks, then the session opens (and is counted).
     fn upgrade(&mut self, key: usize, head: RequestHead, now: Instant) {
-        let limits = &self.config.limits;
-        let keys = &self.config.api_keys;
-        let Some(client) = self.clients.get_mut(key) else {
+        let Some(ip) = self.clients.get(key).map(|c| c.ip) else {
             return;
         };
-        let ip = client.ip;
-        let per_ip = self.per_ip.get(&ip).copied().unwrap_or(0) as usize;
-        let offered = head
-            .bearer_token()
-            .map(str::to_owned)
-            .or_else(|| head.query_param("token"));
-        let refusal =
-            if limits.max_connections_per_ip > 0 && per_ip >= limits.max_connections_per_ip {
-                self.metrics.inc(&self.metrics.per_ip_refusals);
-                Some(response(
-                    429,
-                    "text/plain",
-                    b"too many connections from this address\n",
-                    &[],
-                ))
-            } else if !keys.is_empty()
-                && offered
-                    .as_deref()
-                    .is_some_and(|k| !crate::auth::key_matches(keys, k))
-            {
-                self.metrics.inc(&self.metrics.auth_failures);
-                Some(response(401, "text/plain", b"invalid API key\n", &[]))
-            } else {
-                None
-            };
-        let accept = match refusal {
-            Some(r) => Err(r),
-            None => websocket_accept(&head).map_err(|e| {
-                response(e.status(), "text/plain", format!("{e:?}\n").as_bytes(), &[])
-            }),
+        let (authed, accept) = match self.admit_upgrade(&head, ip) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.finish_http(key, refusal, now),
         };
-        let accept = match accept {
-            Ok(a) => a,
-            Err(resp) => {
-                client.finish_http(resp, now);
-                return self.reschedule(key);
-            }
-        };
-        client.upgrade(&head, accept, limits.max_message_bytes);
-        client.authed = keys.is_empty() || offered.is_some();
-        if !client.authed {
-            client.deadline = Some(now + limits.auth_timeout);
-        }
-        *self.per_ip.entry(ip).or_insert(0) += 1;
-        self.open_clients += 1;
-        let l = &self.config.limits;
+        let limits = &self.config.limits;
+        let offset = timers::spread(key, limits.ping_interval);
+        let session = Session::new(SessionLimits::from(limits), authed, offset, now);
+        let max_message = limits.max_message_bytes;
         if let Some(c) = self.clients.get_mut(key) {
-            c.session = Some(RateGuard::new(l.rate_limit, l.rate_burst));
+            c.upgrade(&head, accept, max_message, session);
         }
-        if self.open_clients > limits.max_clients {
+        self.admission.count(ip);
+        let max = self.config.limits.max_clients;
+        if admission::over_capacity(self.admission.open_clients(), max) {
             self.metrics.inc(&self.metrics.capacity_closes);
-            log::warn!(
-                "[WORKER] Client limit {} reached; closing new client with 1013",
-                limits.max_clients
-            );
+            log::warn!("[WORKER] Client limit {max} reached; closing new client with 1013");
             return self.close_client(key, 1013, "worker at client limit", now);
         }
         log::info!(
             "[WORKER] New WebSocket client connected. Total: {}",
-            self.open_clients
+            self.admission.open_clients()
         );
         self.reschedule(key);
     }
 
+    /// The upgrade's admission checks: whether the session starts authenticated and the 101
+    /// answer, or the HTTP refusal to send instead (counted).
+    fn admit_upgrade(&self, head: &RequestHead, ip: IpAddr) -> Result<(bool, Vec<u8>), Vec<u8>> {
+        let offered = head
+            .bearer_token()
+            .map(str::to_owned)
+            .or_else(|| head.query_param("token"));
+        let checked = admission::check_upgrade(
+            self.admission.from_ip(ip),
+            self.config.limits.max_connections_per_ip,
+            &self.config.api_keys,
+            offered.as_deref(),
+        );
+        let authed = checked.map_err(|refusal| {
+            self.metrics.inc(match refusal {
+                Refusal::PerIp => &self.metrics.per_ip_refusals,
+                Refusal::BadKey => &self.metrics.auth_failures,
+            });
+            response(refusal.status(), "text/plain", refusal.body(), &[])
+        })?;
+        let accept = websocket_accept(head)
+            .map_err(|e| response(e.status(), "text/plain", format!("{e:?}\n").as_bytes(), &[]))?;
+        Ok((authed, accept))
+    }
+
+    /// A message for the client's session: the session decides, the reactor carries it out.
     fn on_message(&mut self, key: usize, msg: Incoming, now: Instant) {
-        let text = match msg {
-            Incoming::Text(t) => t,
-            Incoming::Binary => {
-                let e = RequestError::new(
-                    ErrorCode::InvalidMessage,
-                    "binary frames are not part of the protocol; send JSON text",
-                );
-                return self.send(key, &reply::error(&e));
-            }
-            Incoming::Pong | Incoming::Closed => return,
+        let ctx = Context {
+            api_keys: &self.config.api_keys,
+            known_coins: &self.known_coins,
+            stream: stream_view(&self.pipeline, self.db.is_some()),
+            filter: self.subs.get(key),
         };
-        if let Some(rate) = self.clients.get_mut(key).and_then(|c| c.session.as_mut()) {
-            match rate.check(now) {
-                RateDecision::Allow => {}
-                RateDecision::Reject => {
-                    self.metrics.inc(&self.metrics.rate_limited);
-                    let id = request::peek_id(&text);
-                    return self.send(
-                        key,
-                        &reply::error_code(
-                            id.as_ref(),
-                            ErrorCode::RateLimited,
-                            "too many messages; slow down",
-                        ),
-                    );
-                }
-                RateDecision::Close => {
-                    self.metrics.inc(&self.metrics.rate_limit_closes);
-                    return self.close_client(key, 4029, "rate limit exceeded", now);
-                }
-            }
-        }
-        let env = match request::parse(&text) {
-            Ok(env) => env,
-            Err(e) => return self.send(key, &reply::error(&e)),
+        let Some((session, _)) = self.clients.get_mut(key).and_then(|c| c.session_mut()) else {
+            return; // closed earlier in this batch of messages
         };
-        let authed = self.clients.get(key).is_some_and(|c| c.authed);
-        let id = env.id.as_ref();
-        match env.request {
-            Request::Auth(token) => self.authenticate(key, id, &token, now),
-            _ if !authed => self.send(
-                key,
-                &reply::error_code(
-                    id,
-                    ErrorCode::Unauthorized,
-                    "authenticate first: send {\"type\":\"auth\",\"token\":\"...\"}",
-                ),
-            ),
-            Request::Ping => self.send(key, &reply::pong(id)),
-            Request::GetStatus => {
-                let data = self.status_json();
-                self.send(key, &reply::status(id, data));
+        let actions = session.on_message(msg, now, &ctx);
+        self.apply(key, actions, now);
+    }
+
+    /// Carries out a session's actions, in order; nothing after a close.
+    pub(super) fn apply(&mut self, key: usize, actions: Actions, now: Instant) {
+        for action in actions {
+            match action {
+                Action::Reply(text) => self.send(key, &text),
+                Action::ReplyStatus(id) => {
+                    let data = self.status_json();
+                    self.send(key, &reply::status(id.as_ref(), data));
+                }
+                Action::SetFilter(filter) => self.subs.insert(key, filter),
+                Action::ClearFilter => self.subs.forget(key),
+                Action::QueryEventLog {
+                    ticket,
+                    after,
+                    up_to,
+                } => self.ask_event_log(key, ticket, after, up_to, now),
+                Action::Flush => self.mark_dirty(key),
+                Action::Ping => {
+                    if let Some(c) = self.clients.get_mut(key) {
+                        c.send_ping();
+                    }
+                    self.mark_dirty(key);
+                }
+                Action::Count(tally) => self.count(tally),
+                Action::Close { code, reason } => {
+                    if code == 4008 {
+                        log::warn!(
+                            "[WORKER] Client {key} fell behind its replay; closing with 4008"
+                        );
+                    }
+                    return self.close_client(key, code, reason, now);
+                }
+                Action::Drop { reason } => {
+                    log::debug!("[WORKER] Client {key} {reason}; closing");
+                    return self.remove_client(key);
+                }
             }
-            Request::Subscribe(req) => self.subscribe(key, id, req),
-            Request::Unsubscribe(events) => self.unsubscribe(key, id, events),
         }
     }
 
-    fn authenticate(&mut self, key: usize, id: Option<&Value>, token: &str, now: Instant) {
-        let keys = &self.config.api_keys;
-        if keys.is_empty() || crate::auth::key_matches(keys, token) {
-            if let Some(c) = self.clients.get_mut(key) {
-                c.authed = true;
-                c.deadline = None;
-            }
-            self.send(key, &reply::authenticated(id));
-        } else {
-            self.metrics.inc(&self.metrics.auth_failures);
-            self.send(
-                key,
-                &reply::error_code(id, ErrorCode::Unauthorized, "invalid token"),
-            );
-            self.close_client(key, 1008, "invalid token", now);
-        }
-    }
-
-    fn subscribe(&mut self, key: usize, id: Option<&Value>, req: SubscribeRequest) {
-        let filter = match Filter::from_request(&req, &self.known_coins) {
-            Ok(f) => f,
-            Err(e) => return self.send(key, &reply::error(&e.with_id(id.cloned()))),
-        };
-        if let Some(c) = self.clients.get_mut(key) {
-            c.replay = None; // a new subscribe replaces a resume in progress
-        }
-        let epoch = self.pipeline.epoch.clone();
-        let last = self.pipeline.last_seq;
-        let resumed = match req.since {
-            None => None,
-            Some(since) => {
-                let same_epoch = req.epoch.as_deref().is_none_or(|e| e == &*epoch);
-                if !same_epoch || since > last {
-                    Some(false)
-                } else if self.pipeline.ring.since(since).is_ok() {
-                    Some(true)
-                } else if self.can_resume_from_db(since) {
-                    return self.start_db_resume(key, id.cloned(), filter, since);
-                } else {
-                    Some(false)
-                }
-            }
-        };
-        self.send(key, &reply::subscribed(id, &filter, &epoch, last, resumed));
-        self.subs.insert(key, filter);
-        if let (Some(true), Some(since)) = (resumed, req.since) {
-            self.start_replay(
-                key,
-                Replay {
-                    next_seq: since + 1,
-                    ..Replay::default()
-                },
-            );
-        }
-    }
-
-    fn unsubscribe(&mut self, key: usize, id: Option<&Value>, events: Option<Vec<String>>) {
-        let Some(mut filter) = self.subs.remove(key) else {
-            return self.send(key, &reply::unsubscribed(id, &[]));
-        };
-        let result = filter.unsubscribe(events.as_deref());
-        let still = filter.events();
-        if !filter.is_empty() {
-            self.subs.insert(key, filter);
-        }
-        match result {
-            Ok(()) => self.send(key, &reply::unsubscribed(id, &still)),
-            Err(e) => self.send(key, &reply::error(&e.with_id(id.cloned()))),
-        }
+    fn count(&self, tally: Tally) {
+        let m = &self.metrics;
+        m.inc(match tally {
+            Tally::RateLimited => &m.rate_limited,
+            Tally::RateLimitClose => &m.rate_limit_closes,
+            Tally::AuthFailure => &m.auth_failures,
+            Tally::SlowConsumer => &m.slow_consumer_closes,
+        });
     }
 
     fn send(&mut self, key: usize, text: &str) {
@@ -393,8 +324,9 @@ impl Reactor {
         };
         match c.state {
             ClientState::Open { .. } => {
+                let ip = c.ip;
                 c.close(code, reason, now);
-                self.leave_session(key);
+                self.leave_session(key, ip);
                 self.mark_dirty(key);
                 self.reschedule(key);
             }
@@ -403,38 +335,26 @@ impl Reactor {
         }
     }
 
-    /// Forgets the session side of an open client (index, counts) once it stops being open.
-    fn leave_session(&mut self, key: usize) {
+    /// Forgets the session side of a client that stopped being open (filter, counts). Called
+    /// exactly once per session, when it leaves `Open`.
+    fn leave_session(&mut self, key: usize, ip: IpAddr) {
         self.subs.forget(key);
-        let Some(c) = self.clients.get_mut(key) else {
-            return;
-        };
-        if c.session.take().is_some() {
-            self.open_clients -= 1;
-            let ip = c.ip;
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                    if sparse(self.per_ip.len(), self.per_ip.capacity()) {
-                        self.per_ip
-                            .shrink_to((self.per_ip.len() * 2).max(KEEP_CAPACITY));
-                    }
-                }
-            }
-            log::info!(
-                "[WORKER] WebSocket client disconnected. Total: {}",
-                self.open_clients
-            );
-        }
+        self.admission.release(ip);
+        log::info!(
+            "[WORKER] WebSocket client disconnected. Total: {}",
+            self.admission.open_clients()
+        );
     }
 
     /// Drops a connection now.
     pub(super) fn remove_client(&mut self, key: usize) {
-        if !self.clients.contains(key) {
+        let Some(c) = self.clients.get(key) else {
             return;
+        };
+        if c.is_open() {
+            let ip = c.ip;
+            self.leave_session(key, ip);
         }
-        self.leave_session(key);
         let mut c = self.clients.remove(key);
         if !c.outbox.is_empty() {
             // Best effort: a close reply or final frame already queued (never blocks).
@@ -451,54 +371,28 @@ impl Reactor {
 
     /// Handshake, auth, idle-ping and linger deadlines.
     pub(super) fn client_timer(&mut self, key: usize, now: Instant) {
-        let interval = self.config.limits.ping_interval;
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        if let Some(deadline) = c.deadline
-            && now >= deadline
-        {
-            match c.state {
-                ClientState::Open { .. } => {
-                    self.metrics.inc(&self.metrics.auth_failures);
-                    return self.close_client(key, 1008, "authentication required", now);
-                }
-                _ => return self.remove_client(key),
-            }
+        let due = now >= c.next_wake();
+        let actions = match &mut c.state {
+            ClientState::Open { session, .. } => session.on_tick(now),
+            _ if due => return self.remove_client(key),
+            _ => Vec::new(),
+        };
+        let ends = actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { .. } | Action::Drop { .. }));
+        self.apply(key, actions, now);
+        if !ends {
+            self.reschedule(key);
         }
-        if c.is_open() {
-            match c.ping_sent {
-                Some(sent) if now >= sent + interval => {
-                    log::debug!("[WORKER] Client {key} did not answer pings; closing");
-                    return self.remove_client(key);
-                }
-                None if now >= c.last_rx + interval + timers::spread(key, interval) => {
-                    c.send_ping(now);
-                    self.mark_dirty(key);
-                }
-                _ => {}
-            }
-        }
-        self.reschedule(key);
     }
 
     /// Schedules the client's next timer: its deadline or its next idle check.
     pub(super) fn reschedule(&mut self, key: usize) {
-        let interval = self.config.limits.ping_interval;
-        let Some(c) = self.clients.get(key) else {
+        let Some(at) = self.clients.get(key).map(ClientConn::next_wake) else {
             return;
-        };
-        let idle = match (c.is_open(), c.ping_sent) {
-            (true, Some(sent)) => Some(sent + interval),
-            (true, None) => Some(c.last_rx + interval + timers::spread(key, interval)),
-            _ => None,
-        };
-        let at = match (c.deadline, idle) {
-            (Some(d), Some(i)) => d.min(i),
-            (d, i) => match d.or(i) {
-                Some(at) => at,
-                None => return,
-            },
         };
         let id = self.gens.id(key);
         self.timers.schedule(at, TimerOwner::Client(id));

@@ -109,7 +109,7 @@ impl Reactor {
                 let Some(client) = self.clients.get_mut(key) else {
                     continue;
                 };
-                if !client.is_open() || client.replay.is_some() {
+                if !client.takes_live() {
                     continue; // a replaying client takes these events from the ring, in order
                 }
                 delivered += batch.events() as u64;

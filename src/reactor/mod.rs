@@ -49,7 +49,7 @@ use slab::Slab;
 use source::EventSource;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timers::Timers;
@@ -105,8 +105,8 @@ pub struct Reactor {
     clients: Slab<ClientConn>,
     gens: Generations,
     subs: Subscribers,
-    per_ip: HashMap<IpAddr, u32>,
-    open_clients: usize,
+    /// Open sessions, in total and per address.
+    admission: crate::client::admission::Admission,
     /// Every coin's daemon (sockets, timers and the coin's core).
     daemons: Daemons,
     pipeline: Pipeline,
@@ -136,8 +136,8 @@ pub struct Reactor {
     gate: Gate,
     db_rx: Option<Receiver<crate::db::DbMessage>>,
     db_stats: Option<Arc<crate::db::DbStats>>,
-    /// Resumes waiting for the event log, by query id.
-    resumes: HashMap<u64, persist::PendingResume>,
+    /// Event-log reads for sessions (client and session ticket), by query id.
+    resumes: HashMap<u64, persist::PendingRead>,
     next_query: u64,
 }
 
@@ -184,8 +184,7 @@ impl Reactor {
             clients: Slab::new(),
             gens: Generations::default(),
             subs: Subscribers::new(),
-            per_ip: HashMap::new(),
-            open_clients: 0,
+            admission: Default::default(),
             daemons,
             pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size)
                 .remembering(&parts.recent),
@@ -336,7 +335,7 @@ impl Reactor {
         }
         log::info!(
             "[WORKER] Shutting down: closing {} clients with 1001",
-            self.open_clients
+            self.admission.open_clients()
         );
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);

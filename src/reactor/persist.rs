@@ -1,39 +1,27 @@
 //! The reactor's database side: messages from the persistence threads (watched wallets, open
 //! payment requests, event-log answers, link state) and resume from the event log.
 //!
-//! Resume from the database: when a client's `since` is older than the ring holds, its filter is
-//! installed at once but the client is paused in replay mode (the fan-out skips it), and the
-//! event log is asked for `(since, boundary]` where `boundary` precedes the ring. When the answer
-//! arrives the client gets `subscribed` (with `resumed` true only if the log had every seq), then
-//! the log's events, then the ring from `boundary + 1`, then live — in order, without a gap or a
-//! duplicate, paced by the client's reading (see `replay`).
+//! Resume from the database: a client's session decides when the event log must be read (its
+//! `since` is older than the ring holds, or its replay fell behind the ring) and what the answer
+//! means (see `client::session`); here the read is sent to the persistence threads, routed back
+//! to the session by query id (generation-checked), or timed out.
 
 use super::Reactor;
-use crate::client::reply;
-use crate::db::{DbMessage, MAX_QUERY_ROWS, PaymentRequest, WatchedWallet};
+use crate::db::{DbMessage, PaymentRequest, WatchedWallet};
 use crate::event::Published;
-use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
-use crate::server::conn::Replay;
-use serde_json::Value;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// How long a resume waits for the event log before giving up (`resumed: false`).
 const RESUME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A client waiting for the event log to answer its resume.
+/// An event-log read in flight for a session.
 #[derive(Debug)]
-pub(super) struct PendingResume {
+pub(super) struct PendingRead {
+    /// The client (generation-checked: a closed client's answer is dropped).
     pub client: ConnId,
-    pub id: Option<Value>,
-    pub filter: Filter,
-    pub after: u64,
-    pub up_to: u64,
-    /// `last_seq` when the client subscribed (the `seq` of the reply).
-    pub last: u64,
-    /// A follow-up read for a replay that fell behind the ring (the reply was already sent).
-    pub continuation: bool,
+    /// The session's ticket for the read (a newer subscribe makes older ones moot).
+    pub ticket: u32,
 }
 
 impl Reactor {
@@ -76,86 +64,26 @@ impl Reactor {
         }
     }
 
-    /// Whether a resume for `since` should be served from the event log.
-    pub(super) fn can_resume_from_db(&self, since: u64) -> bool {
-        let Some(first) = self.pipeline.ring.first_seq() else {
-            return self.db.is_some()
-                && self.pipeline.last_seq.saturating_sub(since) <= MAX_QUERY_ROWS;
-        };
-        self.db.is_some() && first.saturating_sub(since + 1) <= MAX_QUERY_ROWS
-    }
-
-    /// Starts a resume from the event log for client `key`: the filter is installed, the client
-    /// waits (nothing is sent, live events stay in the ring for it) until the log answers.
-    pub(super) fn start_db_resume(
+    /// Reads `(after, up_to]` from the event log for session `ticket` of client `key`; the
+    /// answer (or a timeout) goes back to the session.
+    pub(super) fn ask_event_log(
         &mut self,
         key: usize,
-        id: Option<Value>,
-        filter: Filter,
-        since: u64,
+        ticket: u32,
+        after: u64,
+        up_to: u64,
+        now: Instant,
     ) {
-        let last = self.pipeline.last_seq;
-        let up_to = self
-            .pipeline
-            .ring
-            .first_seq()
-            .map_or(last, |f| f.saturating_sub(1));
         self.next_query += 1;
         let query_id = self.next_query;
-        let client = self.gens.id(key);
-        let replay = Replay {
-            waiting_query: Some(query_id),
-            next_seq: up_to + 1,
-            ..Replay::default()
-        };
-        if let Some(c) = self.clients.get_mut(key) {
-            c.replay = Some(Box::new(replay));
-        }
-        self.subs.insert(key, filter.clone());
-        let pending = PendingResume {
-            client,
-            id,
-            filter,
-            after: since,
-            up_to,
-            last,
-            continuation: false,
-        };
-        self.ask_event_log(query_id, pending);
-    }
-
-    /// A replaying client needs `(after, up_to]`, which the ring no longer holds: read it from
-    /// the event log, then continue from the ring.
-    pub(super) fn continue_from_db(&mut self, key: usize, filter: Filter, after: u64, up_to: u64) {
-        self.next_query += 1;
-        let query_id = self.next_query;
-        let client = self.gens.id(key);
-        if let Some(r) = self.clients.get_mut(key).and_then(|c| c.replay.as_mut()) {
-            r.waiting_query = Some(query_id);
-            r.next_seq = up_to + 1;
-        }
-        let last = self.pipeline.last_seq;
-        let pending = PendingResume {
-            client,
-            id: None,
-            filter,
-            after,
-            up_to,
-            last,
-            continuation: true,
-        };
-        self.ask_event_log(query_id, pending);
-    }
-
-    fn ask_event_log(&mut self, query_id: u64, pending: PendingResume) {
         if let Some(db) = &self.db {
-            db.query_events(query_id, &self.pipeline.epoch, pending.after, pending.up_to);
+            db.query_events(query_id, &self.pipeline.epoch, after, up_to);
         }
-        self.resumes.insert(query_id, pending);
-        self.timers.schedule(
-            Instant::now() + RESUME_TIMEOUT,
-            super::TimerOwner::Resume(query_id),
-        );
+        let client = self.gens.id(key);
+        self.resumes
+            .insert(query_id, PendingRead { client, ticket });
+        self.timers
+            .schedule(now + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
     }
 
     /// A resume the event log did not answer in time goes ahead with `resumed: false`.
@@ -165,70 +93,20 @@ impl Reactor {
         }
     }
 
-    /// The event log answered a resume: reply, then replay the log's events and the ring's.
+    /// The event log answered: its session decides (reply, replay the rows, or close).
     fn resume_answer(&mut self, query_id: u64, result: Result<Vec<Published>, String>) {
-        let Some(r) = self.resumes.remove(&query_id) else {
+        let Some(read) = self.resumes.remove(&query_id) else {
             return;
         };
-        let key = r.client.key as usize;
-        if !self.gens.is_current(r.client) {
-            return;
-        }
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) => {
-                log::warn!("[WORKER] Resume from the event log failed: {e}");
-                Vec::new()
-            }
-        };
-        let complete = rows.len() as u64 == r.up_to - r.after
-            && rows.iter().zip(r.after + 1..).all(|(p, seq)| p.seq == seq);
-        let epoch = self.pipeline.epoch.clone();
-        let Some(c) = self.clients.get_mut(key) else {
-            return;
-        };
-        let Some(replay) = c
-            .replay
-            .as_mut()
-            .filter(|p| p.waiting_query == Some(query_id))
-        else {
-            return; // the client subscribed again meanwhile
-        };
-        replay.waiting_query = None;
-        if r.continuation {
-            if !complete {
-                self.metrics.inc(&self.metrics.slow_consumer_closes);
-                log::warn!(
-                    "[WORKER] Client {key} fell behind and the event log could not fill the gap; closing with 4008"
-                );
-                self.close_client(key, 4008, "slow consumer", Instant::now());
-                return;
-            }
-            replay.backlog = rows
-                .into_iter()
-                .filter(|p| r.filter.matches(&p.meta))
-                .map(Arc::new)
-                .collect();
-            self.mark_dirty(key);
+        if !self.gens.is_current(read.client) {
             return;
         }
-        if complete {
-            replay.backlog = rows
-                .into_iter()
-                .filter(|p| r.filter.matches(&p.meta))
-                .map(Arc::new)
-                .collect();
-        } else {
-            // Not resumable: live from the moment it subscribed, no replay.
-            replay.next_seq = r.last + 1;
-        }
-        c.send_text(&reply::subscribed(
-            r.id.as_ref(),
-            &r.filter,
-            &epoch,
-            r.last,
-            Some(complete),
-        ));
-        self.mark_dirty(key);
+        let key = read.client.key as usize;
+        let filter = self.subs.get(key);
+        let Some((session, _)) = self.clients.get_mut(key).and_then(|c| c.session_mut()) else {
+            return;
+        };
+        let actions = session.on_event_log(read.ticket, result, &self.pipeline.epoch, filter);
+        self.apply(key, actions, Instant::now());
     }
 }

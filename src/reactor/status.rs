@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 impl Reactor {
-    /// The `status.data` object of SPEC §4.
+    /// The `status.data` object of the client protocol (README).
     pub(super) fn status_json(&self) -> Value {
         let mut daemons = Map::new();
         for s in self.daemons.sources() {
@@ -22,7 +22,7 @@ impl Reactor {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
             "coins": self.known_coins,
-            "clients": self.open_clients,
+            "clients": self.admission.open_clients(),
             "events_processed": self.pipeline.published,
             "epoch": &*self.pipeline.epoch,
             "last_seq": self.pipeline.last_seq,
@@ -40,7 +40,7 @@ impl Reactor {
 
     fn db_gauges(&self) -> Gauges {
         Gauges {
-            clients: self.open_clients,
+            clients: self.admission.open_clients(),
             daemons: self
                 .daemons
                 .sources()

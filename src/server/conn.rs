@@ -1,23 +1,27 @@
 //! One client connection: socket I/O and its life cycle, `Handshake → Open → Closing`.
 //!
-//! The connection reads and writes its own socket and reports what happened; the reactor decides
-//! what it means (routing an HTTP request, answering a message, registering interest, timers).
+//! The connection reads and writes its own socket and reports what happened; the reactor routes
+//! it (an HTTP request, a message for the session, registering interest, timers) and the
+//! [`Session`] inside `Open` decides what a message or a timer means.
 //!
 //! Invariants: every byte written to the socket goes through the [`Outbox`] (one writer, whole
-//! frames); in `Closing` nothing new is queued and the socket is dropped once the outbox is
-//! flushed and the peer has closed, or at the lingering deadline.
+//! frames); session state (authentication, rate limit, replay, pings, auth deadline) exists only
+//! inside `Open`, so a connection is an open session exactly while it is `Open`; in `Closing`
+//! nothing new is queued and the socket is dropped once the outbox is flushed and the peer has
+//! closed, or at the lingering deadline.
+
+#[cfg(test)]
+mod tests;
 
 use super::outbox::{Flush, Outbox};
-use crate::client::ratelimit::RateGuard;
-use crate::event::Published;
+use crate::client::session::Session;
 use crate::fanout::groups::Batch;
 use crate::http::server::{RequestHead, parse_request};
 use crate::ws::frame;
 use crate::ws::server::{Incoming, READ_CHUNK, ReadError, ServerWs};
 use mio::net::TcpStream;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest HTTP request head accepted from a client (slow-loris and header-bomb guard).
@@ -25,13 +29,28 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long a closing connection may linger to flush its close frame.
 const LINGER: Duration = Duration::from_secs(3);
 
+/// What a connection needs of its socket: non-blocking reads and writes, and a half-close.
+pub trait Socket: Read + Write {
+    /// Shuts the write side down (FIN) once everything is written; errors are ignored.
+    fn shutdown_write(&mut self);
+}
+
+impl Socket for TcpStream {
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 /// Life cycle of a client connection.
 #[derive(Debug)]
 pub enum ClientState {
-    /// Reading the HTTP request head.
-    Handshake { buf: Vec<u8> },
+    /// Reading the HTTP request head, which must be complete by `deadline`.
+    Handshake { buf: Vec<u8>, deadline: Instant },
     /// A WebSocket session.
-    Open { ws: Box<ServerWs> },
+    Open {
+        ws: Box<ServerWs>,
+        session: Box<Session>,
+    },
     /// A close frame or HTTP response is queued; waiting for it to flush and the peer to go.
     Closing { until: Instant },
 }
@@ -52,64 +71,32 @@ pub enum ReadResult {
     },
 }
 
-/// A client connection.
+/// A client connection over socket `S` (a TCP stream in the reactor, a fake one in tests).
 #[derive(Debug)]
-pub struct ClientConn {
-    pub stream: TcpStream,
+pub struct ClientConn<S = TcpStream> {
+    pub stream: S,
     pub ip: IpAddr,
     pub state: ClientState,
     pub outbox: Outbox,
-    /// Authenticated (always true when no API keys are configured).
-    pub authed: bool,
-    /// Last time anything arrived (for idle pings).
-    pub last_rx: Instant,
-    /// A server ping is outstanding since this moment.
-    pub ping_sent: Option<Instant>,
-    /// When the connection must have finished its handshake / authenticated.
-    pub deadline: Option<Instant>,
     /// Writable interest is currently registered.
     pub writable_armed: bool,
     /// Already on the reactor's list of connections to flush this turn.
     pub dirty: bool,
-    /// Rate limiter of an open session; `Some` exactly while the connection is counted as an
-    /// open client (so counts are released once).
-    pub session: Option<RateGuard>,
-    /// Set while the client is replaying missed events (resume): it is then fed from the
-    /// ring (and the event log) at the pace it reads, not by the live fan-out.
-    pub replay: Option<Box<Replay>>,
 }
 
-/// A client catching up after `subscribe` with `since`.
-///
-/// Invariant: while a client has a `Replay`, the fan-out skips it; every event it should get
-/// is either in `backlog` or in the ring at `next_seq` or later, so switching back to live
-/// delivery (when the ring is exhausted) has no gap and no duplicate.
-#[derive(Debug, Default)]
-pub struct Replay {
-    /// The event-log query this replay still waits for, if any (nothing is sent meanwhile).
-    pub waiting_query: Option<u64>,
-    /// Events read from the event log, not yet queued.
-    pub backlog: std::collections::VecDeque<Arc<Published>>,
-    /// The next sequence number to take from the ring once `backlog` is empty.
-    pub next_seq: u64,
-}
-
-impl ClientConn {
+impl<S: Socket> ClientConn<S> {
     /// A freshly accepted connection in `Handshake`.
-    pub fn new(stream: TcpStream, ip: IpAddr, now: Instant, handshake_timeout: Duration) -> Self {
+    pub fn new(stream: S, ip: IpAddr, now: Instant, handshake_timeout: Duration) -> Self {
         ClientConn {
             stream,
             ip,
-            state: ClientState::Handshake { buf: Vec::new() },
+            state: ClientState::Handshake {
+                buf: Vec::new(),
+                deadline: now + handshake_timeout,
+            },
             outbox: Outbox::default(),
-            authed: false,
-            last_rx: now,
-            ping_sent: None,
-            deadline: Some(now + handshake_timeout),
             writable_armed: false,
             dirty: false,
-            session: None,
-            replay: None,
         }
     }
 
@@ -118,9 +105,40 @@ impl ClientConn {
         matches!(self.state, ClientState::Open { .. })
     }
 
+    /// The open session, if any.
+    pub fn session(&self) -> Option<&Session> {
+        match &self.state {
+            ClientState::Open { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// The open session, if any, and the outbox (for replay refills).
+    pub fn session_mut(&mut self) -> Option<(&mut Session, &mut Outbox)> {
+        match &mut self.state {
+            ClientState::Open { session, .. } => Some((session, &mut self.outbox)),
+            _ => None,
+        }
+    }
+
+    /// Whether live events go to this connection now (open and not replaying).
+    pub fn takes_live(&self) -> bool {
+        self.session().is_some_and(Session::takes_live)
+    }
+
+    /// When the connection's timer must fire next: the handshake deadline, the session's next
+    /// check, or the end of lingering.
+    pub fn next_wake(&self) -> Instant {
+        match &self.state {
+            ClientState::Handshake { deadline, .. } => *deadline,
+            ClientState::Open { session, .. } => session.next_wake(),
+            ClientState::Closing { until } => *until,
+        }
+    }
+
     /// Reads the request head. Call while in `Handshake`.
     pub fn read_head(&mut self, now: Instant) -> ReadResult {
-        let ClientState::Handshake { buf } = &mut self.state else {
+        let ClientState::Handshake { buf, .. } = &mut self.state else {
             return ReadResult::Nothing;
         };
         let mut chunk = [0u8; 2048];
@@ -128,23 +146,19 @@ impl ClientConn {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return done(None, "peer closed during handshake"),
                 Ok(n) => {
-                    self.last_rx = now;
                     buf.extend_from_slice(&chunk[..n]);
                     match parse_request(buf, MAX_HEAD_BYTES) {
                         Ok(Some(head)) => return ReadResult::Request(head),
                         Ok(None) => {}
                         Err(e) => {
-                            let status = e.status();
                             let body = format!("{e:?}\n");
-                            self.finish_http(
-                                crate::http::server::response(
-                                    status,
-                                    "text/plain",
-                                    body.as_bytes(),
-                                    &[],
-                                ),
-                                now,
+                            let resp = crate::http::server::response(
+                                e.status(),
+                                "text/plain",
+                                body.as_bytes(),
+                                &[],
                             );
+                            self.finish_http(resp, now);
                             return ReadResult::Nothing;
                         }
                     }
@@ -156,18 +170,24 @@ impl ClientConn {
         }
     }
 
-    /// Completes the upgrade: queues the 101 response and starts the WebSocket session with any
-    /// bytes that followed the head.
-    pub fn upgrade(&mut self, head: &RequestHead, response: Vec<u8>, max_message: usize) {
+    /// Completes the upgrade: queues the 101 response and opens `session` with any bytes that
+    /// followed the head.
+    pub fn upgrade(
+        &mut self,
+        head: &RequestHead,
+        response: Vec<u8>,
+        max_message: usize,
+        session: Session,
+    ) {
         let leftover = match &mut self.state {
-            ClientState::Handshake { buf } => buf.split_off(head.head_len.min(buf.len())),
+            ClientState::Handshake { buf, .. } => buf.split_off(head.head_len.min(buf.len())),
             _ => Vec::new(),
         };
         self.outbox.push_bytes(response);
         self.state = ClientState::Open {
             ws: Box::new(ServerWs::new(leftover, max_message)),
+            session: Box::new(session),
         };
-        self.deadline = None;
     }
 
     /// Queues a plain HTTP response and closes after it is flushed.
@@ -186,7 +206,7 @@ impl ClientConn {
         out: &mut Vec<Incoming>,
         more: &mut bool,
     ) -> ReadResult {
-        let ClientState::Open { ws } = &mut self.state else {
+        let ClientState::Open { ws, session } = &mut self.state else {
             return self.drain_closing();
         };
         *more = false;
@@ -195,8 +215,7 @@ impl ClientConn {
                 Ok(None) => return ReadResult::Nothing,
                 Ok(Some(Incoming::Closed)) => return done(None, "client closed"),
                 Ok(Some(m)) => {
-                    self.last_rx = now;
-                    self.ping_sent = None;
+                    session.heard(now);
                     out.push(m);
                 }
                 Err(ReadError::TooBig) => {
@@ -241,30 +260,32 @@ impl ClientConn {
         }
     }
 
-    /// Queues a ping.
-    pub fn send_ping(&mut self, now: Instant) {
+    /// Queues a ping (the session has noted it as outstanding).
+    pub fn send_ping(&mut self) {
         if self.is_open() {
             self.outbox.push_bytes(frame::encode(0x9, b""));
-            self.ping_sent = Some(now);
         }
     }
 
     /// Starts the close handshake with `code`. A slow consumer's unsent events are dropped first
-    /// so the close frame is not stuck behind them.
-    pub fn close(&mut self, code: u16, reason: &str, now: Instant) {
-        if let ClientState::Open { .. } = self.state {
+    /// so the close frame is not stuck behind them. Returns whether a session was open (it ends
+    /// here: the caller releases what it counted for it).
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> bool {
+        let was_open = self.is_open();
+        if was_open {
             if code == 4008 {
                 self.outbox.discard_unsent();
             }
             self.outbox.push_bytes(frame::close_frame(code, reason));
         }
         self.linger(now);
+        was_open
     }
 
     fn linger(&mut self, now: Instant) {
-        let until = now + LINGER;
-        self.state = ClientState::Closing { until };
-        self.deadline = Some(until);
+        self.state = ClientState::Closing {
+            until: now + LINGER,
+        };
     }
 
     /// Writes what is queued. After a close frame or HTTP response is fully written, the write
@@ -272,7 +293,7 @@ impl ClientConn {
     pub fn flush(&mut self) -> io::Result<Flush> {
         let result = self.outbox.write_to(&mut self.stream)?;
         if result == Flush::Drained && matches!(self.state, ClientState::Closing { .. }) {
-            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            self.stream.shutdown_write();
         }
         Ok(result)
     }
