@@ -296,7 +296,7 @@ pub fn options_help(specs: &[OptSpec]) -> String {
         }
         let mut help = spec.help.to_string();
         if let Some(default) = spec.default {
-            help = format!("{help} (default {default})");
+            help = format!("{help} (default: {default})");
         }
         let indent = " ".repeat(WIDTH + 1);
         let help = help.replace('\n', &format!("\n{indent}"));

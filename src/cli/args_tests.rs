@@ -164,7 +164,7 @@ fn lookup_options_answer_for_families_of_names() {
 fn help_lists_every_option_with_its_default() {
     let text = options_help(SPECS);
     assert!(text.contains("--port N"), "{text}");
-    assert!(text.contains("the port (default 8082)"), "{text}");
+    assert!(text.contains("the port (default: 8082)"), "{text}");
     assert!(text.contains("--fault NAME"), "{text}");
     assert!(
         text.contains("\n                           (repeatable)"),

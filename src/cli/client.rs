@@ -12,7 +12,7 @@ Without options it subscribes to every event of ws://$WORKER_HOST:$WORKER_PORT/.
 
 ";
 
-const OPTIONS: &[OptSpec] = &[
+pub(super) const OPTIONS: &[OptSpec] = &[
     args::value(
         "url",
         "URL",
@@ -49,6 +49,11 @@ const OPTIONS: &[OptSpec] = &[
     ),
 ];
 
+/// The text of `cryptoworker client --help`.
+pub(super) fn help() -> String {
+    format!("{ABOUT}{}", args::options_help(OPTIONS))
+}
+
 /// Runs the client command until the worker closes, the connection is lost or `--count` events
 /// arrived.
 pub fn run(argv: &[String]) -> Result<(), CommandError> {
@@ -59,7 +64,7 @@ pub fn run(argv: &[String]) -> Result<(), CommandError> {
     };
     let parsed = args::parse(&grammar, argv)?;
     if parsed.help {
-        print!("{ABOUT}{}", args::options_help(OPTIONS));
+        print!("{}", help());
         return Ok(());
     }
     let options = options(&parsed)?;

@@ -17,7 +17,7 @@ LOG_LEVEL sets the log level.
 
 ";
 
-const OPTIONS: &[OptSpec] = &[
+pub(super) const OPTIONS: &[OptSpec] = &[
     args::value(
         "port",
         "N",
@@ -32,6 +32,11 @@ const OPTIONS: &[OptSpec] = &[
     ),
 ];
 
+/// The text of `cryptoworker demo --help`.
+pub(super) fn help() -> String {
+    format!("{ABOUT}{}", args::options_help(OPTIONS))
+}
+
 /// Runs the demo until SIGINT or SIGTERM.
 pub fn run(argv: &[String]) -> Result<(), CommandError> {
     let grammar = args::Grammar {
@@ -41,7 +46,7 @@ pub fn run(argv: &[String]) -> Result<(), CommandError> {
     };
     let parsed = args::parse(&grammar, argv)?;
     if parsed.help {
-        print!("{ABOUT}{}", args::options_help(OPTIONS));
+        print!("{}", help());
         return Ok(());
     }
     let (port, rate) = options(&parsed)?;

@@ -88,10 +88,10 @@ impl Command {
 /// and succeed; every other outcome is the command's.
 pub fn run(command: Command, args: &[String]) -> Result<(), CommandError> {
     match command {
-        Command::Help => print_top_level(args, usage()),
+        Command::Help => print_top_level(command, args, usage()),
         Command::Version => {
             let version = format!("cryptoworker {}\n", env!("CARGO_PKG_VERSION"));
-            print_top_level(args, version)
+            print_top_level(command, args, version)
         }
         Command::Run => worker::run(args),
         Command::Demo => demo::run(args),
@@ -102,10 +102,21 @@ pub fn run(command: Command, args: &[String]) -> Result<(), CommandError> {
     }
 }
 
+/// The text of `cryptoworker COMMAND --help`.
+pub fn help(command: Command) -> String {
+    match command {
+        Command::Help | Command::Version => usage(),
+        Command::Run | Command::Check | Command::Migrate => worker::help(command.name()),
+        Command::Demo => demo::help(),
+        Command::Simulate => simulate::help(),
+        Command::Client => client::help(),
+    }
+}
+
 /// `help` and `version`: no options besides `--help` (which prints the top-level usage).
-fn print_top_level(args: &[String], text: String) -> Result<(), CommandError> {
+fn print_top_level(command: Command, args: &[String], text: String) -> Result<(), CommandError> {
     let grammar = args::Grammar {
-        command: "help",
+        command: command.name(),
         options: args::Options::Table(&[]),
         positionals: false,
     };
@@ -199,6 +210,52 @@ mod tests {
         }
         let e = split(&args(&[&"x".repeat(10_000)])).unwrap_err();
         assert!(e.len() < 300);
+    }
+
+    #[test]
+    fn every_command_help_lists_its_options() {
+        let tables = [
+            (Command::Demo, demo::OPTIONS),
+            (Command::Simulate, simulate::OPTIONS),
+            (Command::Client, client::OPTIONS),
+        ];
+        for (command, options) in tables {
+            let text = help(command);
+            assert!(text.contains(&format!("Usage: cryptoworker {}", command.name())));
+            for spec in options {
+                let flag = format!("  --{} ", spec.name);
+                assert!(text.contains(&flag), "{flag} missing from {text}");
+            }
+            assert!(text.contains("-h, --help"), "{text}");
+        }
+        for command in [Command::Run, Command::Check, Command::Migrate] {
+            let text = help(command);
+            assert!(text.contains("Usage: cryptoworker"), "{text}");
+            assert!(text.contains(&crate::config::help_text()), "{text}");
+            assert!(text.contains("-h, --help"), "{text}");
+            for flag in ["--worker-port, --port", "--db-pool-size", "--{coin}-port"] {
+                assert!(text.contains(flag), "{flag} missing from {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_answers_help_and_refuses_unknown_options_by_name() {
+        for (command, name, _) in COMMANDS {
+            for flag in ["--help", "-h"] {
+                let outcome = run(*command, &args(&["--port", flag]));
+                assert!(outcome.is_ok(), "{name} {flag}: {outcome:?}");
+            }
+            let e = run(*command, &args(&["--nope=1"])).unwrap_err();
+            let CommandError::Usage(e) = e else {
+                panic!("{name}: {e:?}");
+            };
+            assert_eq!(
+                (e.flag.as_str(), e.problem.clone()),
+                ("--nope", args::Problem::Unknown)
+            );
+            assert_eq!(e.command, *name);
+        }
     }
 
     #[test]

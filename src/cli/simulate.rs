@@ -27,7 +27,7 @@ sent_amount, tx_hashes}|null), sim_state(), sim_mine(), sim_pay().
 Runs until SIGINT or SIGTERM, then closes WebSockets with 1001 and exits 0.
 ";
 
-const OPTIONS: &[OptSpec] = &[
+pub(super) const OPTIONS: &[OptSpec] = &[
     args::value(
         "coin",
         "SYMBOL",
@@ -225,11 +225,16 @@ fn apply_numbers(cfg: &mut SimConfig, parsed: &Parsed) -> Result<(), ArgError> {
     Ok(())
 }
 
+/// The text of `cryptoworker simulate --help`.
+pub(super) fn help() -> String {
+    format!("{ABOUT}{}{AFTER}", args::options_help(OPTIONS))
+}
+
 /// Runs `cryptoworker simulate` with the arguments after `simulate`, until SIGINT or SIGTERM.
 pub fn run(argv: &[String]) -> Result<(), CommandError> {
     let cfg = match parse_args(argv)? {
         Request::Help => {
-            print!("{ABOUT}{}{AFTER}", args::options_help(OPTIONS));
+            print!("{}", help());
             return Ok(());
         }
         Request::Run(cfg) => *cfg,

@@ -21,12 +21,27 @@ exits.
 
 ";
 
+/// The text of `cryptoworker run|check|migrate --help`: what the command does, then every
+/// setting.
+pub(super) fn help(command: &str) -> String {
+    let about = match command {
+        "check" => check::HELP,
+        "migrate" => MIGRATE_HELP,
+        _ => RUN_HELP,
+    };
+    format!(
+        "{about}{}\n{:<26} print this help\n",
+        config::help_text(),
+        "  -h, --help"
+    )
+}
+
 /// The configuration from the environment and `args` of `command`; `None` when `--help` was
-/// asked for (and `help` then the configuration table were printed).
-fn settings(command: &str, help: &str, args: &[String]) -> Result<Option<Config>, CommandError> {
+/// asked for (and the help was printed).
+fn settings(command: &str, args: &[String]) -> Result<Option<Config>, CommandError> {
     let parsed = args::parse(&config::settings_grammar(command), args)?;
     if parsed.help {
-        print!("{help}{}", config::help_text());
+        print!("{}", help(command));
         return Ok(None);
     }
     Ok(Some(Config::from_process_flags(&parsed)?))
@@ -34,7 +49,7 @@ fn settings(command: &str, help: &str, args: &[String]) -> Result<Option<Config>
 
 /// `cryptoworker run`: runs the worker until SIGINT or SIGTERM, then stops it gracefully.
 pub fn run(args: &[String]) -> Result<(), CommandError> {
-    let Some(config) = settings("run", RUN_HELP, args)? else {
+    let Some(config) = settings("run", args)? else {
         return Ok(());
     };
     crate::logging::init(config.log_level);
@@ -47,7 +62,7 @@ pub fn run(args: &[String]) -> Result<(), CommandError> {
 /// `cryptoworker check`: checks every configured daemon and the database, prints the report;
 /// [`CommandError::CheckFailed`] when a check failed.
 pub fn check(args: &[String]) -> Result<(), CommandError> {
-    let Some(config) = settings("check", check::HELP, args)? else {
+    let Some(config) = settings("check", args)? else {
         return Ok(());
     };
     let reports = check::check_all(&config);
@@ -60,7 +75,7 @@ pub fn check(args: &[String]) -> Result<(), CommandError> {
 
 /// `cryptoworker migrate`: applies the migrations to the configured database and exits.
 pub fn migrate(args: &[String]) -> Result<(), CommandError> {
-    let Some(config) = settings("migrate", MIGRATE_HELP, args)? else {
+    let Some(config) = settings("migrate", args)? else {
         return Ok(());
     };
     crate::logging::init(config.log_level);
