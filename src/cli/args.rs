@@ -201,46 +201,62 @@ pub fn parse(grammar: &Grammar, args: &[String]) -> Result<Parsed, ArgError> {
         command: grammar.command.to_string(),
         ..Parsed::default()
     };
-    let before_end = args.iter().take_while(|a| *a != "--");
-    if before_end.into_iter().any(|a| a == "--help" || a == "-h") {
+    let mut before_end = args.iter().take_while(|a| *a != "--");
+    if before_end.any(|a| a == "--help" || a == "-h") {
         parsed.help = true;
         return Ok(parsed);
     }
-    let error = |flag: &str, problem| Err(ArgError::new(grammar.command, flag, problem));
     let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
         if arg == "--" {
             parsed.positionals.extend(it.by_ref().cloned());
             break;
         }
-        let Some(body) = arg.strip_prefix("--") else {
-            if arg.starts_with('-') && arg.len() > 1 {
-                return error(arg, Problem::Unknown);
+        match arg.strip_prefix("--") {
+            Some(body) => parsed.options.push(option(grammar, body, &mut it)?),
+            None if arg.starts_with('-') && arg.len() > 1 => {
+                return Err(ArgError::new(grammar.command, arg, Problem::Unknown));
             }
-            parsed.positionals.push(arg.clone());
-            continue;
-        };
-        let (name, inline) = match body.split_once('=') {
-            Some((name, value)) => (name.to_ascii_lowercase(), Some(value.to_string())),
-            None => (body.to_ascii_lowercase(), None),
-        };
-        let typed = format!("--{name}");
-        let value = match (grammar.options.arity(&name), inline) {
-            (None, _) => return error(&typed, Problem::Unknown),
-            (Some(Arity::Switch), Some(_)) => return error(&typed, Problem::UnexpectedValue),
-            (Some(Arity::Switch), None) => None,
-            (Some(Arity::Value), Some(v)) => Some(v),
-            (Some(Arity::Value), None) => match it.next_if(|next| !next.starts_with("--")) {
-                Some(v) => Some(v.clone()),
-                None => return error(&typed, Problem::MissingValue),
-            },
-        };
-        parsed.options.push((name, value));
+            None => parsed.positionals.push(arg.clone()),
+        }
     }
-    if let Some(first) = parsed.positionals.first().filter(|_| !grammar.positionals) {
-        return error(first, Problem::Positional);
+    match parsed.positionals.first() {
+        Some(first) if !grammar.positionals => {
+            Err(ArgError::new(grammar.command, first, Problem::Positional))
+        }
+        _ => Ok(parsed),
     }
-    Ok(parsed)
+}
+
+/// One option from `body` (an argument without its `--`), taking its value from `rest` when it
+/// needs one and has no `=VALUE`.
+fn option<'a>(
+    grammar: &Grammar,
+    body: &str,
+    rest: &mut std::iter::Peekable<impl Iterator<Item = &'a String>>,
+) -> Result<(String, Option<String>), ArgError> {
+    let (name, inline) = match body.split_once('=') {
+        Some((name, value)) => (name.to_ascii_lowercase(), Some(value.to_string())),
+        None => (body.to_ascii_lowercase(), None),
+    };
+    let error = |problem| {
+        Err(ArgError::new(
+            grammar.command,
+            &format!("--{name}"),
+            problem,
+        ))
+    };
+    let value = match (grammar.options.arity(&name), inline) {
+        (None, _) => return error(Problem::Unknown),
+        (Some(Arity::Switch), Some(_)) => return error(Problem::UnexpectedValue),
+        (Some(Arity::Switch), None) => None,
+        (Some(Arity::Value), Some(v)) => Some(v),
+        (Some(Arity::Value), None) => match rest.next_if(|next| !next.starts_with("--")) {
+            Some(v) => Some(v.clone()),
+            None => return error(Problem::MissingValue),
+        },
+    };
+    Ok((name, value))
 }
 
 impl Parsed {
