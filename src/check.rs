@@ -31,8 +31,7 @@ mod tests;
 pub use daemon::check_daemon;
 pub use database::check_database;
 
-use crate::config::{Config, ConfigError};
-use std::process::ExitCode;
+use crate::config::Config;
 use std::time::Duration;
 
 /// Which part of a target a [`CheckLine`] is about.
@@ -202,8 +201,8 @@ fn render_target(report: &TargetReport, out: &mut String) {
     }
 }
 
-/// The `--help` line about this command, printed after the configuration help.
-const HELP: &str = "Usage: cryptoworker check [FLAGS]
+/// The `--help` text about this command, printed before the configuration help.
+pub(crate) const HELP: &str = "Usage: cryptoworker check [FLAGS]
 
 Checks the database and every configured daemon (TCP, GET /spec, credentials, WebSocket upgrade
 to /ws, getinfo height and sync), prints a report with a hint per failure, and exits 0 when all
@@ -241,31 +240,6 @@ pub fn check_all(config: &Config) -> Vec<TargetReport> {
         reports.push(db);
         reports
     })
-}
-
-/// The `check` command: parses the configuration from the environment and `args`, runs every
-/// check and prints the report. Exit codes: 0 all good, 1 a check failed, 2 bad configuration.
-pub fn run(args: &[String]) -> ExitCode {
-    if crate::cli::wants_help(args) {
-        print!("{HELP}{}", crate::config::help_text());
-        return ExitCode::SUCCESS;
-    }
-    let config = match Config::from_process(args) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
-    let reports = check_all(&config);
-    print!("{}", render(&reports));
-    match reports.iter().any(TargetReport::failed) {
-        true => ExitCode::from(1),
-        false => ExitCode::SUCCESS,
-    }
-}
-
-/// Prints a configuration error; exit code 2.
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("cryptoworker check: {e}");
-    ExitCode::from(2)
 }
 
 /// `n` seconds (or milliseconds below one second) for messages.

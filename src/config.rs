@@ -17,8 +17,37 @@ mod tests;
 mod values;
 mod vars;
 
+use crate::cli::args::{self, ArgError, Grammar, Parsed};
 use source::Sources;
 pub use vars::help_text;
+
+/// The grammar of the worker's settings as the options of `command` (`run`, `check`,
+/// `migrate`): one flag per variable of the table in `vars`, see [`Config::from_env_and_args`].
+pub fn settings_grammar(command: &str) -> Grammar<'_> {
+    Grammar {
+        command,
+        options: args::Options::Lookup(vars::flag_arity),
+        positionals: false,
+    }
+}
+
+/// Parses `args` as settings flags; a refused command line names the flag at fault.
+fn parse_settings(args: &[String]) -> Result<Parsed, ConfigError> {
+    let parsed = args::parse(&settings_grammar("run"), args).map_err(ConfigError::from)?;
+    match parsed.help {
+        true => Err(ConfigError::new(
+            "--help",
+            "is a command's flag, not a setting",
+        )),
+        false => Ok(parsed),
+    }
+}
+
+impl From<ArgError> for ConfigError {
+    fn from(e: ArgError) -> ConfigError {
+        ConfigError::new(&e.flag, e.reason())
+    }
+}
 
 /// The protocol family of a coin daemon (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +262,16 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         args: &[String],
     ) -> Result<Config, ConfigError> {
-        let s = Sources::new(env, args)?;
+        Config::from_env_and_flags(env, &parse_settings(args)?)
+    }
+
+    /// Like [`Config::from_env_and_args`], with the flags already parsed by
+    /// [`settings_grammar`].
+    pub fn from_env_and_flags(
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Parsed,
+    ) -> Result<Config, ConfigError> {
+        let s = Sources::new(env, flags);
         let names = coin_names(&s)?;
         s.check_flags(&names)?;
         let coins = names
@@ -266,6 +304,11 @@ impl Config {
     /// [`Config::from_env_and_args`] over the process environment. A variable the worker reads
     /// whose value is not UTF-8 is refused by name.
     pub fn from_process(args: &[String]) -> Result<Config, ConfigError> {
+        Config::from_process_flags(&parse_settings(args)?)
+    }
+
+    /// [`Config::from_env_and_flags`] over the process environment.
+    pub fn from_process_flags(flags: &Parsed) -> Result<Config, ConfigError> {
         let not_utf8 = std::cell::RefCell::new(None::<String>);
         let env = |name: &str| match std::env::var(name) {
             Ok(value) => Some(value),
@@ -277,7 +320,7 @@ impl Config {
                 None
             }
         };
-        let result = Config::from_env_and_args(&env, args);
+        let result = Config::from_env_and_flags(&env, flags);
         match not_utf8.into_inner() {
             Some(name) => Err(ConfigError::new(name, "is not valid UTF-8")),
             None => result,

@@ -1,9 +1,15 @@
-//! The `cryptoworker` binary: command dispatch, logging, signals and exit codes. Everything
-//! else lives in the library.
+//! The `cryptoworker` binary: splits off the command, runs it, and decides the exit status.
+//! Everything else lives in the library.
+//!
+//! Exit status, for every command:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success, `--help`, `--version`; a worker stopped by SIGINT/SIGTERM |
+//! | 1 | the command could not do its work (port in use, reactor failed, migration failed, connection lost), or `check` found a failure |
+//! | 2 | usage error (unknown command or option, missing or bad value), invalid configuration, or `migrate` without a database |
 
-use cryptoworker::cli::{self, Command};
-use cryptoworker::config::{self, Config};
-use cryptoworker::worker::WorkerHandle;
+use cryptoworker::cli::{self, CommandError};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -15,77 +21,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match command {
-        Command::Help => {
-            print!("{}", cli::usage());
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("cryptoworker {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Run => run(&rest),
-        Command::Client => cryptoworker::client_cli::run(&rest),
-        Command::Demo => cryptoworker::demo::run(&rest),
-        Command::Simulate => {
-            cryptoworker::logging::init(cryptoworker::logging::level_from_env());
-            cryptoworker::simulate::run_cli(&rest)
-        }
-        Command::Check => cryptoworker::check::run(&rest),
-        Command::Migrate => migrate(&rest),
-    }
-}
-
-/// Loads the configuration or explains what is wrong with it (exit 2).
-pub fn load_config(args: &[String]) -> Result<Config, ExitCode> {
-    if cli::wants_help(args) {
-        print!("{}", config::help_text());
-        return Err(ExitCode::SUCCESS);
-    }
-    Config::from_process(args).map_err(|e| {
-        eprintln!("cryptoworker: {e}");
-        ExitCode::from(2)
-    })
-}
-
-fn run(args: &[String]) -> ExitCode {
-    let config = match load_config(args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    cryptoworker::logging::init(config.log_level);
-    match WorkerHandle::start(config) {
-        Ok(handle) => cryptoworker::worker::run_until_signalled(&handle),
+    match cli::run(command, &rest) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("[WORKER] Cannot start: {e}");
-            ExitCode::from(1)
+            report(command.name(), &e);
+            ExitCode::from(exit_status(&e))
         }
     }
 }
 
-/// `cryptoworker migrate`: applies the migrations to the configured database and exits.
-fn migrate(args: &[String]) -> ExitCode {
-    let config = match load_config(args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    cryptoworker::logging::init(config.log_level);
-    let Some(db) = &config.db else {
-        eprintln!("cryptoworker migrate: no database configured (set DATABASE_URL or POSTGRES_DB)");
-        return ExitCode::from(2);
-    };
-    match cryptoworker::db::Db::migrate(&db.url) {
-        Ok(applied) if applied.is_empty() => {
-            println!("{}: schema is up to date", db.describe());
-            ExitCode::SUCCESS
-        }
-        Ok(applied) => {
-            println!("{}: applied {}", db.describe(), applied.join(", "));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("cryptoworker migrate: {e}");
-            ExitCode::from(1)
-        }
+/// The exit status of a failed command (see the table above).
+fn exit_status(e: &CommandError) -> u8 {
+    match e {
+        CommandError::CheckFailed | CommandError::Failed(_) => 1,
+        CommandError::Usage(_) | CommandError::Config(_) | CommandError::NotConfigured(_) => 2,
+    }
+}
+
+/// Prints why the command failed, unless its own output already said it (`check`'s report).
+fn report(command: &str, e: &CommandError) {
+    match e {
+        CommandError::CheckFailed => {}
+        CommandError::Usage(_) => eprintln!("cryptoworker: {e}"),
+        _ => eprintln!("cryptoworker {command}: {e}"),
     }
 }

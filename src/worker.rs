@@ -244,9 +244,9 @@ pub fn get_worker() -> Option<Arc<WorkerHandle>> {
     GLOBAL.lock().ok().and_then(|g| g.clone())
 }
 
-/// Blocks until SIGINT or SIGTERM, then stops the worker gracefully. Exit code 0 on a clean
-/// stop, 1 if the reactor failed.
-pub fn run_until_signalled(handle: &WorkerHandle) -> std::process::ExitCode {
+/// Blocks until SIGINT or SIGTERM, then stops the worker gracefully. `Err` if the reactor
+/// failed.
+pub fn run_until_signalled(handle: &WorkerHandle) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let trigger = handle.shutdown_trigger();
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -265,11 +265,5 @@ pub fn run_until_signalled(handle: &WorkerHandle) -> std::process::ExitCode {
         }
         Err(e) => log::error!("[WORKER] cannot install signal handlers: {e}"),
     }
-    match handle.wait() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("[WORKER] Reactor failed: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    handle.wait()
 }

@@ -7,6 +7,7 @@
 
 use super::ConfigError;
 use super::vars;
+use crate::cli::args::Parsed;
 
 /// One `--flag value` or `--flag=value` from the command line.
 #[derive(Debug, Clone)]
@@ -34,45 +35,22 @@ pub(crate) struct Sources<'a> {
 }
 
 impl<'a> Sources<'a> {
-    /// Parses `args` into flags. Refuses positional arguments and flags without a value; flag
+    /// The options of a parsed command line (see [`super::settings_grammar`]) over `env`. Flag
     /// names are checked later by [`Sources::check_flags`], once the coin list is known.
-    pub fn new(
-        env: &'a dyn Fn(&str) -> Option<String>,
-        args: &[String],
-    ) -> Result<Sources<'a>, ConfigError> {
-        let mut flags = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let Some(body) = arg.strip_prefix("--").filter(|b| !b.is_empty()) else {
-                return Err(ConfigError::new(
-                    short(arg),
-                    "unexpected argument; settings are given as --flag VALUE (see --help)",
-                ));
-            };
-            let (name, value) = match body.split_once('=') {
-                Some((name, value)) => (name, value.to_string()),
-                None => match it.next() {
-                    Some(v) if !v.starts_with("--") => (body, v.clone()),
-                    _ => {
-                        return Err(ConfigError::new(
-                            short(arg),
-                            "needs a value (write --flag=VALUE for a value starting with --)",
-                        ));
-                    }
-                },
-            };
-            let name = name.to_ascii_lowercase();
-            let var = match vars::global_for_flag(&name) {
-                Some(spec) => spec.name.to_string(),
-                None => name.to_ascii_uppercase().replace('-', "_"),
-            };
-            flags.push(Flag {
+    pub fn new(env: &'a dyn Fn(&str) -> Option<String>, parsed: &Parsed) -> Sources<'a> {
+        let flags = parsed
+            .options
+            .iter()
+            .map(|(name, value)| Flag {
                 typed: format!("--{name}"),
-                var,
-                value,
-            });
-        }
-        Ok(Sources { env, flags })
+                var: match vars::global_for_flag(name) {
+                    Some(spec) => spec.name.to_string(),
+                    None => name.to_ascii_uppercase().replace('-', "_"),
+                },
+                value: value.clone().unwrap_or_default(),
+            })
+            .collect();
+        Sources { env, flags }
     }
 
     /// The value of variable `var`: the last flag naming it, else the environment.
@@ -163,10 +141,15 @@ mod tests {
         }
     }
 
+    /// The sources of a command line, or the error naming the flag at fault.
+    fn sources(list: &[&str]) -> Result<Sources<'static>, ConfigError> {
+        let parsed = super::super::parse_settings(&args(list))?;
+        Ok(Sources::new(&env, &parsed))
+    }
+
     #[test]
     fn flag_forms_and_aliases_map_to_variables() {
-        let a = args(&["--port", "1", "--worker-max-clients=5", "--BTC-HOST", "h"]);
-        let s = Sources::new(&env, &a).unwrap();
+        let s = sources(&["--port", "1", "--worker-max-clients=5", "--BTC-HOST", "h"]).unwrap();
         let port = s.get("WORKER_PORT").unwrap();
         assert_eq!((port.text.as_str(), port.source.as_str()), ("1", "--port"));
         assert_eq!(s.get("WORKER_MAX_CLIENTS").unwrap().text, "5");
@@ -175,11 +158,10 @@ mod tests {
 
     #[test]
     fn env_is_used_without_flag_and_empty_counts_as_unset() {
-        let s = Sources::new(&env, &[]).unwrap();
+        let s = sources(&[]).unwrap();
         assert_eq!(s.get("WORKER_PORT").unwrap().source, "WORKER_PORT");
         assert_eq!(s.get("LOG_LEVEL"), None);
-        let a = args(&["--port="]);
-        let s = Sources::new(&env, &a).unwrap();
+        let s = sources(&["--port="]).unwrap();
         assert_eq!(
             s.get("WORKER_PORT"),
             None,
@@ -189,45 +171,45 @@ mod tests {
 
     #[test]
     fn last_repeated_flag_wins() {
-        let a = args(&["--port=1", "--worker-port", "2"]);
-        let s = Sources::new(&env, &a).unwrap();
+        let s = sources(&["--port=1", "--worker-port", "2"]).unwrap();
         assert_eq!(s.get("WORKER_PORT").unwrap().text, "2");
     }
 
     #[test]
     fn value_with_equals_sign_is_kept_whole() {
-        let a = args(&["--database-url=postgres://u:p=q@h/db"]);
-        let s = Sources::new(&env, &a).unwrap();
+        let s = sources(&["--database-url=postgres://u:p=q@h/db"]).unwrap();
         assert_eq!(s.get("DATABASE_URL").unwrap().text, "postgres://u:p=q@h/db");
     }
 
     #[test]
     fn missing_value_and_positional_are_refused() {
-        let e = Sources::new(&env, &args(&["--port"])).err().unwrap();
-        assert_eq!(e.variable, "--port");
-        let e = Sources::new(&env, &args(&["--port", "--host", "x"]))
-            .err()
-            .unwrap();
-        assert_eq!(e.variable, "--port");
-        let e = Sources::new(&env, &args(&["stray"])).err().unwrap();
-        assert_eq!(e.variable, "stray");
-        assert!(Sources::new(&env, &args(&["--"])).is_err());
-        assert!(Sources::new(&env, &args(&["-p", "1"])).is_err());
+        let refused = |list: &[&str]| sources(list).err().map(|e| e.variable);
+        assert_eq!(refused(&["--port"]), Some("--port".into()));
+        assert_eq!(refused(&["--port", "--host", "x"]), Some("--port".into()));
+        assert_eq!(refused(&["stray"]), Some("stray".into()));
+        assert_eq!(refused(&["-p", "1"]), Some("-p".into()));
+        assert_eq!(refused(&["--", "x"]), Some("x".into()));
+        assert_eq!(refused(&["--help"]), Some("--help".into()));
+        assert!(sources(&["--"]).is_ok(), "`--` alone ends no options");
     }
 
     #[test]
     fn check_flags_accepts_known_and_configured_coin_flags() {
-        let a = args(&["--coins", "btc", "--btc-port=1", "--db-pool-size=3"]);
-        let s = Sources::new(&env, &a).unwrap();
+        let s = sources(&["--coins", "btc", "--btc-port=1", "--db-pool-size=3"]).unwrap();
         assert!(s.check_flags(&["BTC".into()]).is_ok());
     }
 
     #[test]
-    fn check_flags_names_unknown_flag_and_unconfigured_coin() {
-        let s = Sources::new(&env, &args(&["--bogus=1"])).unwrap();
-        let e = s.check_flags(&["BTC".into()]).unwrap_err();
+    fn unknown_flags_and_unconfigured_coins_are_named() {
+        let e = sources(&["--bogus=1"]).err().unwrap();
         assert_eq!(e.variable, "--bogus");
-        let s = Sources::new(&env, &args(&["--eth-port=1"])).unwrap();
+        assert!(
+            e.message.contains("cryptoworker run --help"),
+            "{}",
+            e.message
+        );
+        assert_eq!(sources(&["--port-x=1"]).err().unwrap().variable, "--port-x");
+        let s = sources(&["--eth-port=1"]).unwrap();
         let e = s.check_flags(&["BTC".into()]).unwrap_err();
         assert_eq!(e.variable, "--eth-port");
         assert!(
@@ -235,14 +217,12 @@ mod tests {
             "{}",
             e.message
         );
-        let s = Sources::new(&env, &args(&["--port-x=1"])).unwrap();
-        assert!(s.check_flags(&["BTC".into()]).is_err());
     }
 
     #[test]
     fn long_arguments_are_shortened_in_errors() {
         let long = format!("x{}", "y".repeat(1000));
-        let e = Sources::new(&env, &[long]).err().unwrap();
+        let e = sources(&[&long]).err().unwrap();
         assert!(e.variable.len() < 80);
     }
 }

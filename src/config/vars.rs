@@ -289,6 +289,20 @@ pub(crate) fn global_for_flag(flag: &str) -> Option<&'static VarSpec> {
         .find(|v| kebab(v.name) == flag || v.aliases.contains(&flag))
 }
 
+/// Whether a flag (lower-case, without `--`) can name a setting: a global variable by kebab name
+/// or alias, or `{coin}-{suffix}` for a per-coin variable (whether the coin is configured is
+/// checked once the coin list is known). Every setting takes a value.
+pub(crate) fn flag_arity(flag: &str) -> Option<crate::cli::args::Arity> {
+    let per_coin = || {
+        COIN_VARS.iter().any(|spec| {
+            let suffix = format!("-{}", kebab(spec.suffix));
+            flag.strip_suffix(&suffix)
+                .is_some_and(|coin| !coin.is_empty())
+        })
+    };
+    (global_for_flag(flag).is_some() || per_coin()).then_some(crate::cli::args::Arity::Value)
+}
+
 /// The spec of a global variable by name.
 pub(crate) fn global(name: &str) -> Option<&'static VarSpec> {
     GLOBAL_VARS.iter().find(|v| v.name == name)

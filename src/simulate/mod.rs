@@ -1,6 +1,6 @@
 //! `cryptoworker simulate`: a simulated Bitcart coin daemon (SPEC §2, BITCART-DAEMON.md §1, §5),
 //! used by `demo`, the integration tests and the benchmarks. It runs as its own process
-//! ([`run_cli`]) or embedded ([`SimHandle::start`]).
+//! (`cryptoworker simulate`, see `crate::cli`) or embedded ([`SimHandle::start`]).
 //!
 //! Shape: plain blocking std sockets, one accept thread, one thread per TCP connection (HTTP/1.1
 //! keep-alive; after a `/ws` upgrade the same thread runs the WebSocket session), and one
@@ -23,7 +23,6 @@
 //! They take `params` verbatim (no keyword/`xpub` extraction) and never load wallets.
 
 mod chain;
-mod cli;
 mod faults;
 mod generator;
 mod head;
@@ -41,9 +40,9 @@ mod ws;
 #[cfg(test)]
 mod tests;
 
-pub use cli::run_cli;
 pub use faults::{FaultError, Faults};
 pub use generator::decode_bench_tx;
+pub(crate) use polling::MAX_POLLING_CAP;
 
 use crate::config::Family;
 use shared::Shared;

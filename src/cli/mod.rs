@@ -1,9 +1,21 @@
-//! The top-level command split for `main.rs` (SPEC §6): the first argument names the command,
-//! the rest are that command's flags.
+//! The command line: the top-level command split, one argument grammar ([`args`]) and the
+//! commands, each a function returning `Result<(), CommandError>`. Exit codes are decided by the
+//! binary's `main` from [`CommandError`], nowhere else.
 //!
 //! Invariants: no arguments, or flags without a command, mean `run`; `--help`/`-h` and
 //! `--version`/`-V` in first position are the top-level help and version; anything else in
-//! first position that is not a command is refused with the list of commands.
+//! first position that is not a command is refused with the list of commands. Every command
+//! parses its arguments with [`args::parse`] and answers `--help` with its options.
+
+pub mod args;
+mod client;
+mod demo;
+mod error;
+mod simulate;
+mod worker;
+
+pub use demo::DEMO_WALLETS;
+pub use error::CommandError;
 
 /// A top-level command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +84,47 @@ impl Command {
     }
 }
 
+/// Runs `command` with its arguments (those after the command's name). Help and version print
+/// and succeed; every other outcome is the command's.
+pub fn run(command: Command, args: &[String]) -> Result<(), CommandError> {
+    match command {
+        Command::Help => print_top_level(command, args, usage()),
+        Command::Version => {
+            let version = format!("cryptoworker {}\n", env!("CARGO_PKG_VERSION"));
+            print_top_level(command, args, version)
+        }
+        Command::Run => worker::run(args),
+        Command::Demo => demo::run(args),
+        Command::Simulate => simulate::run(args),
+        Command::Check => worker::check(args),
+        Command::Client => client::run(args),
+        Command::Migrate => worker::migrate(args),
+    }
+}
+
+/// The text of `cryptoworker COMMAND --help`.
+pub fn help(command: Command) -> String {
+    match command {
+        Command::Help | Command::Version => usage(),
+        Command::Run | Command::Check | Command::Migrate => worker::help(command.name()),
+        Command::Demo => demo::help(),
+        Command::Simulate => simulate::help(),
+        Command::Client => client::help(),
+    }
+}
+
+/// `help` and `version`: no options besides `--help` (which prints the top-level usage).
+fn print_top_level(command: Command, args: &[String], text: String) -> Result<(), CommandError> {
+    let grammar = args::Grammar {
+        command: command.name(),
+        options: args::Options::Table(&[]),
+        positionals: false,
+    };
+    let parsed = args::parse(&grammar, args)?;
+    print!("{}", if parsed.help { usage() } else { text });
+    Ok(())
+}
+
 /// Splits `argv[1..]` into the command and its remaining args (`cryptoworker` alone and flags
 /// without a command = Run). Unknown command -> Err(message listing the commands).
 pub fn split(args: &[String]) -> Result<(Command, Vec<String>), String> {
@@ -98,13 +151,7 @@ pub fn split(args: &[String]) -> Result<(Command, Vec<String>), String> {
     }
 }
 
-/// True when a command's args ask for its help (`--help` or `-h` anywhere), so `main` can print
-/// it before parsing the other flags.
-pub fn wants_help(args: &[String]) -> bool {
-    args.iter().any(|a| a == "--help" || a == "-h")
-}
-
-/// The top-level `--help`: the commands of SPEC §6, one line each.
+/// The top-level `--help`: the commands, one line each.
 pub fn usage() -> String {
     let mut out = format!(
         "cryptoworker {}: Bitcart coin daemon events in, one clean WebSocket stream out.\n\n\
@@ -166,9 +213,49 @@ mod tests {
     }
 
     #[test]
-    fn wants_help_finds_help_anywhere() {
-        assert!(wants_help(&args(&["--port", "1", "-h"])));
-        assert!(!wants_help(&args(&["--port", "1"])));
+    fn every_command_help_lists_its_options() {
+        let tables = [
+            (Command::Demo, demo::OPTIONS),
+            (Command::Simulate, simulate::OPTIONS),
+            (Command::Client, client::OPTIONS),
+        ];
+        for (command, options) in tables {
+            let text = help(command);
+            assert!(text.contains(&format!("Usage: cryptoworker {}", command.name())));
+            for spec in options {
+                let flag = format!("  --{} ", spec.name);
+                assert!(text.contains(&flag), "{flag} missing from {text}");
+            }
+            assert!(text.contains("-h, --help"), "{text}");
+        }
+        for command in [Command::Run, Command::Check, Command::Migrate] {
+            let text = help(command);
+            assert!(text.contains("Usage: cryptoworker"), "{text}");
+            assert!(text.contains(&crate::config::help_text()), "{text}");
+            assert!(text.contains("-h, --help"), "{text}");
+            for flag in ["--worker-port, --port", "--db-pool-size", "--{coin}-port"] {
+                assert!(text.contains(flag), "{flag} missing from {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_answers_help_and_refuses_unknown_options_by_name() {
+        for (command, name, _) in COMMANDS {
+            for flag in ["--help", "-h"] {
+                let outcome = run(*command, &args(&["--port", flag]));
+                assert!(outcome.is_ok(), "{name} {flag}: {outcome:?}");
+            }
+            let e = run(*command, &args(&["--nope=1"])).unwrap_err();
+            let CommandError::Usage(e) = e else {
+                panic!("{name}: {e:?}");
+            };
+            assert_eq!(
+                (e.flag.as_str(), e.problem.clone()),
+                ("--nope", args::Problem::Unknown)
+            );
+            assert_eq!(e.command, *name);
+        }
     }
 
     #[test]
