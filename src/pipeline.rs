@@ -180,7 +180,7 @@ impl Pipeline {
 
 /// A fresh epoch id: time-based, unique per run.
 pub fn new_epoch() -> String {
-    let mut rng = crate::util::rng::Rng::from_entropy();
+    let mut rng = crate::util::rng::Rng::from_os();
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

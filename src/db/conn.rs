@@ -9,6 +9,7 @@
 use super::DbMessage;
 use super::error::{DbError, describe};
 use super::stats::DbStats;
+use crate::util::rng::Rng;
 use crossbeam_channel::Sender;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
@@ -108,32 +109,6 @@ pub(crate) fn store_epoch(client: &mut Client, epoch: &str) -> Result<(), postgr
     Ok(())
 }
 
-/// SplitMix64: a tiny, good-enough generator for jitter and epoch suffixes.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    /// Seeded from the clock, the process id and a stack address.
-    pub fn from_entropy() -> SplitMix {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let local = 0u8;
-        let addr = &local as *const u8 as u64;
-        SplitMix(t ^ (u64::from(std::process::id()) << 32) ^ addr.rotate_left(17))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// A new epoch: creation time in milliseconds as 12 hex digits, `-`, 8 random hex digits.
 /// Byte order of epochs is creation order (the schema compares them with `COLLATE "C"`).
 pub fn new_epoch() -> String {
@@ -141,7 +116,7 @@ pub fn new_epoch() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let r = SplitMix::from_entropy().next_u64() as u32;
+    let r = Rng::from_os().next_u64() as u32;
     format!("{ms:012x}-{r:08x}")
 }
 
@@ -156,7 +131,7 @@ pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
-    rng: SplitMix,
+    rng: Rng,
 }
 
 impl Backoff {
@@ -166,7 +141,7 @@ impl Backoff {
             min,
             max,
             current: min,
-            rng: SplitMix::from_entropy(),
+            rng: Rng::from_os(),
         }
     }
 

@@ -9,7 +9,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let mut r = crate::db::conn::SplitMix::from_entropy();
+        let mut r = crate::util::rng::Rng::from_os();
         let p = std::env::temp_dir().join(format!("cw-spool-{tag}-{:x}", r.next_u64()));
         TempDir(p)
     }

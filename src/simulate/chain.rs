@@ -170,7 +170,7 @@ impl Chain {
             txs: HashMap::new(),
             tx_order: VecDeque::new(),
             mempool: Vec::new(),
-            rng: Rng::new(seed),
+            rng: Rng::seeded(seed),
         };
         for w in wallets.iter().filter(|w| !w.is_empty()) {
             chain.add_candidate(w);

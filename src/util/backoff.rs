@@ -21,7 +21,7 @@ impl Backoff {
             base,
             max,
             attempt: 0,
-            rng: Rng::from_entropy(),
+            rng: Rng::from_os(),
         }
     }
 
