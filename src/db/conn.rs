@@ -1,5 +1,5 @@
 //! Connection plumbing shared by every database thread: the parsed PostgreSQL configuration, the
-//! writer advisory lock, retry backoff with jitter, the epoch generator, and the state the
+//! writer advisory lock, the reconnect backoff's parameters, the epoch generator, and the state the
 //! threads share ([`Shared`]).
 //!
 //! Invariants: the writer lock ([`WRITER_LOCK_KEY`]) is a session-level advisory lock, so it is
@@ -9,6 +9,7 @@
 use super::DbMessage;
 use super::error::{DbError, describe};
 use super::stats::DbStats;
+use crate::util::backoff::{Backoff, Jitter};
 use crate::util::rng::Rng;
 use crossbeam_channel::Sender;
 use postgres::{Client, NoTls};
@@ -124,39 +125,9 @@ pub fn new_epoch() -> String {
 /// server that comes back is noticed within about this long, however long it was away.
 pub(crate) const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Exponential backoff with ±25 % jitter: `min` doubling to `max`, never waiting longer than
-/// `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-    rng: Rng,
-}
-
-impl Backoff {
-    /// A backoff starting at `min` and capped at `max`.
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            current: min,
-            rng: Rng::from_os(),
-        }
-    }
-
-    /// The next delay to wait (grows until `max`).
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = (self.rng.next_u64() % 501) as f64 / 1000.0 + 0.75; // 0.75..=1.25
-        base.mul_f64(jitter).min(self.max)
-    }
-
-    /// Back to `min` after a success.
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
+/// The database threads' reconnect backoff: `min` doubling to [`RECONNECT_BACKOFF_MAX`], ±25 %.
+pub(crate) fn reconnect_backoff(min: Duration) -> Backoff {
+    Backoff::with_jitter(min, RECONNECT_BACKOFF_MAX, Jitter::Spread)
 }
 
 /// State shared by the database threads and the handle.
@@ -269,37 +240,6 @@ mod tests {
         assert_eq!(a.len(), 21);
         assert!(a < b, "{a} < {b}");
         assert_ne!(a[13..], b[13..]);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
-        let d: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        let within = |d: Duration, base: u64| {
-            d >= Duration::from_millis(base * 3 / 4) && d <= Duration::from_millis(base * 5 / 4)
-        };
-        assert!(within(d[0], 100), "{d:?}");
-        assert!(within(d[1], 200), "{d:?}");
-        assert!(within(d[2], 400) && within(d[4], 400), "{d:?}");
-        b.reset();
-        assert!(within(b.next_delay(), 100));
-    }
-
-    #[test]
-    fn reconnect_backoff_grew_to_30s() {
-        let mut b = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
-        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
-        assert!(RECONNECT_BACKOFF_MAX <= Duration::from_secs(2));
-        assert!(
-            delays.iter().all(|d| *d <= RECONNECT_BACKOFF_MAX),
-            "jitter never passes the cap: {delays:?}"
-        );
-        assert!(
-            delays[10..]
-                .iter()
-                .all(|d| *d >= Duration::from_millis(1500)),
-            "it still backs off to the cap: {delays:?}"
-        );
     }
 
     #[test]

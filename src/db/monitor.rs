@@ -11,11 +11,10 @@
 //!   notification it reads the full sets and sends [`DbMessage::Wallets`] / [`DbMessage::Requests`]
 //!   to the reactor, then wakes it.
 
-use super::conn::{
-    Backoff, RECONNECT_BACKOFF_MAX, Shared, connect, lock_holder, store_epoch, try_lock,
-};
+use super::conn::{Shared, connect, lock_holder, reconnect_backoff, store_epoch, try_lock};
 use super::error::describe;
 use super::{DbMessage, PaymentRequest, WatchedWallet, migrate};
+use crate::util::backoff::Backoff;
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     /// The thread body; ends (dropping the lock) when shutdown stops the background threads.
     pub fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
+        let mut backoff = reconnect_backoff(Duration::from_millis(500));
         let mut failing = false;
         let mut lock_logged = false;
         while !self.shared.stopping() {
@@ -136,7 +135,7 @@ pub(crate) struct Listener {
 impl Listener {
     /// The thread body.
     pub fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
+        let mut backoff = reconnect_backoff(Duration::from_millis(500));
         while !self.shared.stopping() {
             if !self.shared.ready() {
                 self.shared.nap(Duration::from_millis(100));

@@ -116,7 +116,10 @@ mod tests {
         }
         let h = r.hex(64);
         assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|x| x.is_ascii_hexdigit() && !x.is_ascii_uppercase()));
+        assert!(
+            h.bytes()
+                .all(|x| x.is_ascii_hexdigit() && !x.is_ascii_uppercase())
+        );
         assert!(r.string(b"ab", 20).bytes().all(|x| x == b'a' || x == b'b'));
     }
 }
