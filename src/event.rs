@@ -205,10 +205,33 @@ pub fn now_unix() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// A new epoch: its creation time in milliseconds as 12 hex digits, `-`, 8 random hex digits
+/// (`"018c2e5a9f10-3fa4b2c1"`). Byte order of epochs is creation order (the database compares
+/// them in the `"C"` collation, see docs/database.md).
+pub fn new_epoch() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let r = crate::util::rng::Rng::from_os().next_u64() as u32;
+    format!("{ms:012x}-{r:08x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn epochs_are_fixed_width_and_sort_by_creation_time() {
+        let a = new_epoch();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let b = new_epoch();
+        assert_eq!(a.len(), 21);
+        assert_eq!(a.as_bytes()[12], b'-');
+        assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()), "{a}");
+        assert!(a < b, "{a} < {b}");
+        assert_ne!(a[13..], b[13..]);
+    }
 
     #[test]
     fn meta_collects_every_address_once() {

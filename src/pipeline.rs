@@ -178,16 +178,6 @@ impl Pipeline {
     }
 }
 
-/// A fresh epoch id: time-based, unique per run.
-pub fn new_epoch() -> String {
-    let mut rng = crate::util::rng::Rng::from_os();
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{t:x}-{:08x}", rng.next_u64() as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,7 +148,7 @@ fn start_db(config: &Config, waker: &Arc<mio::Waker>) -> io::Result<(DbParts, cr
     let Some(db_config) = &config.db else {
         log::info!("[WORKER] No database configured: events are kept in memory only");
         let resume = crate::db::Resume {
-            epoch: crate::pipeline::new_epoch(),
+            epoch: crate::event::new_epoch(),
             last_seq: 0,
             tips: Default::default(),
             recent: Vec::new(),

@@ -1,5 +1,5 @@
 //! Connection plumbing shared by every database thread: the parsed PostgreSQL configuration, the
-//! writer advisory lock, the reconnect backoff's parameters, the epoch generator, and the state the
+//! writer advisory lock, the reconnect backoff's parameters, and the state the
 //! threads share ([`Shared`]).
 //!
 //! Invariants: the writer lock ([`WRITER_LOCK_KEY`]) is a session-level advisory lock, so it is
@@ -10,7 +10,6 @@ use super::DbMessage;
 use super::error::{DbError, describe};
 use super::stats::DbStats;
 use crate::util::backoff::{Backoff, Jitter};
-use crate::util::rng::Rng;
 use crossbeam_channel::Sender;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
@@ -108,17 +107,6 @@ pub(crate) fn store_epoch(client: &mut Client, epoch: &str) -> Result<(), postgr
         &[&epoch],
     )?;
     Ok(())
-}
-
-/// A new epoch: creation time in milliseconds as 12 hex digits, `-`, 8 random hex digits.
-/// Byte order of epochs is creation order (the schema compares them with `COLLATE "C"`).
-pub fn new_epoch() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let r = Rng::from_os().next_u64() as u32;
-    format!("{ms:012x}-{r:08x}")
 }
 
 /// Ceiling of the database threads' reconnect backoff (supervisor, listener, writers): a
@@ -231,16 +219,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epochs_sort_by_creation_time() {
-        let a = new_epoch();
-        std::thread::sleep(Duration::from_millis(3));
-        let b = new_epoch();
-        assert_eq!(a.len(), 21);
-        assert!(a < b, "{a} < {b}");
-        assert_ne!(a[13..], b[13..]);
-    }
 
     #[test]
     fn url_is_parsed_with_worker_defaults() {

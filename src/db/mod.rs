@@ -31,7 +31,7 @@ mod sql;
 mod stats;
 mod writer;
 
-pub use conn::{WRITER_LOCK_KEY, new_epoch};
+pub use conn::WRITER_LOCK_KEY;
 pub use error::DbError;
 pub use reader::MAX_QUERY_ROWS;
 pub use spool::SPOOL_FILE;
