@@ -20,7 +20,10 @@ pub const ADMIN_URL_VAR: &str = "CW_TEST_PG_ADMIN";
 
 /// A random lower-case hex tag (names, directories).
 pub fn random_tag() -> String {
-    format!("{:016x}", cryptoworker::util::rng::Rng::from_os().next_u64())
+    format!(
+        "{:016x}",
+        cryptoworker::util::rng::Rng::from_os().next_u64()
+    )
 }
 
 /// Connects to the shared cluster's `postgres` database as an admin, or panics saying why.
