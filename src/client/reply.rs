@@ -4,9 +4,9 @@
 //!
 //! Sans-io: these functions only build strings; the connection frames and queues them.
 
+use super::filter::Filter;
 use super::request::{ErrorCode, RequestError};
 use crate::event::{format_timestamp, now_unix};
-use crate::fanout::filter::Filter;
 use serde_json::{Value, json};
 
 /// Builds `{"type":..,"id":..,<fields>,"timestamp":..}` in that order.

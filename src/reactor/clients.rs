@@ -7,13 +7,13 @@
 //! the burst instead of keeping the peak's capacity.
 
 use super::{MAX_MESSAGES_PER_TURN, Reactor, TimerOwner, timers};
+use crate::client::filter::Filter;
 use crate::client::ratelimit::{RateDecision, RateGuard};
 use crate::client::reply;
 use crate::client::request::{self, ErrorCode, Request, RequestError, SubscribeRequest};
-use crate::fanout::filter::Filter;
 use crate::http::server::{RequestHead, response, websocket_accept};
 use crate::server::conn::{ClientConn, ClientState, ReadResult, Replay};
-use crate::ws::server::Incoming;
+use crate::server::ws::Incoming;
 use mio::Interest;
 use serde_json::Value;
 use std::io;

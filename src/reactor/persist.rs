@@ -9,11 +9,11 @@
 //! duplicate, paced by the client's reading (see `replay`).
 
 use super::Reactor;
+use crate::client::filter::Filter;
 use crate::client::reply;
 use crate::daemon::catchup::{self, OpenRequest};
 use crate::db::{DbMessage, MAX_QUERY_ROWS, PaymentRequest, WatchedWallet};
 use crate::event::Published;
-use crate::fanout::filter::Filter;
 use crate::reactor::conn_id::ConnId;
 use crate::server::conn::Replay;
 use serde_json::Value;

@@ -8,12 +8,12 @@
 //! flushed and the peer has closed, or at the lingering deadline.
 
 use super::outbox::{Flush, Outbox};
+use super::ws::{Incoming, READ_CHUNK, ReadError, ServerWs};
 use crate::client::ratelimit::RateGuard;
 use crate::event::Published;
 use crate::fanout::groups::Batch;
 use crate::http::server::{RequestHead, parse_request};
 use crate::ws::frame;
-use crate::ws::server::{Incoming, READ_CHUNK, ReadError, ServerWs};
 use mio::net::TcpStream;
 use std::io::{self, Read};
 use std::net::IpAddr;
