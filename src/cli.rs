@@ -1,5 +1,5 @@
-//! The top-level command split for `main.rs` (SPEC §6): the first argument names the command,
-//! the rest are that command's flags.
+//! The top-level command split for `main.rs` (README.md, "Command line"): the first argument names
+//! the command, the rest are that command's flags.
 //!
 //! Invariants: no arguments, or flags without a command, mean `run`; `--help`/`-h` and
 //! `--version`/`-V` in first position are the top-level help and version; anything else in
@@ -104,7 +104,7 @@ pub fn wants_help(args: &[String]) -> bool {
     args.iter().any(|a| a == "--help" || a == "-h")
 }
 
-/// The top-level `--help`: the commands of SPEC §6, one line each.
+/// The top-level `--help`: the commands of README.md, "Command line", one line each.
 pub fn usage() -> String {
     let mut out = format!(
         "cryptoworker {}: Bitcart coin daemon events in, one clean WebSocket stream out.\n\n\

@@ -1,7 +1,7 @@
 //! The event model shared by the daemon side, the fan-out, the database and the handlers.
 //!
 //! An [`Event`] is what the daemon side produces after decoding and enrichment: the coin, the
-//! event name, the wallet key (if any) and the client-facing `data` object of SPEC §4. The
+//! event name, the wallet key (if any) and the client-facing `data` object of docs/protocol.md. The
 //! pipeline gives it a sequence number and turns it into a [`Published`]: the `data` object
 //! serialised **once** ([`Published::payload`]), and the complete WebSocket text frame built
 //! from it **once** ([`Published::frame`]), shared by every client that receives it.
@@ -12,7 +12,8 @@
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Event names the worker knows today (SPEC §4). Others are passed through to `"*"`.
+/// Event names the worker knows today (docs/protocol.md, "Events"). Others are passed through to
+/// `"*"`.
 pub const KNOWN_EVENTS: [&str; 5] = [
     "new_block",
     "new_transaction",
@@ -84,7 +85,7 @@ pub struct EventMeta {
     /// Wallet key, if the event is wallet-scoped.
     pub wallet: Option<Box<str>>,
     /// Every address the event carries: `from_address`, `to_address`, output addresses and a
-    /// payment's `address` (SPEC §4 "Subscription semantics").
+    /// payment's `address` (docs/protocol.md, "`subscribe`").
     pub addresses: Vec<Box<str>>,
 }
 
@@ -192,7 +193,7 @@ impl Published {
     }
 }
 
-/// Formats Unix seconds with exactly three decimals (SPEC: millisecond precision).
+/// Formats Unix seconds with exactly three decimals (millisecond precision, docs/protocol.md).
 pub fn format_timestamp(t: f64) -> String {
     format!("{t:.3}")
 }

@@ -90,8 +90,9 @@ impl Dedup {
     }
 }
 
-/// Feeds the identity of an event for de-duplication (SPEC §4) into `h`; false when the event
-/// is never deduplicated. Strings hash with a terminator, so field boundaries are unambiguous.
+/// Feeds the identity of an event for de-duplication (docs/protocol.md, "Events") into `h`; false
+/// when the event is never deduplicated. Strings hash with a terminator, so field boundaries are
+/// unambiguous.
 fn identity(ev: &Event, h: &mut impl Hasher) -> bool {
     let fields: &[&str] = match ev.name.as_str() {
         "new_transaction" => &["tx_hash"],

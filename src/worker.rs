@@ -1,6 +1,6 @@
-//! The library API (SPEC §7): start a worker from a [`Config`], read its status, register event
-//! handlers, stop it. The worker runs on its own reactor thread; handlers run on a separate
-//! handler thread, never on the reactor, and a panicking handler is logged and counted.
+//! The library API (README.md, "Library"): start a worker from a [`Config`], read its status,
+//! register event handlers, stop it. The worker runs on its own reactor thread; handlers run on a
+//! separate handler thread, never on the reactor, and a panicking handler is logged and counted.
 
 use crate::config::Config;
 use crate::event::Published;

@@ -1,8 +1,8 @@
-//! Hostile clients (issue 5, SPEC §5 "Bad input"): thousands of connections opened and
-//! dropped, half-finished handshakes, random bytes before and after the upgrade, oversized and
-//! lying frame headers, header bombs and message floods — while one well-behaved `"*"` client
-//! receives every event of a steady stream with no gap in `seq`, and the worker's memory and
-//! file descriptors return near their baseline afterwards.
+//! Hostile clients (issue 5; docs/behaviour.md, "HTTP" and "Client protocol"): thousands of
+//! connections opened and dropped, half-finished handshakes, random bytes before and after the
+//! upgrade, oversized and lying frame headers, header bombs and message floods — while one
+//! well-behaved `"*"` client receives every event of a steady stream with no gap in `seq`, and the
+//! worker's memory and file descriptors return near their baseline afterwards.
 //!
 //! Numbers (RSS, fds, counts) are printed so a run records them; `--nocapture` shows them.
 

@@ -1,4 +1,4 @@
-//! One connection's subscription filter (SPEC §4 "Subscription semantics").
+//! One connection's subscription filter (docs/protocol.md, "`subscribe`").
 //!
 //! An event is delivered when its name is subscribed (`"*"` = every name, including names the
 //! worker does not know) **and** it passes each given dimension:

@@ -1,4 +1,4 @@
-//! The client side (SPEC §4): sans-io cores the client connection state machine calls.
+//! The client side (docs/protocol.md): sans-io cores the client connection state machine calls.
 //!
 //! - [`request`]: one client text message -> a typed request or a typed error;
 //! - [`filter`]: one connection's subscription, built from a `subscribe` request, and the

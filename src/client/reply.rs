@@ -1,4 +1,4 @@
-//! Server messages other than events (SPEC §4): each a JSON text with `"type"` first and
+//! Server messages other than events (docs/protocol.md): each a JSON text with `"type"` first and
 //! `"timestamp"` last (Unix seconds with exactly three decimals), echoing the request `id` when
 //! one was given.
 //!

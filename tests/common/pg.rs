@@ -379,7 +379,7 @@ pub fn start_db(
     Db::start(&cfg, Arc::new(|| {}), Duration::from_secs(3))
 }
 
-/// A `new_transaction` in the SPEC §4 shape.
+/// A `new_transaction` in the shape of docs/protocol.md, "Events".
 pub fn tx_event(coin: &str, wallet: &str, hash: &str, amount: &str) -> Event {
     Event::new(coin.into(), "new_transaction", Some(wallet.into()))
         .with("tx_hash", json!(hash))
