@@ -21,6 +21,8 @@
 //! at most [`MAX_QUEUED`] calls (plus at most one per connection sent back for a retry); a call
 //! is retried at most once; the pool never has more than its configured connections.
 
+mod transport;
+
 use crate::http::client::{parse_response, rpc_request};
 use crate::http::jsonrpc::{RpcError, RpcOutcome, decode_rpc_body, rpc_body};
 use mio::net::TcpStream;
@@ -29,6 +31,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use transport::TransportError;
 
 /// Connections kept besides the lookup window: the catch-up window plus one for `getinfo`.
 pub const RESERVED: usize = super::recovery::CATCHUP_WINDOW + 1;
@@ -289,7 +292,7 @@ impl<P> RpcPool<P> {
     fn settle(
         &mut self,
         slot: usize,
-        progress: Result<Option<Answer>, String>,
+        progress: Result<Option<Answer>, TransportError>,
         done: &mut Vec<RpcDone<P>>,
     ) {
         match progress {
@@ -317,7 +320,7 @@ impl<P> RpcPool<P> {
     /// A transport error on `slot`: the call goes back to the front of the queue if the daemon
     /// probably closed a kept-alive connection under it (nothing of the answer arrived yet);
     /// otherwise it fails. The connection is dropped either way.
-    fn transport_failed(&mut self, slot: usize, why: String, done: &mut Vec<RpcDone<P>>) {
+    fn transport_failed(&mut self, slot: usize, why: TransportError, done: &mut Vec<RpcDone<P>>) {
         let stale = self
             .conns
             .get(slot)
@@ -326,7 +329,7 @@ impl<P> RpcPool<P> {
                 c.reused && c.inbuf.is_empty() && c.call.as_ref().is_some_and(|call| !call.retried)
             });
         if !stale {
-            return self.drop_conn(slot, CallError::Transport(why), done);
+            return self.drop_conn(slot, CallError::Transport(why.to_string()), done);
         }
         if let Some(Some(conn)) = self.conns.get_mut(slot).map(Option::take)
             && let Some(mut call) = conn.call
@@ -408,16 +411,16 @@ impl<P> RpcPool<P> {
 type Answer = (Result<Value, CallError>, bool);
 
 /// Writes what is pending and reads what arrived; `Some` once the answer is complete.
-fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
+fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, TransportError> {
     while !conn.out.is_empty() {
         match conn.stream.write(&conn.out) {
-            Ok(0) => return Err("connection closed".into()),
+            Ok(0) => return Err(TransportError::Closed),
             Ok(n) => {
                 conn.out.drain(..n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(TransportError::Io(e)),
         }
     }
     let mut eof = false;
@@ -431,17 +434,17 @@ fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
             Ok(n) => {
                 conn.inbuf.extend_from_slice(&chunk[..n]);
                 if conn.inbuf.len() > MAX_BODY + 64 * 1024 {
-                    return Err("answer too large".into());
+                    return Err(TransportError::TooLarge);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(TransportError::Io(e)),
         }
     }
     if conn.call.is_none() {
         return if eof {
-            Err("closed by daemon".into())
+            Err(TransportError::ClosedByDaemon)
         } else {
             Ok(None)
         };
@@ -449,7 +452,7 @@ fn drive<P>(conn: &mut Conn<P>) -> Result<Option<Answer>, String> {
     let response = match parse_response(&conn.inbuf, MAX_BODY, eof) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(format!("bad HTTP answer: {e:?}")),
+        Err(e) => return Err(TransportError::BadHttp(e)),
     };
     conn.inbuf.drain(..response.consumed);
     let outcome = match decode_rpc_body(&response.body) {
