@@ -1,5 +1,5 @@
-//! API key checks for clients (SPEC §4 "Authentication"): constant-time comparison; keys are
-//! never logged.
+//! API key checks for clients (docs/protocol.md, "Authentication"): constant-time comparison; keys
+//! are never logged.
 
 use crate::http::constant_time_eq;
 

@@ -1,5 +1,5 @@
-//! `cryptoworker check`: a one-shot diagnosis of everything the worker depends on (SPEC §6,
-//! issue 3 item 7). For every configured daemon it tries, in order, TCP reachability, `GET
+//! `cryptoworker check`: a one-shot diagnosis of everything the worker depends on (README.md,
+//! "The daemon side"). For every configured daemon it tries, in order, TCP reachability, `GET
 //! /spec`, the credentials, the WebSocket upgrade to `/ws` (with a ping), and `getinfo` (height
 //! and sync); for the database, when persistence is on, a connection, `SELECT 1`, the server
 //! version and whether the migrations were applied. It prints one readable line per target, a

@@ -1,6 +1,6 @@
-//! Configuration: environment variables (SPEC §3) overridden by CLI flags, validated into one
-//! [`Config`]. Invalid values are refused with a [`ConfigError`] naming the variable, or the flag
-//! when a flag was the source.
+//! Configuration: environment variables (docs/configuration.md) overridden by CLI flags, validated
+//! into one [`Config`]. Invalid values are refused with a [`ConfigError`] naming the variable, or
+//! the flag when a flag was the source.
 //!
 //! Invariants: a `Config` returned by [`Config::from_env_and_args`] is fully validated (ports,
 //! ranges, URLs), so the rest of the crate trusts it; flags override variables and empty values
@@ -49,7 +49,7 @@ impl From<ArgError> for ConfigError {
     }
 }
 
-/// The protocol family of a coin daemon (SPEC §2).
+/// The protocol family of a coin daemon (docs/daemon.md, "Coin families").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// Electrum / Electron Cash: BTC, LTC, GRS, BCH, XRG. `new_transaction` carries only the
@@ -97,7 +97,7 @@ pub struct DbConfig {
     pub spool_dir: std::path::PathBuf,
 }
 
-/// Client-side limits (SPEC §3, second table).
+/// Client-side limits (docs/configuration.md, "Client limits and timeouts").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Clients beyond this get close 1013 (`WORKER_MAX_CLIENTS`).
@@ -237,7 +237,8 @@ impl Family {
     }
 }
 
-/// The default daemon port of a known coin (SPEC §2), case-insensitive; `None` outside the table.
+/// The default daemon port of a known coin (docs/configuration.md), case-insensitive; `None`
+/// outside the table.
 pub fn default_port(coin: &str) -> Option<u16> {
     vars::KNOWN_COINS
         .iter()
@@ -245,7 +246,7 @@ pub fn default_port(coin: &str) -> Option<u16> {
         .map(|(_, port, _)| *port)
 }
 
-/// The family of a known coin (SPEC §2), case-insensitive; `None` outside the table.
+/// The family of a known coin (docs/configuration.md), case-insensitive; `None` outside the table.
 pub fn default_family(coin: &str) -> Option<Family> {
     vars::KNOWN_COINS
         .iter()
@@ -254,10 +255,11 @@ pub fn default_family(coin: &str) -> Option<Family> {
 }
 
 impl Config {
-    /// Reads SPEC §3 variables through `env` (a lookup, so tests need no process env) and applies
-    /// CLI flags in `args` on top. Every variable NAME has a flag `--name-in-kebab-case`, given as
-    /// `--flag value` or `--flag=value`; aliases: `--coins`, `--host`, `--port`, `--api-keys`.
-    /// The first invalid setting is refused with an error naming it.
+    /// Reads the variables of docs/configuration.md through `env` (a lookup, so tests need no
+    /// process env) and applies CLI flags in `args` on top. Every variable NAME has a flag
+    /// `--name-in-kebab-case`, given as `--flag value` or `--flag=value`; aliases: `--coins`,
+    /// `--host`, `--port`, `--api-keys`. The first invalid setting is refused with an error naming
+    /// it.
     pub fn from_env_and_args(
         env: &dyn Fn(&str) -> Option<String>,
         args: &[String],
@@ -392,7 +394,7 @@ fn coin(s: &Sources, coin: &str) -> Result<CoinConfig, ConfigError> {
     })
 }
 
-/// The limits of SPEC §3's second table.
+/// The limits of docs/configuration.md, "Client limits and timeouts".
 fn limits(s: &Sources) -> Result<Limits, ConfigError> {
     let n =
         |name: &str, min: usize, max: usize| values::usize_in(&s.get_or_default(name), min, max);

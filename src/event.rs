@@ -1,7 +1,7 @@
 //! The event model shared by the daemon side, the fan-out, the database and the handlers.
 //!
 //! An [`Event`] is what the daemon side produces after decoding and enrichment: the coin, the
-//! event name, the wallet key (if any) and the client-facing `data` object of SPEC §4. The
+//! event name, the wallet key (if any) and the client-facing `data` object of docs/protocol.md. The
 //! pipeline gives it a sequence number and turns it into a [`Published`]: the `data` object
 //! serialised **once** ([`Published::payload`]), and the complete WebSocket text frame built
 //! from it **once** ([`Published::frame`]), shared by every client that receives it.
@@ -12,7 +12,8 @@
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Event names the worker knows today (SPEC §4). Others are passed through to `"*"`.
+/// Event names the worker knows today (docs/protocol.md, "Events"). Others are passed through to
+/// `"*"`.
 pub const KNOWN_EVENTS: [&str; 5] = [
     "new_block",
     "new_transaction",
@@ -84,7 +85,7 @@ pub struct EventMeta {
     /// Wallet key, if the event is wallet-scoped.
     pub wallet: Option<Box<str>>,
     /// Every address the event carries: `from_address`, `to_address`, output addresses and a
-    /// payment's `address` (SPEC §4 "Subscription semantics").
+    /// payment's `address` (docs/protocol.md, "`subscribe`").
     pub addresses: Vec<Box<str>>,
 }
 
@@ -234,7 +235,7 @@ impl Published {
     }
 }
 
-/// Formats Unix seconds with exactly three decimals (SPEC: millisecond precision).
+/// Formats Unix seconds with exactly three decimals (millisecond precision, docs/protocol.md).
 pub fn format_timestamp(t: f64) -> String {
     format!("{t:.3}")
 }
@@ -247,10 +248,33 @@ pub fn now_unix() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// A new epoch: its creation time in milliseconds as 12 hex digits, `-`, 8 random hex digits
+/// (`"018c2e5a9f10-3fa4b2c1"`). Byte order of epochs is creation order (the database compares
+/// them in the `"C"` collation, see docs/database.md).
+pub fn new_epoch() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let r = crate::util::rng::Rng::from_os().next_u64() as u32;
+    format!("{ms:012x}-{r:08x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn epochs_are_fixed_width_and_sort_by_creation_time() {
+        let a = new_epoch();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let b = new_epoch();
+        assert_eq!(a.len(), 21);
+        assert_eq!(a.as_bytes()[12], b'-');
+        assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()), "{a}");
+        assert!(a < b, "{a} < {b}");
+        assert_ne!(a[13..], b[13..]);
+    }
 
     #[test]
     fn meta_collects_every_address_once() {

@@ -18,7 +18,7 @@
 //! Protocol logic is sans-io and unit-tested: [`http`] (upgrades, plain endpoints, daemon
 //! answers), [`daemon::decode`], [`daemon::enrich`], [`daemon::catchup`], [`client::request`],
 //! [`client::session`], [`client::admission`],
-//! [`fanout::filter`], [`fanout::index`], [`server::outbox`]. [`simulate`] is the simulated
+//! [`client::filter`], [`fanout::index`], [`server::outbox`]. [`simulate`] is the simulated
 //! Bitcart daemon used by `demo`, the tests and the benchmarks.
 //!
 //! # Library API

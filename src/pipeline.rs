@@ -90,8 +90,9 @@ impl Dedup {
     }
 }
 
-/// Feeds the identity of an event for de-duplication (SPEC §4) into `h`; false when the event
-/// is never deduplicated. Strings hash with a terminator, so field boundaries are unambiguous.
+/// Feeds the identity of an event for de-duplication (docs/protocol.md, "Events") into `h`; false
+/// when the event is never deduplicated. Strings hash with a terminator, so field boundaries are
+/// unambiguous.
 fn identity(ev: &Event, h: &mut impl Hasher) -> bool {
     let fields: &[&str] = match ev.name.as_str() {
         "new_transaction" => &["tx_hash"],
@@ -176,16 +177,6 @@ impl Pipeline {
         self.last_seq = p.seq;
         self.ring.push(p.clone());
     }
-}
-
-/// A fresh epoch id: time-based, unique per run.
-pub fn new_epoch() -> String {
-    let mut rng = crate::util::rng::Rng::from_entropy();
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{t:x}-{:08x}", rng.next_u64() as u32)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The library API (SPEC §7): start a worker from a [`Config`], read its status, register event
-//! handlers, stop it. The worker runs on its own reactor thread; handlers run on a separate
-//! handler thread, never on the reactor, and a panicking handler is logged and counted.
+//! The library API (README.md, "Library"): start a worker from a [`Config`], read its status,
+//! register event handlers, stop it. The worker runs on its own reactor thread; handlers run on a
+//! separate handler thread, never on the reactor, and a panicking handler is logged and counted.
 
 use crate::config::Config;
 use crate::event::Published;
@@ -148,7 +148,7 @@ fn start_db(config: &Config, waker: &Arc<mio::Waker>) -> io::Result<(DbParts, cr
     let Some(db_config) = &config.db else {
         log::info!("[WORKER] No database configured: events are kept in memory only");
         let resume = crate::db::Resume {
-            epoch: crate::pipeline::new_epoch(),
+            epoch: crate::event::new_epoch(),
             last_seq: 0,
             tips: Default::default(),
             recent: Vec::new(),

@@ -1,7 +1,7 @@
-//! Authentication (SPEC §4, `WORKER_API_KEYS`) and the client limits of SPEC §3: each way to
-//! authenticate and each way to fail, `/metrics` behind the key, then max clients (1013),
-//! connections per IP (HTTP 429), message size (1009), rate limit (`rate_limited`, then 4029),
-//! idle pings and the handshake timeout (slow-loris).
+//! Authentication (docs/protocol.md, `WORKER_API_KEYS`) and the client limits of
+//! docs/configuration.md: each way to authenticate and each way to fail, `/metrics` behind the key,
+//! then max clients (1013), connections per IP (HTTP 429), message size (1009), rate limit
+//! (`rate_limited`, then 4029), idle pings and the handshake timeout (slow-loris).
 
 mod client_support;
 
@@ -348,8 +348,9 @@ fn a_slow_consumer_is_closed_4008_without_slowing_others_and_can_resume() {
         metric(&samples, "cryptoworker_slow_consumer_closes_total", &[]),
         Some(1.0)
     );
-    // SPEC: "it may resume with since". The discarded backlog is at least the queue limit, so
-    // the replay must be paced by what the socket takes, not refused with another 4008.
+    // A client closed with 4008 may resume with `since` (docs/protocol.md, "Close codes"). The
+    // discarded backlog is at least the queue limit, so the replay must be paced by what the socket
+    // takes, not refused with another 4008.
     let since = got.last().copied().unwrap_or(sub["seq"].as_u64().unwrap());
     let mut again = Client::connect(w.addr);
     again.send(&json!({"type": "subscribe", "events": ["*"], "since": since, "epoch": epoch}));

@@ -1,6 +1,6 @@
-//! Client protocol (SPEC §4): each subscription filter against real events injected through the
-//! simulator, replace semantics of `subscribe`, `unsubscribe`, the `subscribed` echo, every
-//! request error code with its `id`, `ping`, and the `get_status` fields.
+//! Client protocol (docs/protocol.md): each subscription filter against real events injected
+//! through the simulator, replace semantics of `subscribe`, `unsubscribe`, the `subscribed` echo,
+//! every request error code with its `id`, `ping`, and the `get_status` fields.
 //!
 //! Pattern: a `"*"` witness client sees everything; once it has the last injected event, every
 //! other client has had its share written in the same reactor turn, so a short grace window

@@ -1,6 +1,6 @@
-//! Plain HTTP on the client port (SPEC §4): `/health`, `/ready` (503 without a daemon, 200 once
-//! one connects), `/metrics` parsed as Prometheus text with series that move, 404, and the
-//! dashboard page on `/`.
+//! Plain HTTP on the client port (docs/protocol.md, "HTTP endpoints"): `/health`, `/ready` (503
+//! without a daemon, 200 once one connects), `/metrics` parsed as Prometheus text with series that
+//! move, 404, and the dashboard page on `/`.
 
 mod client_support;
 

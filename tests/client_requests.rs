@@ -1,5 +1,5 @@
-//! Client requests other than filtering (SPEC §4): every error code with its `id` echoed and
-//! the connection kept open, `ping`/`pong`, and the `get_status` fields.
+//! Client requests other than filtering (docs/protocol.md): every error code with its `id` echoed
+//! and the connection kept open, `ping`/`pong`, and the `get_status` fields.
 
 mod client_support;
 

@@ -1,7 +1,7 @@
-//! Resume (SPEC §4 "Resume"): `subscribe` with `since` + `epoch` replays the missed events that
-//! match the new filter, in order, then continues live with no gap and no duplicate; `resumed`
-//! is false for another epoch, for `since` beyond the last seq and for events no longer held;
-//! there is no `resumed` field without `since`.
+//! Resume (docs/protocol.md, "Resume"): `subscribe` with `since` + `epoch` replays the missed
+//! events that match the new filter, in order, then continues live with no gap and no duplicate;
+//! `resumed` is false for another epoch, for `since` beyond the last seq and for events no longer
+//! held; there is no `resumed` field without `since`.
 
 mod client_support;
 

@@ -1,9 +1,9 @@
-//! Catch-up on every daemon (re)connect (issue 3, SPEC §5 "Catch-up"): after a daemon is killed
-//! and restarted on its port, the worker loads every watched wallet on it again (visible in the
-//! new simulator's `sim_rpc_log`), emits a `new_block` with `"recovered": true` when the height
-//! moved, and reconciles open payment requests with `get_request`, emitting `new_payment`
-//! (`"recovered": true`) only where the status or amount moved; a request the daemon no longer
-//! knows is logged and forgotten.
+//! Catch-up on every daemon (re)connect (issue 3; docs/daemon.md, "Catch-up after every connect"):
+//! after a daemon is killed and restarted on its port, the worker loads every watched wallet on it
+//! again (visible in the new simulator's `sim_rpc_log`), emits a `new_block` with `"recovered":
+//! true` when the height moved, and reconciles open payment requests with `get_request`, emitting
+//! `new_payment` (`"recovered": true`) only where the status or amount moved; a request the daemon
+//! no longer knows is logged and forgotten.
 //!
 //! The restarted simulator starts with the `refuse_auth` fault so the test can move its height
 //! (`sim_mine`) and requests (`sim_set_request`) before the worker gets in; then the fault is
@@ -221,8 +221,8 @@ fn asked_requests(sim: &Sim) -> usize {
 #[test]
 fn height_read_at_the_first_connect_counts_as_known() {
     // No block is announced during the first connection: the worker knows the height only from
-    // the `getinfo` it made when it connected (SPEC §5: "if a previous height is known (from this
-    // run or the database) and the height moved, emit new_block").
+    // the `getinfo` it made when it connected (docs/daemon.md, "Catch-up after every connect": a
+    // height known before, from this run or the database, that moved gives a new_block).
     let sim = Sim::start("BTC", QUIET);
     let start = sim.state()["height"].as_u64().expect("height");
     let worker = worker_for(&[&sim], &[]);
@@ -294,8 +294,9 @@ fn eth_token_wallets_are_reloaded_and_their_requests_reconciled() {
 #[test]
 fn unchanged_amount_written_differently_is_not_a_move() {
     // The worker learnt "0.0003" from a push; after the restart the daemon says "0.00030000" with
-    // the same status. The amount did not move (SPEC §5 reconciles "where the status or amount
-    // moved"; amounts are decimal strings, so equal values must compare equal).
+    // the same status. The amount did not move (reconciliation reports a request whose status or
+    // amount moved, docs/daemon.md; amounts are decimal strings, so equal values must compare
+    // equal).
     let sim = Sim::start("BTC", QUIET);
     let worker = worker_for(&[&sim], &[("BTC_WALLETS", W1)]);
     let (mut c, seq) = star_client(&worker);

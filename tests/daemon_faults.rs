@@ -1,4 +1,4 @@
-//! Misbehaving daemons (issue 3, SPEC §2, §4 and §5): refused credentials are retried and logged
+//! Misbehaving daemons (issue 3; docs/daemon.md): refused credentials are retried and logged
 //! at error level once per failure streak, naming the coin and `{COIN}_LOGIN`/`{COIN}_PASSWORD`;
 //! repeated updates are dropped while ETH blocks that arrive out of order still go out; a slow
 //! enrichment lookup never holds the stream beyond `DAEMON_RPC_TIMEOUT_S`; garbage frames are

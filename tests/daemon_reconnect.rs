@@ -1,7 +1,7 @@
-//! Daemon reconnection (issue 3, SPEC §5 "Reconnection"): a daemon killed and restarted on its
-//! port is reconnected within the backoff bound and announced with `daemon_status`; a daemon that
-//! stops answering pings (half-open link) is replaced; a daemon that is down at start is picked
-//! up when it comes up; and one coin's outage never delays another coin's events.
+//! Daemon reconnection (issue 3; docs/daemon.md, "Reconnecting"): a daemon killed and restarted on
+//! its port is reconnected within the backoff bound and announced with `daemon_status`; a daemon
+//! that stops answering pings (half-open link) is replaced; a daemon that is down at start is
+//! picked up when it comes up; and one coin's outage never delays another coin's events.
 //!
 //! Every daemon is a `cryptoworker simulate` process (quiet: events only when injected), except
 //! the "down" ones: a closed port, and a listener that accepts TCP but never answers.

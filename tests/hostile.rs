@@ -1,8 +1,8 @@
-//! Hostile clients (issue 5, SPEC §5 "Bad input"): thousands of connections opened and
-//! dropped, half-finished handshakes, random bytes before and after the upgrade, oversized and
-//! lying frame headers, header bombs and message floods — while one well-behaved `"*"` client
-//! receives every event of a steady stream with no gap in `seq`, and the worker's memory and
-//! file descriptors return near their baseline afterwards.
+//! Hostile clients (issue 5; docs/behaviour.md, "HTTP" and "Client protocol"): thousands of
+//! connections opened and dropped, half-finished handshakes, random bytes before and after the
+//! upgrade, oversized and lying frame headers, header bombs and message floods — while one
+//! well-behaved `"*"` client receives every event of a steady stream with no gap in `seq`, and the
+//! worker's memory and file descriptors return near their baseline afterwards.
 //!
 //! Numbers (RSS, fds, counts) are printed so a run records them; `--nocapture` shows them.
 
@@ -24,23 +24,16 @@ const BATCH: usize = 400;
 const RSS_SLACK_KIB: u64 = 20 * 1024;
 const FIRST_HEIGHT: u64 = 870_001;
 
-/// A tiny xorshift generator (no rand crate).
-struct Rng(u64);
+/// The crate's seeded generator, with a byte-string helper.
+struct Rng(cryptoworker::util::rng::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.0.next_u64() as u8).collect()
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 }
 
@@ -242,7 +235,7 @@ struct Attack {
 /// Every hostile phase in turn, at most [`BATCH`] sockets open at once.
 fn attack(addr: SocketAddr) -> Attack {
     let started = Instant::now();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(cryptoworker::util::rng::Rng::seeded(0x9E37_79B9_7F4A_7C15));
     churn_tcp(addr, 2000);
     let upgrades = churn_upgrades(addr, 1200);
     half_handshakes(addr, &mut rng, 800);

@@ -1,6 +1,6 @@
-//! The library API of SPEC §7, in process: a worker started from a `Config` against an embedded
-//! simulated daemon, event handlers off the reactor thread (a panicking one changes nothing for
-//! the others or for clients), status, graceful stop, and the process-wide
+//! The library API (README.md, "Library"), in process: a worker started from a `Config` against an
+//! embedded simulated daemon, event handlers off the reactor thread (a panicking one changes
+//! nothing for the others or for clients), status, graceful stop, and the process-wide
 //! `start_worker`/`stop_worker`/`get_worker`.
 
 use cryptoworker::config::{CoinConfig, Config, Family};

@@ -1,6 +1,6 @@
-//! Integration tests for the core pipeline (issue 2, SPEC §2 and §4): simulated daemons run as
-//! separate `cryptoworker simulate` processes and feed a `cryptoworker run` process, which real
-//! WebSocket clients on loopback subscribe to.
+//! Integration tests for the core pipeline (issue 2; docs/daemon.md and docs/protocol.md):
+//! simulated daemons run as separate `cryptoworker simulate` processes and feed a `cryptoworker
+//! run` process, which real WebSocket clients on loopback subscribe to.
 //!
 //! Most tests run the simulator quiet (`--rate 0 --block-interval 0`) and inject a known series
 //! with `sim_emit`, so every expected event is known in advance; one test uses the simulator's
@@ -94,7 +94,8 @@ fn collect_every_kind(sim: &Sim, c: &mut (WsClient, u64)) -> (Vec<(String, Value
     (seen, mined)
 }
 
-/// `new_transaction.data` must match what the daemon's `get_transaction` says (SPEC §4).
+/// `new_transaction.data` must match what the daemon's `get_transaction` says (docs/daemon.md,
+/// "Transaction lookups").
 fn check_enrichment(sim: &Sim, d: &Value, text: &str) {
     assert_eq!(d["wallet"], W1, "{text}");
     let tx = sim.call("get_transaction", json!([d["tx_hash"]]));
@@ -323,7 +324,7 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }
 
-/// Bad client messages and the error each must get (SPEC §4 "Errors and closes"): the text,
+/// Bad client messages and the error each must get (docs/protocol.md, "Errors"): the text,
 /// the code, and a word the message must contain (the field at fault), if any.
 const BAD_MESSAGES: &[(&str, &str, &str)] = &[
     ("not json", "invalid_json", ""),

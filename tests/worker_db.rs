@@ -1,6 +1,7 @@
-//! The worker and its event log end to end (issue 4, SPEC §4 "seq", §5 "Database"): the real
-//! binary (`cryptoworker run`) fed by `cryptoworker simulate`, writing to a fresh database on the
-//! machine's PostgreSQL, checked from real WebSocket clients and from SQL.
+//! The worker and its event log end to end (issue 4; docs/protocol.md, "Sequence numbers and
+//! epochs", and docs/database.md): the real binary (`cryptoworker run`) fed by `cryptoworker
+//! simulate`, writing to a fresh database on the machine's PostgreSQL, checked from real WebSocket
+//! clients and from SQL.
 //!
 //! - every event a `"*"` client receives has exactly one row with the same epoch, seq, coin,
 //!   event, wallet and payload, and no other row exists;

@@ -1,4 +1,4 @@
-//! Database-driven monitoring end to end (issue 4, SPEC §5 "Catch-up" and "Database"): rows that
+//! Database-driven monitoring end to end (issue 4; docs/database.md, "Monitoring"): rows that
 //! an application writes to `watched_wallets` and `payment_requests` while the worker runs change
 //! what the worker does on its simulated daemon, and reconciliation writes back to
 //! `payment_requests`.

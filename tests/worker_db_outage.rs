@@ -1,4 +1,4 @@
-//! Database outages under the real worker (issue 4, SPEC §5 "Database"): the worker writes to a
+//! Database outages under the real worker (issue 4; docs/database.md): the worker writes to a
 //! PRIVATE PostgreSQL cluster (`initdb` + `pg_ctl` on a free port; the shared cluster is never
 //! stopped) that the test stops and starts again while a simulated daemon keeps sending.
 //!

@@ -1,8 +1,8 @@
-//! Resume served from the event log (SPEC §4 "Resume", issue 4): with a tiny in-memory ring
-//! (`WORKER_RING_SIZE=5`), a client that resumes from an old seq gets every missed event from
-//! PostgreSQL, in order, with its original seq, data and timestamp, with `resumed: true`, then
-//! the live stream with no gap and no duplicate — also while events keep arriving during the
-//! resume, and with a filter applied to the replay.
+//! Resume served from the event log (docs/protocol.md, "Resume", and docs/database.md; issue 4):
+//! with a tiny in-memory ring (`WORKER_RING_SIZE=5`), a client that resumes from an old seq gets
+//! every missed event from PostgreSQL, in order, with its original seq, data and timestamp, with
+//! `resumed: true`, then the live stream with no gap and no duplicate — also while events keep
+//! arriving during the resume, and with a filter applied to the replay.
 
 mod common;
 #[path = "common/pg.rs"]

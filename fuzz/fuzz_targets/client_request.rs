@@ -4,7 +4,7 @@
 
 use cryptoworker::client::request::{Request, parse, peek_id};
 use cryptoworker::event::Event;
-use cryptoworker::fanout::filter::Filter;
+use cryptoworker::client::filter::Filter;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

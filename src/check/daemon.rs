@@ -258,8 +258,8 @@ impl Probe<'_> {
                 let leftover = buf.get(head_len..).unwrap_or_default().to_vec();
                 match ping(stream, leftover, self.timeout) {
                     Ok(()) => CheckLine::ok(Step::WebSocket, "websocket ok"),
-                    Err(message) => {
-                        CheckLine::failed(Step::WebSocket, message, self.hints.silent())
+                    Err(e) => {
+                        CheckLine::failed(Step::WebSocket, e.to_string(), self.hints.silent())
                     }
                 }
             }

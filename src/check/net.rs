@@ -38,6 +38,36 @@ pub(super) enum ExchangeError {
     Http(HttpError),
 }
 
+/// Why the WebSocket ping of `check` failed.
+#[derive(Debug)]
+pub(super) enum PingError {
+    /// The WebSocket layer failed (socket error or protocol violation).
+    Stream(tungstenite::Error),
+    /// No pong came within the timeout.
+    NoPong(Duration),
+    /// The daemon closed the stream, with this code and reason if it sent any.
+    Closed(Option<(u16, String)>),
+}
+
+impl std::fmt::Display for PingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PingError::Stream(e) => write!(f, "the /ws stream failed: {e}"),
+            PingError::NoPong(timeout) => write!(
+                f,
+                "the /ws stream did not answer a ping within {}",
+                seconds(*timeout)
+            ),
+            PingError::Closed(None) => f.write_str("the daemon closed the /ws stream"),
+            PingError::Closed(Some((code, reason))) => {
+                write!(f, "the daemon closed the /ws stream ({code} {reason})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PingError {}
+
 /// Text from the peer made safe to print: control characters dropped, at most 64 characters.
 pub(super) fn printable(text: &str) -> String {
     let clean: String = text.chars().filter(|c| !c.is_control()).take(64).collect();
@@ -116,22 +146,20 @@ pub(super) fn exchange<T>(
 
 /// Sends a ping on an upgraded stream and waits for its pong (events before it are skipped),
 /// then closes politely. `Err` says what went wrong.
-pub(super) fn ping(stream: TcpStream, leftover: Vec<u8>, timeout: Duration) -> Result<(), String> {
+pub(super) fn ping(
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), PingError> {
     let deadline = Instant::now() + timeout;
     let _ = stream.set_write_timeout(Some(timeout));
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_WS_MESSAGE))
         .max_frame_size(Some(MAX_WS_MESSAGE));
     let mut ws = WebSocket::from_partially_read(stream, leftover, Role::Client, Some(config));
-    let failed = |e: tungstenite::Error| format!("the /ws stream failed: {e}");
     ws.send(Message::Ping(Bytes::from_static(PING_PAYLOAD)))
-        .map_err(failed)?;
-    let no_pong = || {
-        format!(
-            "the /ws stream did not answer a ping within {}",
-            seconds(timeout)
-        )
-    };
+        .map_err(PingError::Stream)?;
+    let no_pong = || PingError::NoPong(timeout);
     for _ in 0..MAX_WS_MESSAGES {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -145,14 +173,12 @@ pub(super) fn ping(stream: TcpStream, leftover: Vec<u8>, timeout: Duration) -> R
                 return Ok(());
             }
             Ok(Message::Close(frame)) => {
-                let why = frame.map_or_else(String::new, |f| {
-                    format!(" ({} {})", u16::from(f.code), printable(&f.reason))
-                });
-                return Err(format!("the daemon closed the /ws stream{why}"));
+                let why = frame.map(|f| (u16::from(f.code), printable(&f.reason)));
+                return Err(PingError::Closed(why));
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => return Err(no_pong()),
-            Err(e) => return Err(failed(e)),
+            Err(e) => return Err(PingError::Stream(e)),
         }
     }
     Err(no_pong())

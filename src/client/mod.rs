@@ -1,7 +1,9 @@
-//! The client side (see "The client protocol" in the README): sans-io cores the client
-//! connection state machine and the reactor call.
+//! The client side (docs/protocol.md): sans-io cores the client connection state machine and the
+//! reactor call.
 //!
 //! - [`request`]: one client text message -> a typed request or a typed error;
+//! - [`filter`]: one connection's subscription, built from a `subscribe` request, and the
+//!   matching rules the fan-out applies to every event;
 //! - [`reply`]: the server's non-event messages, as JSON text;
 //! - [`ratelimit`]: per-connection token bucket and the strike policy behind close 4029;
 //! - [`admission`]: who may connect (door, per-address limit, key on the upgrade, client limit);
@@ -12,6 +14,7 @@
 //! current time); the reactor carries out what they decide.
 
 pub mod admission;
+pub mod filter;
 pub mod ratelimit;
 pub mod reply;
 pub mod request;

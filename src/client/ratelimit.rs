@@ -1,5 +1,5 @@
-//! Per-connection rate limiting of client messages (`WORKER_RATE_LIMIT` /
-//! `WORKER_RATE_BURST`, the `rate_limited` error and close 4029; see the README).
+//! Per-connection rate limiting of client messages (`WORKER_RATE_LIMIT` / `WORKER_RATE_BURST`
+//! in docs/configuration.md; `rate_limited` and close 4029 in docs/protocol.md).
 //!
 //! A [`TokenBucket`] refills at `rate` tokens per second up to `burst` and starts full; each
 //! message takes one token. [`RateGuard`] adds the strike policy: a message without a token is

@@ -1,12 +1,12 @@
-//! Server messages other than events (README, "The client protocol"): each a JSON text with `"type"` first and
+//! Server messages other than events (docs/protocol.md): each a JSON text with `"type"` first and
 //! `"timestamp"` last (Unix seconds with exactly three decimals), echoing the request `id` when
 //! one was given.
 //!
 //! Sans-io: these functions only build strings; the connection frames and queues them.
 
+use super::filter::Filter;
 use super::request::{ErrorCode, RequestError};
 use crate::event::{format_timestamp, now_unix};
-use crate::fanout::filter::Filter;
 use serde_json::{Value, json};
 
 /// Builds `{"type":..,"id":..,<fields>,"timestamp":..}` in that order.

@@ -1,4 +1,4 @@
-//! Parsing of one client text message into a typed [`Request`] (README, "The client protocol").
+//! Parsing of one client text message into a typed [`Request`] (docs/protocol.md, "Requests").
 //!
 //! Sans-io: takes the message text, returns an [`Envelope`] or a [`RequestError`] ready to be
 //! sent back with `reply::error`. Nothing here closes a connection.
@@ -22,7 +22,7 @@ pub const MAX_ENTRY_BYTES: usize = 512;
 /// How much of a client-supplied string is quoted back in an error message.
 const QUOTE_LIMIT: usize = 64;
 
-/// The error codes of the client protocol (README, "The client protocol", **Errors**).
+/// The error codes of docs/protocol.md, "Errors".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The text is not JSON.

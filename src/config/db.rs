@@ -1,5 +1,6 @@
-//! Database settings (SPEC §3): `DATABASE_URL`, or `DB_HOST`/`DB_PORT`/`DB_USER`/`DB_PASS`/
-//! `POSTGRES_DB` assembled into a libpq key/value string, plus pool, batch and spool settings.
+//! Database settings (docs/configuration.md, "Database"): `DATABASE_URL`, or
+//! `DB_HOST`/`DB_PORT`/`DB_USER`/`DB_PASS`/ `POSTGRES_DB` assembled into a libpq key/value string,
+//! plus pool, batch and spool settings.
 //!
 //! Invariants: persistence is on only when `DATABASE_URL` or `POSTGRES_DB` is set; the resulting
 //! [`DbConfig::url`] is always accepted by `postgres::Config::from_str`; no error message and no

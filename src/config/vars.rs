@@ -1,4 +1,5 @@
-//! The table of configuration variables (SPEC §3): names, flag aliases, defaults and meanings.
+//! The table of configuration variables (docs/configuration.md): names, flag aliases, defaults and
+//! meanings.
 //!
 //! This table is the single source of truth for three things: which flags are known, the default
 //! applied when a variable is unset (the default text is parsed by the same code as user input),
@@ -263,7 +264,7 @@ pub(crate) const COIN_VARS: &[CoinVarSpec] = &[
     },
 ];
 
-/// Known coins: symbol, default daemon port, family name (SPEC §2).
+/// Known coins: symbol, default daemon port, family name (docs/daemon.md, "Coin families").
 pub(crate) const KNOWN_COINS: &[(&str, u16, &str)] = &[
     ("BTC", 5000, "btc"),
     ("LTC", 5001, "btc"),

@@ -1,5 +1,6 @@
-//! Sans-io catch-up rules for a daemon (re)connect (SPEC §5): which calls to make, and which
-//! events to synthesise from their answers (`"recovered": true`).
+//! Sans-io catch-up rules for a daemon (re)connect (docs/daemon.md, "Catch-up after every
+//! connect"): which calls to make, and which events to synthesise from their answers (`"recovered":
+//! true`).
 //!
 //! - every watched wallet is named in a wallet-scoped call (`getbalance`), because a daemon only
 //!   emits events for wallets some RPC has named since it started;
@@ -45,7 +46,8 @@ pub struct OpenRequest {
     pub sent_amount: String,
 }
 
-/// Whether a status means the request may still move (SPEC §5: 0, 2 or 7).
+/// Whether a status means the request may still move (0, 2 or 7; docs/daemon.md, "Catch-up
+/// after every connect").
 pub fn is_open(status: i64) -> bool {
     matches!(status, 0 | 2 | 7)
 }

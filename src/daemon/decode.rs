@@ -1,7 +1,8 @@
-//! Sans-io decoding of a daemon's WebSocket push into normalised [`Event`]s (SPEC §2 → §4).
+//! Sans-io decoding of a daemon's WebSocket push into normalised [`Event`]s (docs/daemon.md, "The
+//! event link" → docs/protocol.md, "Events").
 //!
-//! Input is one text frame `{"updates":[{...}],"wallet":<key|null>,"currency":"BTC"}`. Every
-//! update becomes one event in the client shape of SPEC §4; fields the daemon does not provide
+//! Input is one text frame `{"updates":[{...}],"wallet":<key|null>,"currency":"BTC"}`. Every update
+//! becomes one event in the client shape of docs/protocol.md; fields the daemon does not provide
 //! are `null` until enrichment fills them. An envelope that cannot be read is an error for the
 //! whole frame; a single unreadable update is skipped and reported, the others still go out.
 

@@ -8,6 +8,10 @@
 //! Invariants: a stream exists exactly in `Connecting`, `Handshaking` and `Open`; `attempt` counts
 //! consecutive failed connections and resets after a healthy period.
 
+mod error;
+
+pub use error::LinkError;
+
 use crate::config::CoinConfig;
 use crate::http::client::{self as http, UpgradeOutcome};
 use crate::util::backoff::Backoff;
@@ -171,11 +175,11 @@ impl DaemonLink {
             | LinkState::Handshaking { since, .. }
                 if now >= *since + CONNECT_TIMEOUT =>
             {
-                self.fail("connect timed out".into(), now, out)
+                self.fail(LinkError::ConnectTimeout, now, out)
             }
             LinkState::Open { .. } if silent => {
                 let secs = self.ping_interval.as_secs() * 3;
-                self.fail(format!("silent for {secs}s (half-open link)"), now, out)
+                self.fail(LinkError::Silent { secs }, now, out)
             }
             LinkState::Open { ws, .. } if now >= self.next_ping => {
                 self.next_ping = now + self.ping_interval;
@@ -183,7 +187,7 @@ impl DaemonLink {
                 if let Err(e) = sent.and_then(|_| ws.flush())
                     && !is_would_block(&e)
                 {
-                    self.fail(format!("ping failed: {e}"), now, out);
+                    self.fail(LinkError::Ping(e), now, out);
                 }
             }
             _ => {}
@@ -215,11 +219,10 @@ impl DaemonLink {
         }
         match result {
             Ok(addr) => self.connect(addr, now, out),
-            Err(e) => self.fail(
-                format!("cannot resolve {}: {e}", self.config.host),
-                now,
-                out,
-            ),
+            Err(error) => {
+                let host = self.config.host.clone();
+                self.fail(LinkError::Resolve { host, error }, now, out)
+            }
         }
     }
 
@@ -230,7 +233,7 @@ impl DaemonLink {
                 self.state = LinkState::Connecting { stream, since: now };
                 out.push(LinkOutput::Register);
             }
-            Err(e) => self.fail(format!("connect to {addr}: {e}"), now, out),
+            Err(error) => self.fail(LinkError::Connect { addr, error }, now, out),
         }
     }
 
@@ -241,16 +244,16 @@ impl DaemonLink {
         }
     }
 
-    fn drive(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), String> {
+    fn drive(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), LinkError> {
         if let LinkState::Connecting { stream, .. } = &mut self.state {
-            if let Some(e) = stream.take_error().map_err(|e| e.to_string())? {
-                return Err(e.to_string());
+            if let Some(e) = stream.take_error().map_err(LinkError::Io)? {
+                return Err(LinkError::Io(e));
             }
             match stream.peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(LinkError::Io(e)),
             }
             let _ = stream.set_nodelay(true);
             self.begin_handshake();
@@ -290,7 +293,7 @@ impl DaemonLink {
         }
     }
 
-    fn handshake(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), String> {
+    fn handshake(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), LinkError> {
         let LinkState::Handshaking {
             stream,
             to_send,
@@ -303,21 +306,21 @@ impl DaemonLink {
         };
         while !to_send.is_empty() {
             match stream.write(to_send) {
-                Ok(0) => return Err("connection closed during upgrade".into()),
+                Ok(0) => return Err(LinkError::ClosedDuringUpgrade { eof: false }),
                 Ok(n) => {
                     to_send.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(LinkError::Io(e)),
             }
         }
         let eof = read_available(stream, received, MAX_HANDSHAKE_BYTES)?;
         let outcome = match http::parse_upgrade_response(received, key) {
             Ok(Some(o)) => o,
-            Ok(None) if eof => return Err("daemon closed the connection during upgrade".into()),
+            Ok(None) if eof => return Err(LinkError::ClosedDuringUpgrade { eof: true }),
             Ok(None) => return Ok(()),
-            Err(e) => return Err(format!("bad upgrade answer: {e:?}")),
+            Err(e) => return Err(LinkError::BadUpgrade(e)),
         };
         match outcome {
             UpgradeOutcome::Switched { head_len } => {
@@ -326,19 +329,19 @@ impl DaemonLink {
                 Ok(())
             }
             UpgradeOutcome::Refused { status, error } => Err(match error {
-                Some(e) if e.code == -32600 => format!(
-                    "authentication refused ({}); check {c}_LOGIN and {c}_PASSWORD",
-                    e.message,
-                    c = self.coin
-                ),
-                Some(e) => format!(
-                    "upgrade refused with HTTP {status}: {} ({})",
-                    e.message, e.code
-                ),
-                None => format!(
-                    "upgrade refused with HTTP {status}; check {}_HOST/{}_PORT point at a Bitcart daemon",
-                    self.coin, self.coin
-                ),
+                Some(e) if e.code == -32600 => LinkError::AuthRefused {
+                    coin: self.coin.to_string(),
+                    message: e.message,
+                },
+                Some(e) => LinkError::Refused {
+                    status,
+                    code: e.code,
+                    message: e.message,
+                },
+                None => LinkError::NotADaemon {
+                    coin: self.coin.to_string(),
+                    status,
+                },
             }),
         }
     }
@@ -366,7 +369,7 @@ impl DaemonLink {
         out.push(LinkOutput::Connected);
     }
 
-    fn read_frames(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), String> {
+    fn read_frames(&mut self, now: Instant, out: &mut Vec<LinkOutput>) -> Result<(), LinkError> {
         let LinkState::Open { ws, .. } = &mut self.state else {
             return Ok(());
         };
@@ -383,22 +386,27 @@ impl DaemonLink {
                     frames += 1;
                     out.push(LinkOutput::Frame(t.as_str().to_owned()));
                 }
-                Ok(Message::Close(frame)) => return Err(close_reason(self.closing, frame)),
+                Ok(Message::Close(frame)) => {
+                    return Err(LinkError::Closed {
+                        worker_closed: self.closing,
+                        frame,
+                    });
+                }
                 Ok(_) => self.last_rx = now,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(LinkError::WebSocket(e)),
             }
         }
         match ws.flush() {
             Ok(()) => Ok(()),
             Err(e) if is_would_block(&e) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(LinkError::WebSocket(e)),
         }
     }
 
     /// Takes the link down and schedules the next attempt.
-    fn fail(&mut self, reason: String, now: Instant, out: &mut Vec<LinkOutput>) {
+    fn fail(&mut self, reason: LinkError, now: Instant, out: &mut Vec<LinkOutput>) {
         if self.closing {
             self.state = LinkState::Backoff {
                 until: now + Duration::from_secs(3600),
@@ -444,7 +452,7 @@ impl DaemonLink {
         }
         if was_open || !self.down_reported {
             self.down_reported = true;
-            out.push(LinkOutput::Disconnected(reason));
+            out.push(LinkOutput::Disconnected(reason.to_string()));
         }
     }
 
@@ -462,28 +470,16 @@ impl DaemonLink {
     }
 }
 
-/// Why an open stream ended with a close frame from the daemon. When the worker is closing,
-/// that frame answers the worker's own close (sent by [`DaemonLink::close`]): the worker closed
-/// the link, not the daemon.
-fn close_reason(worker_closed: bool, frame: Option<CloseFrame>) -> String {
-    let code = match frame {
-        Some(f) if f.reason.is_empty() => u16::from(f.code).to_string(),
-        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
-        None => "no close code".into(),
-    };
-    if worker_closed {
-        format!("closed by the worker; the daemon answered {code}")
-    } else {
-        format!("daemon closed the stream ({code})")
-    }
-}
-
 fn is_would_block(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Reads until `WouldBlock`; returns whether EOF was seen. Errors past `limit` bytes.
-fn read_available(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize) -> Result<bool, String> {
+fn read_available(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, LinkError> {
     let mut chunk = [0u8; 4096];
     loop {
         match stream.read(&mut chunk) {
@@ -491,12 +487,12 @@ fn read_available(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize) -> Re
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > limit {
-                    return Err("upgrade answer too large".into());
+                    return Err(LinkError::UpgradeTooLarge);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(LinkError::Io(e)),
         }
     }
 }
@@ -556,7 +552,7 @@ mod tests {
     }
 
     /// Reads on the link until the stream ends; the reason it ended.
-    fn read_until_closed(link: &mut DaemonLink) -> String {
+    fn read_until_closed(link: &mut DaemonLink) -> LinkError {
         let give_up = Instant::now() + Duration::from_secs(5);
         let mut out = Vec::new();
         loop {
@@ -579,8 +575,16 @@ mod tests {
         }
         let _ = daemon.flush();
         let reason = read_until_closed(&mut link);
-        assert!(reason.contains("closed by the worker"), "{reason}");
-        assert!(!reason.contains("daemon closed"), "{reason}");
+        let text = reason.to_string();
+        assert!(text.contains("closed by the worker"), "{text}");
+        assert!(!text.contains("daemon closed"), "{text}");
+        assert!(matches!(
+            reason,
+            LinkError::Closed {
+                worker_closed: true,
+                ..
+            }
+        ));
         let mut out = Vec::new();
         link.fail(reason, Instant::now(), &mut out);
         assert!(
@@ -598,12 +602,8 @@ mod tests {
         daemon.close(Some(frame)).unwrap();
         let _ = daemon.flush();
         assert_eq!(
-            read_until_closed(&mut link),
+            read_until_closed(&mut link).to_string(),
             "daemon closed the stream (1000)"
-        );
-        assert_eq!(
-            close_reason(false, None),
-            "daemon closed the stream (no close code)"
         );
     }
 

@@ -36,6 +36,9 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use transport::TransportError;
+
+mod transport;
 
 /// Connections kept besides the lookup connections: the catch-up window plus one for `getinfo`.
 pub const RESERVED: usize = super::recovery::CATCHUP_WINDOW + 1;
@@ -381,7 +384,7 @@ impl<P> RpcPool<P> {
     /// A transport error on `slot`: its calls go back to the front of the queue if the daemon
     /// probably closed a kept-alive connection under them (nothing of their answer arrived and
     /// they were not retried yet); otherwise they fail. The connection is dropped either way.
-    fn transport_failed(&mut self, slot: usize, why: String, done: &mut Vec<RpcDone<P>>) {
+    fn transport_failed(&mut self, slot: usize, why: TransportError, done: &mut Vec<RpcDone<P>>) {
         let Some(Some(conn)) = self.conns.get_mut(slot).map(Option::take) else {
             return;
         };
@@ -396,7 +399,7 @@ impl<P> RpcPool<P> {
                 call.retried = true;
                 again.push(call);
             } else {
-                done.push(failed(call, CallError::Transport(why.clone())));
+                done.push(failed(call, CallError::Transport(why.to_string())));
             }
         }
         self.push_front(again);
@@ -514,15 +517,15 @@ type Answer = (Result<Value, CallError>, bool);
 /// emptied the socket, so reading stops there without a last read that would only say "would
 /// block": the sockets are edge-triggered, and anything arriving later (more bytes, the end of
 /// the stream) raises a new readiness event.
-fn pump<P>(conn: &mut Conn<P>, chunk: &mut [u8]) -> Result<bool, String> {
+fn pump<P>(conn: &mut Conn<P>, chunk: &mut [u8]) -> Result<bool, TransportError> {
     let mut written = 0;
     while written < conn.out.len() {
         match conn.stream.write(&conn.out[written..]) {
-            Ok(0) => return Err("connection closed".into()),
+            Ok(0) => return Err(TransportError::Closed),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(TransportError::Io(e)),
         }
     }
     conn.out.drain(..written);
@@ -532,7 +535,7 @@ fn pump<P>(conn: &mut Conn<P>, chunk: &mut [u8]) -> Result<bool, String> {
             Ok(n) => {
                 conn.inbuf.extend_from_slice(&chunk[..n]);
                 if conn.inbuf.len() > MAX_BODY + 64 * 1024 {
-                    return Err("answer too large".into());
+                    return Err(TransportError::TooLarge);
                 }
                 if n < chunk.len() {
                     return Ok(false);
@@ -540,18 +543,18 @@ fn pump<P>(conn: &mut Conn<P>, chunk: &mut [u8]) -> Result<bool, String> {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(TransportError::Io(e)),
         }
     }
 }
 
 /// The oldest answer in `conn.inbuf`, once complete: the outcome and whether the connection
 /// stays open.
-fn take_answer<P>(conn: &mut Conn<P>, eof: bool) -> Result<Option<Answer>, String> {
+fn take_answer<P>(conn: &mut Conn<P>, eof: bool) -> Result<Option<Answer>, TransportError> {
     let response = match parse_response(&conn.inbuf, MAX_BODY, eof) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(format!("bad HTTP answer: {e:?}")),
+        Err(e) => return Err(TransportError::BadHttp(e)),
     };
     conn.inbuf.drain(..response.consumed);
     let outcome = match decode_rpc_body(&response.body) {

@@ -1,5 +1,5 @@
 //! Connection plumbing shared by every database thread: the parsed PostgreSQL configuration, the
-//! writer advisory lock, retry backoff with jitter, the epoch generator, and the state the
+//! writer advisory lock, the reconnect backoff's parameters, and the state the
 //! threads share ([`Shared`]).
 //!
 //! Invariants: the writer lock ([`WRITER_LOCK_KEY`]) is a session-level advisory lock, so it is
@@ -9,6 +9,7 @@
 use super::DbMessage;
 use super::error::{DbError, describe};
 use super::stats::DbStats;
+use crate::util::backoff::{Backoff, Jitter};
 use crossbeam_channel::Sender;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
@@ -108,80 +109,13 @@ pub(crate) fn store_epoch(client: &mut Client, epoch: &str) -> Result<(), postgr
     Ok(())
 }
 
-/// SplitMix64: a tiny, good-enough generator for jitter and epoch suffixes.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    /// Seeded from the clock, the process id and a stack address.
-    pub fn from_entropy() -> SplitMix {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let local = 0u8;
-        let addr = &local as *const u8 as u64;
-        SplitMix(t ^ (u64::from(std::process::id()) << 32) ^ addr.rotate_left(17))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// A new epoch: creation time in milliseconds as 12 hex digits, `-`, 8 random hex digits.
-/// Byte order of epochs is creation order (the schema compares them with `COLLATE "C"`).
-pub fn new_epoch() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let r = SplitMix::from_entropy().next_u64() as u32;
-    format!("{ms:012x}-{r:08x}")
-}
-
 /// Ceiling of the database threads' reconnect backoff (supervisor, listener, writers): a
 /// server that comes back is noticed within about this long, however long it was away.
 pub(crate) const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Exponential backoff with ±25 % jitter: `min` doubling to `max`, never waiting longer than
-/// `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-    rng: SplitMix,
-}
-
-impl Backoff {
-    /// A backoff starting at `min` and capped at `max`.
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            current: min,
-            rng: SplitMix::from_entropy(),
-        }
-    }
-
-    /// The next delay to wait (grows until `max`).
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = (self.rng.next_u64() % 501) as f64 / 1000.0 + 0.75; // 0.75..=1.25
-        base.mul_f64(jitter).min(self.max)
-    }
-
-    /// Back to `min` after a success.
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
+/// The database threads' reconnect backoff: `min` doubling to [`RECONNECT_BACKOFF_MAX`], ±25 %.
+pub(crate) fn reconnect_backoff(min: Duration) -> Backoff {
+    Backoff::with_jitter(min, RECONNECT_BACKOFF_MAX, Jitter::Spread)
 }
 
 /// State shared by the database threads and the handle.
@@ -285,47 +219,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epochs_sort_by_creation_time() {
-        let a = new_epoch();
-        std::thread::sleep(Duration::from_millis(3));
-        let b = new_epoch();
-        assert_eq!(a.len(), 21);
-        assert!(a < b, "{a} < {b}");
-        assert_ne!(a[13..], b[13..]);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
-        let d: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        let within = |d: Duration, base: u64| {
-            d >= Duration::from_millis(base * 3 / 4) && d <= Duration::from_millis(base * 5 / 4)
-        };
-        assert!(within(d[0], 100), "{d:?}");
-        assert!(within(d[1], 200), "{d:?}");
-        assert!(within(d[2], 400) && within(d[4], 400), "{d:?}");
-        b.reset();
-        assert!(within(b.next_delay(), 100));
-    }
-
-    #[test]
-    fn reconnect_backoff_grew_to_30s() {
-        let mut b = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
-        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
-        assert!(RECONNECT_BACKOFF_MAX <= Duration::from_secs(2));
-        assert!(
-            delays.iter().all(|d| *d <= RECONNECT_BACKOFF_MAX),
-            "jitter never passes the cap: {delays:?}"
-        );
-        assert!(
-            delays[10..]
-                .iter()
-                .all(|d| *d >= Duration::from_millis(1500)),
-            "it still backs off to the cap: {delays:?}"
-        );
-    }
 
     #[test]
     fn url_is_parsed_with_worker_defaults() {

@@ -42,6 +42,39 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+/// Why the reader could not answer an event-log query (the client's resume falls back; the
+/// reader goes on with the next job).
+#[derive(Debug)]
+pub(crate) enum QueryError {
+    /// The database is not connected (or not ready: lock or schema pending).
+    NotConnected,
+    /// The driver failed.
+    Driver(postgres::Error),
+    /// A stored payload is not a JSON object.
+    BadPayload { seq: i64 },
+    /// The rows after `after` are not all committed yet; `unwritten` are queued or spooled.
+    NotPersisted { after: u64, unwritten: u64 },
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::NotConnected => f.write_str("the database is not connected"),
+            QueryError::Driver(e) => f.write_str(&describe(e)),
+            QueryError::BadPayload { seq } => {
+                write!(f, "event {seq} has a payload that is not an object")
+            }
+            QueryError::NotPersisted { after, unwritten } => write!(
+                f,
+                "events after seq {after} are not all persisted yet ({unwritten} queued or \
+                 spooled); retry later"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
 /// What a failed PostgreSQL call means for the work in hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {

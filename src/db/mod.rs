@@ -1,16 +1,14 @@
 //! PostgreSQL persistence: the event log, derived tables, database-driven monitoring and resume,
-//! behind a small API that never blocks the reactor (SPEC §3, §5 "Database"; docs/database.md).
+//! behind a small API that never blocks the reactor (docs/database.md; settings in
+//! docs/configuration.md, "Database").
 //!
 //! Threads (none of them is the reactor):
 //!
-//! ```text
-//! reactor --submit (try_send)--> intake (bounded) --> dispatcher --try_send--> writers x DB_POOL_SIZE
-//!                                                        |   ^  <--Feedback--      |
-//!                                                        v   | replay              v
-//!                                                     spool file              PostgreSQL
-//! reactor --query_events / mark_request_gone (try_send)--> reader ----------------^
-//! supervisor: writer advisory lock, migrations, readiness   listener: LISTEN -> Wallets/Requests
-//! DbMessage channel (bounded) + wake() --> reactor
+//! ```text reactor --submit (try_send)--> intake (bounded) --> dispatcher --try_send--> writers x
+//!   DB_POOL_SIZE |   ^  <--Feedback--      | v   | replay              v spool file
+//!   PostgreSQL reactor --query_events / mark_request_gone (try_send)--> reader ----------------^
+//!   supervisor: writer advisory lock, migrations, readiness   listener: LISTEN -> Wallets/Requests
+//!   DbMessage channel (bounded) + wake() --> reactor
 //! ```
 //!
 //! Invariants: the reactor's calls are all `try_send` (never block); every queue is bounded; an
@@ -31,7 +29,7 @@ mod sql;
 mod stats;
 mod writer;
 
-pub use conn::{WRITER_LOCK_KEY, new_epoch};
+pub use conn::WRITER_LOCK_KEY;
 pub use error::DbError;
 pub use reader::MAX_QUERY_ROWS;
 pub use spool::SPOOL_FILE;

@@ -11,11 +11,10 @@
 //!   notification it reads the full sets and sends [`DbMessage::Wallets`] / [`DbMessage::Requests`]
 //!   to the reactor, then wakes it.
 
-use super::conn::{
-    Backoff, RECONNECT_BACKOFF_MAX, Shared, connect, lock_holder, store_epoch, try_lock,
-};
-use super::error::describe;
+use super::conn::{Shared, connect, lock_holder, reconnect_backoff, store_epoch, try_lock};
+use super::error::{DbError, describe};
 use super::{DbMessage, PaymentRequest, WatchedWallet, migrate};
+use crate::util::backoff::Backoff;
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     /// The thread body; ends (dropping the lock) when shutdown stops the background threads.
     pub fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
+        let mut backoff = reconnect_backoff(Duration::from_millis(500));
         let mut failing = false;
         let mut lock_logged = false;
         while !self.shared.stopping() {
@@ -97,10 +96,10 @@ impl Supervisor {
     }
 
     /// Connects if needed, takes the lock, migrates and stores the epoch. `Ok(false)`: locked.
-    fn acquire(&mut self) -> Result<bool, String> {
+    fn acquire(&mut self) -> Result<bool, AcquireError> {
         let mut c = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => connect(&self.pg).map_err(|e| describe(&e))?,
+            _ => connect(&self.pg)?,
         };
         match try_lock(&mut c) {
             Ok(true) => {}
@@ -108,10 +107,10 @@ impl Supervisor {
                 self.client = Some(c);
                 return Ok(false);
             }
-            Err(e) => return Err(describe(&e)),
+            Err(e) => return Err(e.into()),
         }
-        migrate::run(&mut c).map_err(|e| e.to_string())?;
-        store_epoch(&mut c, &self.shared.epoch).map_err(|e| describe(&e))?;
+        migrate::run(&mut c).map_err(AcquireError::Migration)?;
+        store_epoch(&mut c, &self.shared.epoch)?;
         self.client = Some(c);
         Ok(true)
     }
@@ -127,6 +126,32 @@ impl Supervisor {
     }
 }
 
+/// Why the supervisor could not become the writer this time (it backs off and tries again).
+#[derive(Debug)]
+enum AcquireError {
+    /// Connecting, locking or storing the epoch failed.
+    Driver(postgres::Error),
+    /// A migration failed.
+    Migration(DbError),
+}
+
+impl From<postgres::Error> for AcquireError {
+    fn from(e: postgres::Error) -> AcquireError {
+        AcquireError::Driver(e)
+    }
+}
+
+impl std::fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcquireError::Driver(e) => f.write_str(&describe(e)),
+            AcquireError::Migration(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AcquireError {}
+
 /// Watches `watched_wallets` and `payment_requests`.
 pub(crate) struct Listener {
     pub pg: postgres::Config,
@@ -136,7 +161,7 @@ pub(crate) struct Listener {
 impl Listener {
     /// The thread body.
     pub fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), RECONNECT_BACKOFF_MAX);
+        let mut backoff = reconnect_backoff(Duration::from_millis(500));
         while !self.shared.stopping() {
             if !self.shared.ready() {
                 self.shared.nap(Duration::from_millis(100));

@@ -10,7 +10,7 @@
 
 use super::DbMessage;
 use super::conn::{Shared, connect};
-use super::error::{Failure, classify, describe};
+use super::error::{Failure, QueryError, classify};
 use crate::event::{EventMeta, Published};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use postgres::Client;
@@ -70,7 +70,7 @@ impl Reader {
                     after,
                     up_to,
                 }) => {
-                    let result = self.query(&epoch, after, up_to);
+                    let result = self.query(&epoch, after, up_to).map_err(|e| e.to_string());
                     self.shared.tell(DbMessage::Events { query_id, result });
                 }
                 Ok(ReaderJob::Gone { coin, request_id }) => self.gone(&coin, &request_id),
@@ -82,31 +82,29 @@ impl Reader {
     }
 
     /// The open connection, connecting when needed.
-    fn client(&mut self) -> Result<&mut Client, String> {
+    fn client(&mut self) -> Result<&mut Client, QueryError> {
         if !self.shared.ready() {
-            return Err("the database is not connected".into());
+            return Err(QueryError::NotConnected);
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(connect(&self.pg).map_err(|e| describe(&e))?);
+            self.client = Some(connect(&self.pg).map_err(QueryError::Driver)?);
         }
-        self.client
-            .as_mut()
-            .ok_or_else(|| "no connection".to_string())
+        self.client.as_mut().ok_or(QueryError::NotConnected)
     }
 
     /// Drops the connection after a connection-level failure.
-    fn failed(&mut self, e: &postgres::Error) -> String {
-        if classify(e) == Failure::Connection {
+    fn failed(&mut self, e: postgres::Error) -> QueryError {
+        if classify(&e) == Failure::Connection {
             self.client = None;
         }
-        describe(e)
+        QueryError::Driver(e)
     }
 
     /// The events of `epoch` in `(after, up_to]`. When the rows found are not contiguous while
     /// events are still queued or spooled, the writers are given up to [`CATCH_UP_WAIT`] to
     /// commit them (a resume usually asks for events written a few milliseconds ago) before the
     /// answer is an error ("retry later"); never a list with a silent hole.
-    fn query(&mut self, epoch: &str, after: u64, up_to: u64) -> Result<Vec<Published>, String> {
+    fn query(&mut self, epoch: &str, after: u64, up_to: u64) -> Result<Vec<Published>, QueryError> {
         let give_up = Instant::now() + CATCH_UP_WAIT;
         loop {
             let out = self.query_once(epoch, after, up_to)?;
@@ -124,10 +122,7 @@ impl Reader {
             }
             let hopeless = !self.shared.ready() || self.shared.stopping();
             if hopeless || Instant::now() >= give_up {
-                return Err(format!(
-                    "events after seq {after} are not all persisted yet ({unwritten} queued or \
-                     spooled); retry later"
-                ));
+                return Err(QueryError::NotPersisted { after, unwritten });
             }
             std::thread::sleep(CATCH_UP_POLL);
         }
@@ -139,7 +134,7 @@ impl Reader {
         epoch: &str,
         after: u64,
         up_to: u64,
-    ) -> Result<Vec<Published>, String> {
+    ) -> Result<Vec<Published>, QueryError> {
         let after_i = i64::try_from(after).unwrap_or(i64::MAX);
         let up_to_i = i64::try_from(up_to).unwrap_or(i64::MAX);
         let limit = MAX_QUERY_ROWS as i64;
@@ -148,17 +143,17 @@ impl Reader {
              WHERE epoch = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
             &[&epoch, &after_i, &up_to_i, &limit],
         );
-        let rows = rows.map_err(|e| self.failed(&e))?;
+        let rows = rows.map_err(|e| self.failed(e))?;
         let epoch: Arc<str> = epoch.into();
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let (seq, payload, ts): (i64, String, f64) = (
-                r.try_get(0).map_err(|e| describe(&e))?,
-                r.try_get(1).map_err(|e| describe(&e))?,
-                r.try_get(2).map_err(|e| describe(&e))?,
+                r.try_get(0).map_err(QueryError::Driver)?,
+                r.try_get(1).map_err(QueryError::Driver)?,
+                r.try_get(2).map_err(QueryError::Driver)?,
             );
             let Ok(Value::Object(data)) = serde_json::from_str::<Value>(&payload) else {
-                return Err(format!("event {seq} has a payload that is not an object"));
+                return Err(QueryError::BadPayload { seq });
             };
             let compact = Value::Object(data.clone()).to_string();
             let meta = EventMeta::from_data(&data);
@@ -181,7 +176,7 @@ impl Reader {
                  ON CONFLICT (coin, request_id) DO NOTHING",
                 &[&coin, &request_id],
             )
-            .map_err(|e| describe(&e))
+            .map_err(QueryError::Driver)
         });
         match result {
             Ok(_) => log::info!("[DB] Payment request {coin}/{request_id} marked gone"),

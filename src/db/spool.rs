@@ -154,6 +154,32 @@ impl Spool {
     }
 }
 
+/// Why a spool line could not be read back (the line is skipped; the spool goes on).
+#[derive(Debug)]
+pub(crate) enum SpoolLineError {
+    /// Longer than the 16 MiB a line may have.
+    TooLong,
+    /// Not a JSON document.
+    NotJson(serde_json::Error),
+    /// A required field (`epoch`, `seq`, `ts`) is missing or of the wrong type.
+    Missing(&'static str),
+    /// `payload` is not a JSON object.
+    PayloadNotObject,
+}
+
+impl std::fmt::Display for SpoolLineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpoolLineError::TooLong => f.write_str("line longer than 16 MiB"),
+            SpoolLineError::NotJson(e) => write!(f, "not JSON: {e}"),
+            SpoolLineError::Missing(field) => write!(f, "no {field}"),
+            SpoolLineError::PayloadNotObject => f.write_str("payload is not an object"),
+        }
+    }
+}
+
+impl std::error::Error for SpoolLineError {}
+
 /// Reads spooled events in file order.
 pub(crate) struct SpoolReader {
     inner: BufReader<File>,
@@ -163,7 +189,10 @@ pub(crate) struct SpoolReader {
 impl SpoolReader {
     /// The next line if one ends before `limit` bytes: `Some(Ok(event))`, or `Some(Err(why))` for
     /// a corrupt line (skipped). `None` at `limit`.
-    pub fn next_event(&mut self, limit: u64) -> io::Result<Option<Result<Published, String>>> {
+    pub fn next_event(
+        &mut self,
+        limit: u64,
+    ) -> io::Result<Option<Result<Published, SpoolLineError>>> {
         if self.offset >= limit {
             return Ok(None);
         }
@@ -179,7 +208,7 @@ impl SpoolReader {
             // Skip the rest of an oversized line.
             let mut rest = Vec::new();
             self.offset += self.inner.read_until(b'\n', &mut rest)? as u64;
-            return Ok(Some(Err("line longer than 16 MiB".into())));
+            return Ok(Some(Err(SpoolLineError::TooLong)));
         }
         let text = String::from_utf8_lossy(&buf);
         Ok(Some(decode(text.trim_end())))
@@ -209,13 +238,15 @@ pub(crate) fn encode(p: &Published) -> String {
 }
 
 /// Parses one spool line back into an event.
-pub(crate) fn decode(line: &str) -> Result<Published, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let epoch = v["epoch"].as_str().ok_or("no epoch")?;
-    let seq = v["seq"].as_u64().ok_or("no seq")?;
-    let ts = v["ts"].as_f64().ok_or("no ts")?;
+pub(crate) fn decode(line: &str) -> Result<Published, SpoolLineError> {
+    let v: Value = serde_json::from_str(line).map_err(SpoolLineError::NotJson)?;
+    let epoch = v["epoch"]
+        .as_str()
+        .ok_or(SpoolLineError::Missing("epoch"))?;
+    let seq = v["seq"].as_u64().ok_or(SpoolLineError::Missing("seq"))?;
+    let ts = v["ts"].as_f64().ok_or(SpoolLineError::Missing("ts"))?;
     let Value::Object(data) = &v["payload"] else {
-        return Err("payload is not an object".into());
+        return Err(SpoolLineError::PayloadNotObject);
     };
     Ok(Published::from_payload(
         epoch.into(),

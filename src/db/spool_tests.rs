@@ -9,7 +9,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let mut r = crate::db::conn::SplitMix::from_entropy();
+        let mut r = crate::util::rng::Rng::from_os();
         let p = std::env::temp_dir().join(format!("cw-spool-{tag}-{:x}", r.next_u64()));
         TempDir(p)
     }
@@ -26,7 +26,7 @@ fn block(epoch: &str, seq: u64, height: u64) -> Published {
     Published::new(epoch.into(), seq, &ev, 1_700_000_000.125)
 }
 
-fn read_all(spool: &mut Spool) -> Vec<Result<Published, String>> {
+fn read_all(spool: &mut Spool) -> Vec<Result<Published, SpoolLineError>> {
     let mut r = spool.reader().unwrap();
     let mut out = Vec::new();
     while let Some(item) = r.next_event(spool.bytes()).unwrap() {
@@ -115,14 +115,22 @@ fn a_second_open_of_the_same_dir_is_refused() {
 
 #[test]
 fn garbage_lines_decode_to_errors_not_panics() {
-    for bad in [
-        "",
-        "nope",
-        "{}",
-        r#"{"epoch":"e","seq":-1,"ts":1,"payload":{}}"#,
-        r#"{"epoch":"e","seq":1,"ts":1,"payload":[]}"#,
+    for (bad, why) in [
+        ("", "not JSON: EOF while parsing a value at line 1 column 0"),
+        ("nope", "not JSON: expected ident at line 1 column 2"),
+        ("{}", "no epoch"),
+        (r#"{"epoch":"e","ts":1,"payload":{}}"#, "no seq"),
+        (r#"{"epoch":"e","seq":-1,"ts":1,"payload":{}}"#, "no seq"),
+        (r#"{"epoch":"e","seq":1,"payload":{}}"#, "no ts"),
+        (
+            r#"{"epoch":"e","seq":1,"ts":1,"payload":[]}"#,
+            "payload is not an object",
+        ),
     ] {
-        assert!(decode(bad).is_err(), "{bad}");
+        match decode(bad) {
+            Err(e) => assert_eq!(e.to_string(), why, "{bad}"),
+            Ok(_) => panic!("{bad} decoded"),
+        }
     }
 }
 

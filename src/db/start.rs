@@ -4,7 +4,7 @@
 //! Invariant: when `start` returns `Ok`, every thread is running and owns what it needs; when it
 //! returns `Err`, no thread keeps running and the spool lock is released.
 
-use super::conn::{self, Shared, new_epoch, store_epoch};
+use super::conn::{self, Shared, store_epoch};
 use super::dispatch::Dispatcher;
 use super::error::{DbError, describe, is_fatal_connect};
 use super::monitor::{Listener, Supervisor};
@@ -16,6 +16,7 @@ use super::{
     migrate,
 };
 use crate::config::DbConfig;
+use crate::event::new_epoch;
 use crossbeam_channel::{Receiver, bounded};
 use postgres::Client;
 use std::sync::Arc;

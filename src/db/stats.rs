@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counters of the persistence layer (SPEC §4 `status.data.db`).
+/// Counters of the persistence layer (`status.data.db`, docs/protocol.md, "`get_status`").
 #[derive(Debug, Default)]
 pub struct DbStats {
     /// Persistence is configured. `DbStats::default()` (persistence off) has it false.

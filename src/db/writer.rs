@@ -7,7 +7,7 @@
 //! even on its own, logged at error level and counted in `failed`. After the shutdown deadline a
 //! writer writes nothing more and hands back everything it gets.
 
-use super::conn::{Backoff, Shared, connect};
+use super::conn::{Shared, connect, reconnect_backoff};
 use super::error::{Failure, classify, describe};
 use super::rows::Batch;
 use super::sql::{Statements, write_batch};
@@ -73,10 +73,7 @@ impl Writer {
     /// The thread body.
     pub fn run(self) {
         let mut conn: Option<(Client, Statements)> = None;
-        let mut backoff = Backoff::new(
-            Duration::from_millis(200),
-            super::conn::RECONNECT_BACKOFF_MAX,
-        );
+        let mut backoff = reconnect_backoff(Duration::from_millis(200));
         let mut retry_at = Instant::now();
         loop {
             let usable = self.shared.ready() && !self.shared.past_deadline();

@@ -23,8 +23,8 @@
 //! group id is in the index exactly while the group has members, and `by_filter` names only
 //! such groups; a freed group has nothing staged.
 
-use super::filter::Filter;
 use super::index::SubscriptionIndex;
+use crate::client::filter::Filter;
 use crate::event::{EventMeta, Published};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};

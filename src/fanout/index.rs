@@ -23,7 +23,9 @@
 //! nowhere else; `insert`/`remove` index and unindex with the same filter. A filter with no
 //! events is stored (for `get`) but not indexed.
 
-use super::filter::{Filter, carries_address, carries_wallet, event_slot, normalize_address};
+use crate::client::filter::{
+    Filter, carries_address, carries_wallet, event_slot, normalize_address,
+};
 use crate::event::{EventMeta, KNOWN_EVENTS};
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;

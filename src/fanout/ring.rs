@@ -1,4 +1,4 @@
-//! Bounded in-memory history of published events, for resume (SPEC §4 "Resume").
+//! Bounded in-memory history of published events, for resume (docs/protocol.md, "Resume").
 //!
 //! Invariants: the ring holds at most `capacity` events; the events it holds have consecutive
 //! sequence numbers `base+1 ..= base+len` of one epoch. Pushing an event that breaks this (a

@@ -13,7 +13,7 @@ use crate::client::session::{Action, Actions, Context, Session, SessionLimits, S
 use crate::http::server::{RequestHead, response, websocket_accept};
 use crate::pipeline::Pipeline;
 use crate::server::conn::{ClientConn, ClientState, ReadResult};
-use crate::ws::server::Incoming;
+use crate::server::ws::Incoming;
 use mio::Interest;
 use std::io;
 use std::net::IpAddr;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 impl Reactor {
-    /// The `status.data` object of the client protocol (README).
+    /// The `status.data` object (docs/protocol.md, "`get_status`").
     pub(super) fn status_json(&self) -> Value {
         let mut daemons = Map::new();
         for s in self.daemons.sources() {

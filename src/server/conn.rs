@@ -14,11 +14,11 @@
 mod tests;
 
 use super::outbox::{Flush, Outbox};
+use super::ws::{Incoming, READ_CHUNK, ReadError, ServerWs};
 use crate::client::session::Session;
 use crate::fanout::groups::Batch;
 use crate::http::server::{RequestHead, parse_request};
 use crate::ws::frame;
-use crate::ws::server::{Incoming, READ_CHUNK, ReadError, ServerWs};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! The simulated chain: block height, loaded wallets, payment requests, transactions and the
-//! payment flows that produce daemon events (BITCART-DAEMON.md §1.6). Sans-io: every method
-//! mutates state and returns the updates to push; the caller wraps and broadcasts them.
+//! payment flows that produce daemon events (docs/daemon.md, "The event link"). Sans-io: every
+//! method mutates state and returns the updates to push; the caller wraps and broadcasts them.
 //!
 //! Invariants:
 //! - wallet-scoped updates are returned only for wallets currently loaded (state still moves
@@ -170,7 +170,7 @@ impl Chain {
             txs: HashMap::new(),
             tx_order: VecDeque::new(),
             mempool: Vec::new(),
-            rng: Rng::new(seed),
+            rng: Rng::seeded(seed),
         };
         for w in wallets.iter().filter(|w| !w.is_empty()) {
             chain.add_candidate(w);

@@ -1,5 +1,5 @@
-//! Fault injection: the switches that make the simulated daemon misbehave on purpose
-//! (BITCART-DAEMON.md §5.6), settable by `--fault` flags, `sim_set_fault` or
+//! Fault injection: the switches that make the simulated daemon misbehave on purpose (the failures
+//! docs/daemon.md describes, and a network's), settable by `--fault` flags, `sim_set_fault` or
 //! [`SimHandle::set_faults`](super::SimHandle::set_faults).
 //!
 //! The live switches sit in atomics ([`FaultCell`]) so every connection thread reads them on

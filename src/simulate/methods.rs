@@ -1,5 +1,5 @@
-//! JSON-RPC method dispatch: the daemon methods the worker and the API use (BITCART-DAEMON.md
-//! §1.8) and the `sim_*` admin methods for tests.
+//! JSON-RPC method dispatch: the daemon methods the worker and the API use (docs/daemon.md,
+//! "JSON-RPC calls") and the `sim_*` admin methods for tests.
 //!
 //! Invariants: every non-admin call is logged (`sim_rpc_log`); a known method naming a wallet
 //! loads it before running; wallet methods without a wallet answer -32000; methods of the other

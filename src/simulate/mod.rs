@@ -1,4 +1,4 @@
-//! `cryptoworker simulate`: a simulated Bitcart coin daemon (SPEC §2, BITCART-DAEMON.md §1, §5),
+//! `cryptoworker simulate`: a simulated Bitcart coin daemon (the protocol of docs/daemon.md),
 //! used by `demo`, the integration tests and the benchmarks. It runs as its own process
 //! (`cryptoworker simulate`, see `crate::cli`) or embedded ([`SimHandle::start`]).
 //!

@@ -1,5 +1,6 @@
-//! JSON-RPC request parsing and response encoding, the extended JSON-RPC 2.0 of Bitcart's
-//! daemons (BITCART-DAEMON.md §1.2, §1.3). Sans-io: bytes in, typed call or error out.
+//! JSON-RPC request parsing and response encoding, the extended JSON-RPC 2.0 of Bitcart's daemons
+//! (docs/daemon.md, "JSON-RPC calls" and "How daemons answer"). Sans-io: bytes in, typed call or
+//! error out.
 //!
 //! Rules: the body is one JSON object (`jsonrpc` is not checked, batches are refused);
 //! `params` is a list whose trailing object holds keyword args, or an object of keyword args;

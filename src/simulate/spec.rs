@@ -1,5 +1,5 @@
-//! The `/spec` document of each daemon family and the mapping of error messages to JSON-RPC
-//! codes, done the way the real daemons do it (BITCART-DAEMON.md §1.3, §1.4): the code of an
+//! The `/spec` document of each daemon family and the mapping of error messages to JSON-RPC codes,
+//! done the way the real daemons do it (docs/daemon.md, "How daemons answer"): the code of an
 //! exception is found by case-insensitive substring match of its message against the family's
 //! `electrum_map`, falling back to -32603. That is why "Request not found" is -32003 on the btc
 //! family and -32603 on the eth/xmr families.

@@ -1,48 +1,12 @@
-//! Small helpers for the simulated daemon: a seeded SplitMix64 generator, random identifiers in
-//! the shapes real daemons use, decimal amounts in smallest units, and coin decimals.
+//! Small helpers for the simulated daemon: the crate's seeded generator ([`Rng`]), alphabets of
+//! the identifier shapes real daemons use, decimal amounts in smallest units, and coin decimals.
 //!
 //! Amounts are integers of the coin's smallest unit (`u128`) everywhere inside the simulator and
 //! become decimal strings only at the edge, so no float ever touches money.
 
 use crate::config::Family;
+pub(crate) use crate::util::rng::Rng;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// SplitMix64: tiny, fast, good enough for ids and amounts (not for cryptography).
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    /// A generator whose sequence is fully determined by `seed`.
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n` > 0; returns 0 for `n` = 0).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    /// `len` characters drawn from `alphabet`.
-    pub(crate) fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(alphabet[self.below(alphabet.len() as u64) as usize]))
-            .collect()
-    }
-
-    /// `len` lower-case hex digits.
-    pub(crate) fn hex(&mut self, len: usize) -> String {
-        self.string(b"0123456789abcdef", len)
-    }
-}
 
 /// Characters of `secrets.token_urlsafe()` output.
 pub(crate) const URLSAFE: &[u8] =
@@ -133,18 +97,6 @@ pub(crate) fn unix_micros() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_deterministic_per_seed() {
-        let (mut a, mut b, mut c) = (Rng::new(7), Rng::new(7), Rng::new(8));
-        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
-        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
-        assert_eq!(xs, ys);
-        assert_ne!(xs[0], c.next_u64());
-        let h = a.hex(64);
-        assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|x| x.is_ascii_hexdigit()));
-    }
 
     #[test]
     fn amounts_round_trip_in_smallest_units() {

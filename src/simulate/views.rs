@@ -1,5 +1,5 @@
-//! Result shapes of the RPC methods, per family (BITCART-DAEMON.md §1.8): payment requests,
-//! transactions and `getinfo`. Pure functions of the chain state.
+//! Result shapes of the RPC methods, per family (docs/daemon.md, "JSON-RPC calls"): payment
+//! requests, transactions and `getinfo`. Pure functions of the chain state.
 
 use super::chain::{Chain, Request, Tx, split_key, status_str};
 use super::util::format_amount;

@@ -1,5 +1,5 @@
 //! One `/ws` session after the upgrade: pushes from the hub out, pings answered, `{"xpub":key}`
-//! narrowing in, and the faults that act on open sockets (BITCART-DAEMON.md §1.5).
+//! narrowing in, and the faults that act on open sockets (docs/daemon.md, "The event link").
 //!
 //! The socket is non-blocking; the session waits on its hub queue for at most [`WAIT`], writes
 //! every queued frame (filtered) into tungstenite's buffer and flushes once per turn, then reads

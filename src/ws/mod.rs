@@ -1,5 +1,4 @@
-//! WebSocket plumbing: frame encoding for shared broadcast bytes, and the tungstenite-backed
-//! reader for client connections.
+//! WebSocket plumbing at the bottom of the stack: frame encoding for shared broadcast bytes. The
+//! tungstenite-backed reader for client connections is `crate::server::ws`.
 
 pub mod frame;
-pub mod server;

@@ -1,10 +1,10 @@
 //! Daemon updates to inject with `sim_emit` (BTC family), each carrying an index `i` that the
 //! test can read back from the client event ([`index_of`]), and checks of the client event
-//! envelope of SPEC §4 ([`assert_envelope`]).
+//! envelope of docs/protocol.md, "Events" ([`assert_envelope`]).
 //!
 //! Invariants: updates built from distinct indexes are never duplicates of each other in the
-//! SPEC's de-duplication sense (distinct tx hashes, payment addresses and amounts, block heights
-//! strictly growing with `i`), so every one of them must reach a matching subscriber.
+//! de-duplication sense of docs/protocol.md (distinct tx hashes, payment addresses and amounts,
+//! block heights strictly growing with `i`), so every one of them must reach a matching subscriber.
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -84,9 +84,9 @@ pub fn index_of(data: &Value) -> Option<u64> {
     }
 }
 
-/// Checks the SPEC §4 envelope of one client event (`text` as received, `v` parsed):
-/// `type`, a positive `seq`, a millisecond `timestamp` close to now, `data.event`, `data.coin`
-/// and, for the known kinds, every field with its type.
+/// Checks the envelope (docs/protocol.md, "Events") of one client event (`text` as received, `v`
+/// parsed): `type`, a positive `seq`, a millisecond `timestamp` close to now, `data.event`,
+/// `data.coin` and, for the known kinds, every field with its type.
 pub fn assert_envelope(text: &str, v: &Value, coin: &str) {
     assert_eq!(v["type"], "event", "{text}");
     assert!(v["seq"].as_u64().is_some_and(|s| s > 0), "seq: {text}");
@@ -163,9 +163,10 @@ fn assert_transaction_data(inner: &Value, text: &str) {
     }
 }
 
-/// Checks a BTC-family `new_transaction.data` against the daemon's `get_transaction` answer
-/// `tx` (SPEC §4): `amount` is the sum of the outputs, `to_address` the first output's address,
-/// `outputs` each address with its amount (8 decimals), `confirmations` a number.
+/// Checks a BTC-family `new_transaction.data` against the daemon's `get_transaction` answer `tx`
+/// (docs/daemon.md, "Transaction lookups"): `amount` is the sum of the outputs, `to_address` the
+/// first output's address, `outputs` each address with its amount (8 decimals), `confirmations` a
+/// number.
 pub fn assert_btc_enrichment(inner: &Value, tx: &Value, text: &str) {
     let outs = tx["outputs"]
         .as_array()
@@ -205,8 +206,8 @@ pub fn assert_amount(v: &Value, text: &str) {
     );
 }
 
-/// The SPEC §4 subscription semantics, modelled from a `subscribe` request, to compute which
-/// injected updates a client must receive.
+/// The subscription semantics of docs/protocol.md ("`subscribe`"), modelled from a `subscribe`
+/// request, to compute which injected updates a client must receive.
 #[derive(Debug, Clone)]
 pub struct FilterModel {
     /// The request it was built from.

@@ -13,22 +13,17 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Override for the admin connection string of the shared cluster.
 pub const ADMIN_URL_VAR: &str = "CW_TEST_PG_ADMIN";
 
 /// A random lower-case hex tag (names, directories).
 pub fn random_tag() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = t ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    format!("{:016x}", z ^ (z >> 31))
+    format!(
+        "{:016x}",
+        cryptoworker::util::rng::Rng::from_os().next_u64()
+    )
 }
 
 /// Connects to the shared cluster's `postgres` database as an admin, or panics saying why.
@@ -384,7 +379,7 @@ pub fn start_db(
     Db::start(&cfg, Arc::new(|| {}), Duration::from_secs(3))
 }
 
-/// A `new_transaction` in the SPEC §4 shape.
+/// A `new_transaction` in the shape of docs/protocol.md, "Events".
 pub fn tx_event(coin: &str, wallet: &str, hash: &str, amount: &str) -> Event {
     Event::new(coin.into(), "new_transaction", Some(wallet.into()))
         .with("tx_hash", json!(hash))

@@ -22,12 +22,12 @@ mod replay;
 #[cfg(test)]
 mod tests;
 
+use crate::client::filter::Filter;
 use crate::client::ratelimit::{RateDecision, RateGuard};
 use crate::client::reply;
 use crate::client::request::{self, ErrorCode, Request, RequestError, SubscribeRequest};
-use crate::fanout::filter::Filter;
 use crate::fanout::ring::Ring;
-use crate::ws::server::Incoming;
+use crate::server::ws::Incoming;
 use replay::Replay;
 use serde_json::Value;
 use std::time::{Duration, Instant};

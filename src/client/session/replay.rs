@@ -15,9 +15,9 @@
 //! or close with 4008).
 
 use super::{Action, Actions, Session, StreamView, Tally};
+use crate::client::filter::Filter;
 use crate::client::reply;
 use crate::event::Published;
-use crate::fanout::filter::Filter;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;

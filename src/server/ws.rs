@@ -7,7 +7,7 @@
 //! socket. tungstenite writes whole frames, and the adapter accepts every byte, so the outbox
 //! only ever holds whole frames.
 
-use crate::server::outbox::Outbox;
+use super::outbox::Outbox;
 use std::io::{self, Read, Write};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError};

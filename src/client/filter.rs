@@ -1,4 +1,4 @@
-//! One connection's subscription filter (SPEC §4 "Subscription semantics").
+//! One connection's subscription filter (docs/protocol.md, "`subscribe`").
 //!
 //! An event is delivered when its name is subscribed (`"*"` = every name, including names the
 //! worker does not know) **and** it passes each given dimension:
@@ -21,7 +21,7 @@
 //! Memory: a filter is an event bit mask plus three optional boxed slices; wallets and addresses
 //! are sorted and deduplicated so a match is a binary search.
 
-use crate::client::request::{ErrorCode, RequestError, SubscribeRequest, quote};
+use super::request::{ErrorCode, RequestError, SubscribeRequest, quote};
 use crate::event::{EventMeta, KNOWN_EVENTS};
 use std::borrow::Cow;
 
