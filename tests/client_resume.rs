@@ -3,9 +3,10 @@
 //! is false for another epoch, for `since` beyond the last seq and for events no longer held;
 //! there is no `resumed` field without `since`.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::events::tx_hash;
+use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -19,14 +20,14 @@ fn payment(id: &str) -> Value {
 }
 
 /// Reads events until one is the block at `height`; returns them all.
-fn until_block(c: &mut Client, height: u64) -> Vec<Value> {
+fn until_block(c: &mut WsClient, height: u64) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let e = c.event(Duration::from_secs(10)).unwrap_or_else(|| {
             let last: Vec<u64> = out.iter().map(seq).collect();
             panic!("no block {height}; got seqs {last:?}")
         });
-        let done = name(&e) == "new_block" && e["data"]["height"] == height;
+        let done = event_name(&e) == "new_block" && e["data"]["height"] == height;
         out.push(e);
         if done {
             return out;
@@ -36,10 +37,10 @@ fn until_block(c: &mut Client, height: u64) -> Vec<Value> {
 
 #[test]
 fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     let first_expected = sub["seq"].as_u64().unwrap() + 1;
 
@@ -64,9 +65,12 @@ fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
     drop(a); // abrupt: no close handshake
     std::thread::sleep(Duration::from_millis(150));
 
-    let mut b = Client::connect(w.addr);
+    let mut b = w.ws();
     let since = *seqs.last().unwrap();
-    let r = b.subscribe(json!({"events": ["*"], "since": since, "epoch": epoch}));
+    let r = b.subscribe(
+        json!({"events": ["*"], "since": since, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], true, "{r}");
     assert_eq!(r["epoch"], epoch.as_str());
     let reply_seq = r["seq"].as_u64().unwrap();
@@ -95,10 +99,10 @@ fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
 
 #[test]
 fn replay_applies_the_new_filter_and_keeps_original_seqs() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let since = sub["seq"].as_u64().unwrap();
     sim.emit(block(830_001), None);
     sim.emit(payment("ee00000001"), Some("W1"));
@@ -114,15 +118,17 @@ fn replay_applies_the_new_filter_and_keeps_original_seqs() {
     let want: Vec<(u64, String)> = seen
         .iter()
         .filter(|e| {
-            ["new_payment", "new_transaction"].contains(&name(e)) && e["data"]["wallet"] == "W1"
+            ["new_payment", "new_transaction"].contains(&event_name(e))
+                && e["data"]["wallet"] == "W1"
         })
-        .map(|e| (seq(e), name(e).to_string()))
+        .map(|e| (seq(e), event_name(e).to_string()))
         .collect();
     assert_eq!(want.len(), 2);
 
-    let mut b = Client::connect(w.addr);
+    let mut b = w.ws();
     let r = b.subscribe(
         json!({"events": ["new_payment", "new_transaction"], "wallets": ["W1"], "since": since}),
+        deadline(5.0),
     );
     assert_eq!(
         r["resumed"], true,
@@ -131,7 +137,7 @@ fn replay_applies_the_new_filter_and_keeps_original_seqs() {
     let got: Vec<(u64, String)> = b
         .events_for(Duration::from_millis(500))
         .iter()
-        .map(|e| (seq(e), name(e).to_string()))
+        .map(|e| (seq(e), event_name(e).to_string()))
         .collect();
     assert_eq!(got, want);
 
@@ -148,10 +154,10 @@ fn replay_applies_the_new_filter_and_keeps_original_seqs() {
 
 #[test]
 fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     for h in 840_001..=840_005 {
         sim.emit(block(h), None);
@@ -159,8 +165,11 @@ fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
     let seen = until_block(&mut a, 840_005);
     let last = seq(seen.last().unwrap());
 
-    let mut c = Client::connect(w.addr);
-    let r = c.subscribe(json!({"events": ["*"], "since": 0, "epoch": format!("{epoch}-other")}));
+    let mut c = w.ws();
+    let r = c.subscribe(
+        json!({"events": ["*"], "since": 0, "epoch": format!("{epoch}-other")}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], false, "{r}");
     assert_eq!(
         r["epoch"],
@@ -176,28 +185,34 @@ fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
     let live = c.event(WAIT).expect("live events still flow");
     assert_eq!(seq(&live), last + 1);
 
-    let mut d = Client::connect(w.addr);
-    let r = d.subscribe(json!({"events": ["*"], "since": last + 100, "epoch": epoch}));
+    let mut d = w.ws();
+    let r = d.subscribe(
+        json!({"events": ["*"], "since": last + 100, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], false, "since beyond the last seq: {r}");
 
     // since == the last seq (last + 1 after block 840_006): complete, nothing to replay.
-    let mut e = Client::connect(w.addr);
-    let r = e.subscribe(json!({"events": ["*"], "since": last + 1, "epoch": epoch}));
+    let mut e = w.ws();
+    let r = e.subscribe(
+        json!({"events": ["*"], "since": last + 1, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], true, "{r}");
     assert!(e.events_for(Duration::from_millis(300)).is_empty());
 
     // No since, no resumed field.
-    let mut f = Client::connect(w.addr);
-    let r = f.subscribe(json!({"events": ["*"], "epoch": epoch}));
+    let mut f = w.ws();
+    let r = f.subscribe(json!({"events": ["*"], "epoch": epoch}), deadline(5.0));
     assert!(r.get("resumed").is_none(), "{r}");
 }
 
 #[test]
 fn resumed_false_when_the_ring_no_longer_holds_the_events() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[("WORKER_RING_SIZE", "5")]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[("WORKER_RING_SIZE", "5")]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     let first = sub["seq"].as_u64().unwrap();
     for h in 850_001..=850_012 {
@@ -208,8 +223,11 @@ fn resumed_false_when_the_ring_no_longer_holds_the_events() {
     assert_eq!(last, first + 12);
 
     let resume = |since: u64| {
-        let mut c = Client::connect(w.addr);
-        let r = c.subscribe(json!({"events": ["*"], "since": since, "epoch": epoch}));
+        let mut c = w.ws();
+        let r = c.subscribe(
+            json!({"events": ["*"], "since": since, "epoch": epoch}),
+            deadline(5.0),
+        );
         let got: Vec<u64> = c
             .events_for(Duration::from_millis(300))
             .iter()

@@ -8,11 +8,10 @@
 //!   migrates, locks and replays once the server is up.
 //! - After a long outage the returned server is noticed within a few seconds (capped backoff).
 
-#[path = "common/pg.rs"]
-mod pg;
+mod common;
 
+use common::pg::*;
 use cryptoworker::db::SPOOL_FILE;
-use pg::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

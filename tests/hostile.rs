@@ -6,9 +6,11 @@
 //!
 //! Numbers (RSS, fds, counts) are printed so a run records them; `--nocapture` shows them.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::metrics::*;
+use common::raw::*;
+use common::*;
 use serde_json::json;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -73,7 +75,7 @@ fn start_emitter(sim: SocketAddr, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) -
 }
 
 /// The well-behaved client: reads until the final block, returns (seqs, heights).
-fn start_good_client(mut c: Client, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64>, Vec<u64>)> {
+fn start_good_client(mut c: WsClient, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64>, Vec<u64>)> {
     std::thread::spawn(move || {
         let (mut seqs, mut heights) = (Vec::new(), Vec::new());
         loop {
@@ -84,7 +86,7 @@ fn start_good_client(mut c: Client, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64
             let h = e["data"]["height"].as_u64().unwrap_or(0);
             heights.push(h);
             if h != 0 && h == last.load(Ordering::SeqCst) {
-                assert_eq!(c.request(json!({"type": "ping"}))["type"], "pong");
+                assert_eq!(c.ask(json!({"type": "ping"}))["type"], "pong");
                 return (seqs, heights);
             }
         }
@@ -261,14 +263,14 @@ fn attack(addr: SocketAddr) -> Attack {
 
 #[test]
 fn hostile_clients_do_not_starve_a_good_client_or_leak_memory() {
-    let sim = Sim::start("BTC", &[]);
+    let sim = Sim::start("BTC", QUIET);
     let env = [
         ("WORKER_HANDSHAKE_TIMEOUT_S", "2"),
         ("WORKER_PING_INTERVAL_S", "2"),
     ];
-    let mut w = Worker::with_sims(&[&sim], &env);
-    let mut good = Client::connect(w.addr);
-    let sub = good.subscribe(json!({"events": ["*"]}));
+    let mut w = worker_for(&[&sim], &env);
+    let mut good = w.ws();
+    let sub = good.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(AtomicU64::new(0));
     let emitter = start_emitter(sim.addr, stop.clone(), last.clone());
@@ -360,12 +362,12 @@ fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn accepting_resumes_by_itself_after_running_out_of_descriptors() {
     let sim = Sim::start("BTC", &["--rate", "0"]);
-    let mut w = Worker::with_sims(&[&sim], &[]);
+    let mut w = worker_for(&[&sim], &[]);
     let limit = w.fd_count() + 6;
     let status = std::process::Command::new("prlimit")
         .args([
             "--pid",
-            &w.pid().to_string(),
+            &w.proc.pid().to_string(),
             &format!("--nofile={limit}:{limit}"),
         ])
         .status()

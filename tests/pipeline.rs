@@ -10,7 +10,6 @@
 mod common;
 
 use common::events::{self, FilterModel, assert_envelope, index_of};
-use common::ws::connect_with_rcvbuf;
 use common::{QUIET, Sim, Worker, WsClient, deadline, http_raw, star_client, worker_for};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -264,8 +263,7 @@ fn unsubscribe_narrows_the_filter(ltc: &Sim, c: &mut WsClient) {
 fn never_reading_client_is_closed_with_4008_while_a_normal_client_gets_everything() {
     let sim = Sim::start("BTC", QUIET);
     let worker = worker_for(&[&sim], &[("WORKER_CLIENT_QUEUE_BYTES", "65536")]);
-    let stream = connect_with_rcvbuf(worker.addr, 4096).expect("connect");
-    let mut slow = WsClient::over(stream, &format!("ws://{}/", worker.addr)).expect("upgrade");
+    let mut slow = WsClient::connect_small_rcvbuf(worker.addr, 4096);
     slow.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let (mut normal, base) = star_client(&worker);
     let status = normal.request(json!({"type": "get_status"}), deadline(5.0));

@@ -12,13 +12,11 @@
 //!   amount `0` and the daemon `0.00000000`.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::{Stream, restart, rpc_logged};
 use common::events::{self, tx_hash};
+use common::pg::{TempDir, TestDb};
 use common::{QUIET, QUIET_REFUSING, Sim, Worker, deadline, star_client, wait_until};
-use pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 
 const WALLET: &str = "zpubMONITORwallet";

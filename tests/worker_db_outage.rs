@@ -8,13 +8,11 @@
 //! is down starts anyway and catches up once it is back.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::Stream;
 use common::events;
+use common::pg::{PrivateCluster, TempDir, TestDb};
 use common::{QUIET, RecvError, Sim, Worker, deadline, star_client, wait_until};
-use pg::{PrivateCluster, TempDir, TestDb};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

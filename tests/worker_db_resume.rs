@@ -5,12 +5,10 @@
 //! resume, and with a filter applied to the replay.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::events::{self, index_of};
+use common::pg::{TempDir, TestDb};
 use common::{QUIET, Sim, Worker, WsClient, deadline, wait_until};
-use pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
