@@ -13,9 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Grace for frames already written to other clients once the witness has the marker.
-const GRACE: Duration = Duration::from_millis(300);
-
 /// Reads the witness until an event satisfying `last` arrives; returns all its events.
 fn witness_until(w: &mut WsClient, last: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut seen = Vec::new();
@@ -32,9 +29,10 @@ fn witness_until(w: &mut WsClient, last: impl Fn(&Value) -> bool) -> Vec<Value> 
     }
 }
 
-/// The event names a client received within the grace window.
-fn names_within_grace(c: &mut WsClient) -> Vec<String> {
-    c.events_for(GRACE)
+/// The event names a client received before the end marker (see
+/// [`WsClient::events_before_pong`]).
+fn names_before_pong(c: &mut WsClient) -> Vec<String> {
+    c.events_before_pong()
         .iter()
         .map(|e| event_name(e).to_string())
         .collect()
@@ -101,9 +99,9 @@ fn events_filter_and_star_including_unknown_event_names() {
         "unknown events pass their fields through: {custom}"
     );
     assert_eq!(custom["bar"], "baz", "{custom}");
-    assert_eq!(names_within_grace(&mut blocks), ["new_block"]);
+    assert_eq!(names_before_pong(&mut blocks), ["new_block"]);
     assert_eq!(
-        names_within_grace(&mut pay_tx),
+        names_before_pong(&mut pay_tx),
         ["new_payment", "new_transaction"]
     );
 }
@@ -136,13 +134,13 @@ fn coins_filter_is_case_insensitive_and_echoed_upper_case() {
     witness_until(&mut star, is_block(800_001));
 
     let got: Vec<String> = only_btc
-        .events_for(GRACE)
+        .events_before_pong()
         .iter()
         .map(|e| e["data"]["coin"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(got, ["BTC"]);
     let got: Vec<String> = both
-        .events_for(GRACE)
+        .events_before_pong()
         .iter()
         .map(|e| e["data"]["coin"].as_str().unwrap().to_string())
         .collect();
@@ -172,7 +170,7 @@ fn wallets_filter_constrains_only_events_that_carry_a_wallet() {
     sim.emit(json!({"event": "new_block", "height": 800_010}), None);
     witness_until(&mut star, is_block(800_010));
 
-    let got = w1.events_for(GRACE);
+    let got = w1.events_before_pong();
     let summary: Vec<(String, Value)> = got
         .iter()
         .map(|e| (event_name(e).to_string(), e["data"]["wallet"].clone()))
@@ -236,25 +234,25 @@ fn addresses_filter_matches_from_to_and_payment_address_and_passes_blocks() {
     sim.emit(json!({"event": "new_block", "height": 20_000_100}), None);
     witness_until(&mut star, is_block(20_000_100));
 
-    let got = by_from.events_for(GRACE);
+    let got = by_from.events_before_pong();
     assert_eq!(
         got.iter().map(event_name).collect::<Vec<_>>(),
         ["new_transaction", "new_block"]
     );
     assert_eq!(got[0]["data"]["data"]["from_address"], from, "{}", got[0]);
-    let got = by_to.events_for(GRACE);
+    let got = by_to.events_before_pong();
     assert_eq!(
         got.iter().map(event_name).collect::<Vec<_>>(),
         ["new_transaction", "new_block"]
     );
     assert_eq!(got[0]["data"]["data"]["to_address"], to, "{}", got[0]);
-    let got = by_request.events_for(GRACE);
+    let got = by_request.events_before_pong();
     assert_eq!(
         got.iter().map(event_name).collect::<Vec<_>>(),
         ["new_payment", "new_block"]
     );
     assert_eq!(got[0]["data"]["address"], "req-42", "{}", got[0]);
-    assert!(names_within_grace(&mut other).is_empty());
+    assert!(names_before_pong(&mut other).is_empty());
 }
 
 #[test]
@@ -298,7 +296,7 @@ fn addresses_filter_matches_btc_output_addresses_from_get_transaction() {
     let outs = e["data"]["data"]["outputs"].as_array().unwrap();
     assert!(outs.iter().any(|o| o["address"] == address.as_str()), "{e}");
     // Every other event it got (generated flows keep running) must carry the address too.
-    for e in by_output.events_for(GRACE) {
+    for e in by_output.events_before_pong() {
         assert!(
             e.to_string().contains(&address),
             "delivered without the address: {e}"
@@ -337,7 +335,7 @@ fn subscribe_replaces_the_filter_and_echoes_it() {
     sim.emit(payment("cc00000002", 7, "1"), Some("W2"));
     sim.emit(json!({"event": "new_block", "height": 800_101}), None);
     witness_until(&mut star, is_block(800_101));
-    let got = c.events_for(GRACE);
+    let got = c.events_before_pong();
     assert_eq!(
         got.len(),
         1,
@@ -351,7 +349,7 @@ fn subscribe_replaces_the_filter_and_echoes_it() {
     sim.emit(payment("cc00000003", 7, "1"), Some("W1"));
     sim.emit(json!({"event": "new_block", "height": 800_102}), None);
     witness_until(&mut star, is_block(800_102));
-    let got = c.events_for(GRACE);
+    let got = c.events_before_pong();
     assert_eq!(
         got.iter()
             .map(|e| e["data"]["address"].clone())
@@ -383,7 +381,7 @@ fn unsubscribe_by_event_and_everything() {
     sim.emit(payment("dd00000001", 7, "1"), Some("W1"));
     sim.emit(json!({"event": "new_block", "height": 800_201}), None);
     witness_until(&mut star, is_block(800_201));
-    assert_eq!(names_within_grace(&mut c), ["new_payment"]);
+    assert_eq!(names_before_pong(&mut c), ["new_payment"]);
 
     let r = c.ask(json!({"type": "unsubscribe", "events": ["bogus_event"], "id": 6}));
     assert_eq!(r["error"]["code"], "unknown_event", "{r}");
@@ -399,7 +397,7 @@ fn unsubscribe_by_event_and_everything() {
     );
     sim.emit(json!({"event": "new_block", "height": 800_202}), None);
     witness_until(&mut star, is_block(800_202));
-    assert!(names_within_grace(&mut c).is_empty());
+    assert!(names_before_pong(&mut c).is_empty());
 
     // "*" can be unsubscribed as a name too.
     c.subscribe(json!({"events": ["*"]}), deadline(5.0));
@@ -429,6 +427,8 @@ fn enrichment_lookups_against_a_healthy_daemon_never_stall_delivery() {
             took < Duration::from_secs(1),
             "lookup {i} held delivery for {took:?} (an RPC timeout?): {e}"
         );
-        std::thread::sleep(Duration::from_millis((i % 5) * 40));
+        // Pacing: irregular idle gaps between lookups (the hang needed an idle connection).
+        let idle_gap = Duration::from_millis((i % 5) * 40);
+        std::thread::sleep(idle_gap);
     }
 }

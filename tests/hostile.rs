@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 
 /// Concurrent attacking sockets at most (well under the 20,000 fd limit, and under the default
 /// 1,000 connections per IP for most phases).
+/// Pacing of the background block emitter (load generation, not a wait).
+const EMIT_PACE: Duration = Duration::from_millis(4);
+/// How long each batch of half-sent handshakes is held open (load generation).
+const HALF_OPEN_HOLD: Duration = Duration::from_millis(100);
+/// How long the flooders' sockets are held open after their bursts (load generation).
+const FLOOD_HOLD: Duration = Duration::from_millis(300);
 const BATCH: usize = 400;
 /// Allowed RSS growth over the baseline once the attack is over.
 const RSS_SLACK_KIB: u64 = 20 * 1024;
@@ -66,7 +72,7 @@ fn start_emitter(sim: SocketAddr, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) -
         while !stop.load(Ordering::SeqCst) {
             sim_emit(sim, json!({"event": "new_block", "height": h}), None);
             h += 1;
-            std::thread::sleep(Duration::from_millis(4));
+            std::thread::sleep(EMIT_PACE);
         }
         last.store(h, Ordering::SeqCst);
         sim_emit(sim, json!({"event": "new_block", "height": h}), None);
@@ -120,7 +126,7 @@ fn half_handshakes(addr: SocketAddr, rng: &mut Rng, total: usize) {
                 Some(s)
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(HALF_OPEN_HOLD);
         drop(open);
     }
 }
@@ -201,7 +207,7 @@ fn floods(addr: SocketAddr, total: usize) {
         let _ = s.write_all(&burst);
         open.push(s);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(FLOOD_HOLD);
 }
 
 fn header_bombs(addr: SocketAddr, total: usize) -> usize {
@@ -276,8 +282,10 @@ fn hostile_clients_do_not_starve_a_good_client_or_leak_memory() {
     let emitter = start_emitter(sim.addr, stop.clone(), last.clone());
     let reader = start_good_client(good, last.clone());
 
-    // Warm up, then take the baseline with the stream flowing.
-    std::thread::sleep(Duration::from_millis(500));
+    // Take the baseline with the stream flowing: once blocks have been published.
+    wait_until(deadline(10.0), "the block stream flowing", || {
+        w.metric("cryptoworker_events_total", &[("event", "new_block")]) >= 50.0
+    });
     let (rss0, fds0) = (w.rss_kib(), w.fd_count());
     let a = attack(w.addr);
     let rss_peak = w.proc_status_kib("VmHWM");
@@ -407,15 +415,11 @@ fn accepting_resumes_by_itself_after_running_out_of_descriptors() {
     assert!(w.alive(), "the worker died:\n{}", w.logs());
     // The worker logs before it answers, but its output reaches this test through a pipe that a
     // loaded machine may read late: wait for the line rather than expect it at once.
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while !w.logs().contains("Accepting connections again") && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        w.logs().contains("Accepting connections again"),
-        "recovery not logged:\n{}",
-        w.logs()
-    );
+    let recovered = w
+        .proc
+        .output
+        .wait_for("Accepting connections again", deadline(5.0));
+    assert!(recovered.is_some(), "recovery not logged:\n{}", w.logs());
     let m = scrape(w.addr, &[]);
     let errors = metric(&m, "cryptoworker_accept_errors_total", &[]).unwrap_or(0.0);
     assert!(errors >= 1.0, "accept errors not counted: {errors}");

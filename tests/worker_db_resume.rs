@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Pacing of the background emitter while clients resume (load generation, not a wait).
+const EMIT_PACE: std::time::Duration = std::time::Duration::from_millis(5);
 const WALLET: &str = "zpubRESUMEwallet";
 const RING: &str = "5";
 
@@ -154,7 +156,7 @@ fn a_resume_from_the_event_log_while_events_keep_coming_has_no_gap_or_duplicate(
             for i in 100..100 + MORE {
                 emit_mixed(&sim, i);
                 emitted.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                std::thread::sleep(EMIT_PACE);
             }
         });
         // Several resumes land while the stream runs (and the log lags behind the ring).

@@ -79,6 +79,16 @@ impl Output {
         lines.iter().any(|l| l.contains(needle))
     }
 
+    /// Every kept line containing `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// Every kept line, joined.
     pub fn all(&self) -> String {
         self.tail(KEEP_LINES)

@@ -312,6 +312,51 @@ impl WsClient {
         out
     }
 
+    /// Every event delivered to this client before the answer to a `ping` sent now. The worker
+    /// fans an event out to every live subscriber at once, so once another client (a `"*"`
+    /// witness) has read an event, this returns everything up to it that matched this client's
+    /// filter, and nothing later: the positive end marker for "this client got only these".
+    /// Not for a paced replay after `subscribe` with `since`, which may go on after the pong.
+    pub fn events_before_pong(&mut self) -> Vec<Value> {
+        let id = json!(format!("pong-marker-{}", self.next_id));
+        self.next_id += 1;
+        self.send_json(&json!({"type": "ping", "id": id}));
+        let mut out: Vec<Value> = self.events.drain(..).map(|t| parse(&t)).collect();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self
+                .read_socket(deadline)
+                .unwrap_or_else(|e| panic!("no pong to {id} after {out:?}: {e:?}"));
+            let v = parse(&text);
+            if v["type"] == "event" {
+                out.push(v);
+            } else if v.get("id") == Some(&id) {
+                assert_eq!(v["type"], "pong", "{v}");
+                return out;
+            } else {
+                self.replies.push_back(v);
+            }
+        }
+    }
+
+    /// Events until (and with) the one whose `seq` is `last`, e.g. a replay that the
+    /// `subscribed` reply said ends there; panics after `wait` or past `last`.
+    pub fn events_through(&mut self, last: u64, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let e = self
+                .event(remaining(deadline))
+                .unwrap_or_else(|| panic!("no event with seq {last} in time; got {out:?}"));
+            let seq = super::seq(&e);
+            assert!(seq <= last, "seq {seq} past {last}: {e}");
+            out.push(e);
+            if seq == last {
+                return out;
+            }
+        }
+    }
+
     /// The next message of either kind from the socket (backlogs untouched), or why none came
     /// within `wait`.
     pub fn read(&mut self, wait: Duration) -> Result<Value, RecvError> {
