@@ -7,7 +7,6 @@ mod common;
 use common::metrics::*;
 use common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 
 #[test]
 fn health_is_200_json_even_without_a_daemon() {
@@ -120,19 +119,9 @@ fn metrics_parse_as_prometheus_text_and_move() {
 
     // The clients gauge follows connects and disconnects.
     let wait_clients = |want: f64| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got =
-                metric(&scrape(w.addr, &[]), "cryptoworker_clients", &[]).expect("clients gauge");
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "clients gauge stuck at {got}, want {want}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(deadline(5.0), &format!("the clients gauge at {want}"), || {
+            w.metric("cryptoworker_clients", &[]) == want
+        });
     };
     wait_clients(1.0);
     let c2 = w.ws();
