@@ -302,16 +302,6 @@ impl WsClient {
         }
     }
 
-    /// Every event that arrives within `wait`.
-    pub fn events_for(&mut self, wait: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
-        while let Some(e) = self.event(remaining(deadline)) {
-            out.push(e);
-        }
-        out
-    }
-
     /// Every event delivered to this client before the answer to a `ping` sent now. The worker
     /// fans an event out to every live subscriber at once, so once another client (a `"*"`
     /// witness) has read an event, this returns everything up to it that matched this client's
