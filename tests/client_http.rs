@@ -119,9 +119,11 @@ fn metrics_parse_as_prometheus_text_and_move() {
 
     // The clients gauge follows connects and disconnects.
     let wait_clients = |want: f64| {
-        wait_until(deadline(5.0), &format!("the clients gauge at {want}"), || {
-            w.metric("cryptoworker_clients", &[]) == want
-        });
+        wait_until(
+            deadline(5.0),
+            &format!("the clients gauge at {want}"),
+            || w.metric("cryptoworker_clients", &[]) == want,
+        );
     };
     wait_clients(1.0);
     let c2 = w.ws();

@@ -286,6 +286,8 @@ fn enrichment_timeout_does_not_stall_the_stream() {
     assert_eq!(common::decimal_units(amount, 8), sats, "{d} vs {tx}");
 }
 
+/// Frames that are not JSON, not the update envelope, too deep or too long, or updates with
+/// missing or mistyped fields are ignored; the good update of a mixed frame and later events flow.
 #[test]
 fn garbage_frames_are_ignored_and_the_link_stays_up() {
     let sim = Sim::start("BTC", QUIET);
@@ -303,6 +305,15 @@ fn garbage_frames_are_ignored_and_the_link_stays_up() {
         r#"{"updates":[{"event":"new_block","height":-1}],"wallet":null}"#.to_string(),
         format!("{{\"updates\":[{}]}}", "[".repeat(10_000)),
         "\u{0}\u{7f}\u{fffd}".to_string(),
+        "{}".to_string(),
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("\"{}\"", "z".repeat(300_000)),
+        r#"{"updates":5,"wallet":null,"currency":"BTC"}"#.to_string(),
+        r#"{"updates":[{"event":"new_transaction","tx":"ab"}],"wallet":null}"#.to_string(),
+        r#"{"updates":[{"event":"new_block","height":"tall"}],"wallet":null}"#.to_string(),
+        r#"{"updates":[{"event":"new_payment","address":"r1","status":{}}],"wallet":"w"}"#
+            .to_string(),
+        r#"{"updates":[{"height":5}],"wallet":null,"currency":"BTC"}"#.to_string(),
     ];
     for f in &frames {
         sim.emit_raw(f);

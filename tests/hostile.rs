@@ -284,8 +284,12 @@ fn hostile_clients_do_not_starve_a_good_client_or_leak_memory() {
 
     // Take the baseline with the stream flowing: once blocks have been published.
     wait_until(deadline(10.0), "the block stream flowing", || {
-        metric(&w.metrics(), "cryptoworker_events_total", &[("event", "new_block")])
-            .is_some_and(|n| n >= 50.0)
+        metric(
+            &w.metrics(),
+            "cryptoworker_events_total",
+            &[("event", "new_block")],
+        )
+        .is_some_and(|n| n >= 50.0)
     });
     let (rss0, fds0) = (w.rss_kib(), w.fd_count());
     let a = attack(w.addr);
