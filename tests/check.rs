@@ -3,8 +3,6 @@
 //! (0 all good, 1 a check failed, 2 invalid configuration).
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::Sim;
 use common::process::{Output, Proc};
@@ -44,7 +42,7 @@ fn daemon_env(sim: &Sim) -> Vec<(&'static str, String)> {
 }
 
 /// `DB_HOST`/`DB_USER`/`POSTGRES_DB` for a test database (its URL is a key/value string).
-fn db_env(db: &pg::TestDb) -> Vec<(&'static str, String)> {
+fn db_env(db: &common::pg::TestDb) -> Vec<(&'static str, String)> {
     let user = db
         .url
         .split_whitespace()
@@ -66,7 +64,7 @@ fn closed_port() -> u16 {
 fn all_good_exits_0_with_every_step_ok() {
     let btc = Sim::start("BTC", &["--rate", "0"]);
     let eth = Sim::start("ETH", &["--rate", "0"]);
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     cryptoworker::db::Db::migrate(&db.url).expect("migrations apply");
     let mut env = vec![("WORKER_COINS", "btc,eth".to_string())];
     env.extend(daemon_env(&btc));
@@ -99,7 +97,7 @@ fn all_good_exits_0_with_every_step_ok() {
 #[test]
 fn a_fresh_database_is_a_note_not_a_failure() {
     let btc = Sim::start("BTC", &["--rate", "0"]);
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     let mut env = daemon_env(&btc);
     env.extend(db_env(&db));
     let (code, out) = check(&env, "checks passed");

@@ -2,16 +2,16 @@
 //! without a daemon, 200 once one connects), `/metrics` parsed as Prometheus text with series that
 //! move, 404, and the dashboard page on `/`.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::metrics::*;
+use common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 
 #[test]
 fn health_is_200_json_even_without_a_daemon() {
     let w = Worker::without_daemon(&[]);
-    let r = http_get(w.addr, "/health", &[]);
+    let r = w.get("/health");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-type")
@@ -25,26 +25,18 @@ fn health_is_200_json_even_without_a_daemon() {
 
 #[test]
 fn ready_is_503_without_a_daemon_then_200_once_one_connects() {
-    let port = closed_port();
-    let port_s = port.to_string();
-    let w = Worker::start(&[
-        ("WORKER_COINS", "BTC"),
-        ("BTC_HOST", "127.0.0.1"),
-        ("BTC_PORT", &port_s),
-    ]);
-    let r = http_get(w.addr, "/ready", &[]);
+    let port = free_port();
+    let w = WorkerBuilder::new()
+        .daemon_at("BTC", std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .start();
+    let r = w.get("/ready");
     assert_eq!(r.status, 503, "{}", r.text());
-    let _sim = Sim::start("BTC", &["--port", &port_s]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = http_get(w.addr, "/ready", &[]);
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.status, 503, "{}", r.text());
-        assert!(Instant::now() < deadline, "never ready; log:\n{}", w.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _sim = Sim::start_at("BTC", port, QUIET, deadline(10.0));
+    wait_until(deadline(20.0), "/ready to answer 200", || {
+        let r = w.get("/ready");
+        assert!([200, 503].contains(&r.status), "{}", r.text());
+        r.status == 200
+    });
 }
 
 /// `# HELP name text` and `# TYPE name kind` comments are well-formed too.
@@ -69,9 +61,9 @@ fn check_comments(text: &str) {
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_move() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let r = http_get(w.addr, "/metrics", &[]);
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let r = w.get("/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-type")
@@ -94,8 +86,8 @@ fn metrics_parse_as_prometheus_text_and_move() {
     let deliveries_before =
         metric(&before, "cryptoworker_deliveries_total", &[]).expect("deliveries series");
 
-    let mut c = Client::connect(w.addr);
-    c.subscribe(json!({"events": ["new_block"]}));
+    let mut c = w.ws();
+    c.subscribe(json!({"events": ["new_block"]}), deadline(5.0));
     for h in 1..=3 {
         sim.emit(json!({"event": "new_block", "height": 900_000 + h}), None);
     }
@@ -127,22 +119,14 @@ fn metrics_parse_as_prometheus_text_and_move() {
 
     // The clients gauge follows connects and disconnects.
     let wait_clients = |want: f64| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got =
-                metric(&scrape(w.addr, &[]), "cryptoworker_clients", &[]).expect("clients gauge");
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "clients gauge stuck at {got}, want {want}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            deadline(5.0),
+            &format!("the clients gauge at {want}"),
+            || w.metric("cryptoworker_clients", &[]) == want,
+        );
     };
     wait_clients(1.0);
-    let c2 = Client::connect(w.addr);
+    let c2 = w.ws();
     wait_clients(2.0);
     drop(c2);
     drop(c);
@@ -153,7 +137,7 @@ fn metrics_parse_as_prometheus_text_and_move() {
 fn unknown_paths_are_404() {
     let w = Worker::without_daemon(&[]);
     for path in ["/nope", "/health/x", "/metrics2", "/ws/extra"] {
-        let r = http_get(w.addr, path, &[]);
+        let r = w.get(path);
         assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
 }
@@ -161,7 +145,7 @@ fn unknown_paths_are_404() {
 #[test]
 fn root_without_upgrade_serves_the_dashboard_page() {
     let w = Worker::without_daemon(&[]);
-    let r = http_get(w.addr, "/", &[]);
+    let r = w.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-type")

@@ -18,12 +18,14 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A simulated BTC daemon with a steady stream: payment flows at 200/s and a block every 0.2 s.
+/// When the cutter starts cutting connections (pacing of the fault load, not a wait).
+const CUTS_START_AFTER: Duration = Duration::from_millis(1500);
 const STEADY: &[&str] = &[
     "--rate",
     "200",
@@ -297,7 +299,8 @@ impl Drop for Proxy {
 /// A `"*"` client straight on the worker, recording every event (seq → data) until stopped.
 struct Reference {
     epoch: String,
-    stop: Arc<AtomicBool>,
+    /// The last seq it must read before it stops (`u64::MAX` while the run goes on).
+    through: Arc<AtomicU64>,
     thread: Option<JoinHandle<BTreeMap<u64, Value>>>,
 }
 
@@ -306,11 +309,12 @@ impl Reference {
         let mut c: WsClient = w.ws();
         let reply = c.subscribe(json!({"events": ["*"]}), deadline(5.0));
         let epoch = reply["epoch"].as_str().expect("epoch").to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let through = Arc::new(AtomicU64::new(u64::MAX));
+        let t = through.clone();
         let thread = std::thread::spawn(move || {
             let mut seen = BTreeMap::new();
-            while !s.load(Ordering::SeqCst) {
+            let last_read = |seen: &BTreeMap<u64, Value>| seen.keys().next_back().copied();
+            while last_read(&seen).is_none_or(|s| s < t.load(Ordering::SeqCst)) {
                 match c.recv_json_until(deadline(0.2)) {
                     Ok(v) if v["type"] == "event" => {
                         let seq = v["seq"].as_u64().expect("seq");
@@ -327,13 +331,15 @@ impl Reference {
         });
         Reference {
             epoch,
-            stop,
+            through,
             thread: Some(thread),
         }
     }
 
-    fn finish(mut self) -> BTreeMap<u64, Value> {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Reads on until it has the event with seq `last` (the drivers' newest), then returns
+    /// everything it read.
+    fn finish(mut self, last: u64) -> BTreeMap<u64, Value> {
+        self.through.store(last, Ordering::SeqCst);
         self.thread
             .take()
             .expect("joined once")
@@ -398,8 +404,9 @@ fn resume_through_cut_connections_has_no_gap_and_no_duplicate() {
         std::thread::spawn(move || {
             let mut rng = 0x5eed_u64;
             let started = Instant::now();
-            // Let both drivers start up and connect first.
-            std::thread::sleep(Duration::from_millis(1500));
+            // Pacing: the cuts start once the drivers have had time to start up and connect
+            // (the drivers tolerate a cut at any time; this only spreads the cuts over the run).
+            std::thread::sleep(CUTS_START_AFTER);
             while !stop.load(Ordering::SeqCst) && started.elapsed().as_secs_f64() < RUN_S - 1.5 {
                 std::thread::sleep(Duration::from_millis(400 + next_rand(&mut rng) % 800));
                 let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -416,9 +423,13 @@ fn resume_through_cut_connections_has_no_gap_and_no_duplicate() {
     let outcomes: Vec<Outcome> = runs.into_iter().map(|r| r.finish(RUN_S)).collect();
     stop_cutting.store(true, Ordering::SeqCst);
     cutter.join().expect("cutter");
-    // The reference keeps reading a little longer than the drivers, so it covers their range.
-    std::thread::sleep(Duration::from_millis(500));
-    let direct = reference.finish();
+    // The reference reads on until it covers the drivers' range.
+    let newest = outcomes
+        .iter()
+        .filter_map(|o| o.events.last().and_then(|e| e["seq"].as_u64()))
+        .max()
+        .unwrap_or(0);
+    let direct = reference.finish(newest);
     let cuts = cuts.load(Ordering::SeqCst);
     let accepted = proxy.accepted.load(Ordering::SeqCst);
     eprintln!(

@@ -1,16 +1,16 @@
 //! Client requests other than filtering (docs/protocol.md): every error code with its `id` echoed
 //! and the connection kept open, `ping`/`pong`, and the `get_status` fields.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::*;
 use serde_json::{Value, json};
 
 /// Sends `text` and returns the error reply, checking its envelope and code.
-fn expect_error(c: &mut Client, text: &str, code: &str) -> Value {
+fn expect_error(c: &mut WsClient, text: &str, code: &str) -> Value {
     c.send_text(text);
     let r = c.reply();
-    assert_envelope(&r);
+    assert_message_envelope(&r);
     assert_eq!(r["type"], "error", "{text} -> {r}");
     assert_eq!(r["error"]["code"], code, "{text} -> {r}");
     assert!(
@@ -23,7 +23,7 @@ fn expect_error(c: &mut Client, text: &str, code: &str) -> Value {
 #[test]
 fn every_error_code_with_its_id_and_the_connection_survives() {
     let w = Worker::without_daemon(&[]);
-    let mut c = Client::connect(w.addr);
+    let mut c = w.ws();
     let r = expect_error(&mut c, "this is not json", "invalid_json");
     assert!(r["id"].is_null(), "{r}");
     expect_error(&mut c, "[1,2,3]", "invalid_message");
@@ -104,7 +104,7 @@ fn every_error_code_with_its_id_and_the_connection_survives() {
     );
 
     // No error closed the connection.
-    let r = c.request(json!({"type": "ping", "id": "still-here"}));
+    let r = c.ask(json!({"type": "ping", "id": "still-here"}));
     assert_eq!(r["type"], "pong", "{r}");
     assert_eq!(r["id"], "still-here");
 }
@@ -112,28 +112,28 @@ fn every_error_code_with_its_id_and_the_connection_survives() {
 #[test]
 fn ping_answers_pong_with_the_id() {
     let w = Worker::without_daemon(&[]);
-    let mut c = Client::connect(w.addr);
+    let mut c = w.ws();
     for id in [json!(42), json!("abc"), json!(1.5)] {
-        let r = c.request(json!({"type": "ping", "id": id}));
-        assert_envelope(&r);
+        let r = c.ask(json!({"type": "ping", "id": id}));
+        assert_message_envelope(&r);
         assert_eq!(r["type"], "pong", "{r}");
         assert_eq!(r["id"], id, "{r}");
     }
-    let r = c.request(json!({"type": "ping"}));
+    let r = c.ask(json!({"type": "ping"}));
     assert_eq!(r["type"], "pong");
     assert!(r.get("id").is_none_or(Value::is_null), "{r}");
 }
 
 #[test]
 fn get_status_has_every_spec_field() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[("BTC_NETWORK", "testnet")]);
-    let mut c = Client::connect(w.addr);
-    let sub = c.subscribe(json!({"events": ["new_block"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[("BTC_NETWORK", "testnet")]);
+    let mut c = w.ws();
+    let sub = c.subscribe(json!({"events": ["new_block"]}), deadline(5.0));
     sim.emit(json!({"event": "new_block", "height": 812_345}), None);
     let e = c.event_named("new_block", WAIT);
-    let r = c.request(json!({"type": "get_status", "id": 99}));
-    assert_envelope(&r);
+    let r = c.ask(json!({"type": "get_status", "id": 99}));
+    assert_message_envelope(&r);
     assert_eq!(r["type"], "status", "{r}");
     assert_eq!(r["id"], 99);
     let d = &r["data"];

@@ -3,11 +3,22 @@
 //! `resumed` is false for another epoch, for `since` beyond the last seq and for events no longer
 //! held; there is no `resumed` field without `since`.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::events::tx_hash;
+use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// Pacing of the background block emitter (load generation, not a wait).
+const EMIT_PACE: Duration = Duration::from_millis(3);
+
+/// The `seq` of a `subscribed` reply.
+fn seq_of(reply: &Value) -> u64 {
+    reply["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("seq in {reply}"))
+}
 
 fn block(h: u64) -> Value {
     json!({"event": "new_block", "height": h})
@@ -19,14 +30,14 @@ fn payment(id: &str) -> Value {
 }
 
 /// Reads events until one is the block at `height`; returns them all.
-fn until_block(c: &mut Client, height: u64) -> Vec<Value> {
+fn until_block(c: &mut WsClient, height: u64) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let e = c.event(Duration::from_secs(10)).unwrap_or_else(|| {
             let last: Vec<u64> = out.iter().map(seq).collect();
             panic!("no block {height}; got seqs {last:?}")
         });
-        let done = name(&e) == "new_block" && e["data"]["height"] == height;
+        let done = event_name(&e) == "new_block" && e["data"]["height"] == height;
         out.push(e);
         if done {
             return out;
@@ -36,10 +47,10 @@ fn until_block(c: &mut Client, height: u64) -> Vec<Value> {
 
 #[test]
 fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     let first_expected = sub["seq"].as_u64().unwrap() + 1;
 
@@ -49,7 +60,7 @@ fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
     let emitter = std::thread::spawn(move || {
         for h in 820_001..=LAST {
             sim_emit(addr, block(h), None);
-            std::thread::sleep(Duration::from_millis(3));
+            std::thread::sleep(EMIT_PACE);
         }
     });
     let mut seqs = Vec::new();
@@ -62,11 +73,19 @@ fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
         heights.push(e["data"]["height"].as_u64().unwrap());
     }
     drop(a); // abrupt: no close handshake
-    std::thread::sleep(Duration::from_millis(150));
-
-    let mut b = Client::connect(w.addr);
     let since = *seqs.last().unwrap();
-    let r = b.subscribe(json!({"events": ["*"], "since": since, "epoch": epoch}));
+    // Away until a few more blocks have been published (read off get_status).
+    wait_until(deadline(10.0), "blocks published while away", || {
+        w.status()["last_seq"]
+            .as_u64()
+            .is_some_and(|s| s >= since + 10)
+    });
+
+    let mut b = w.ws();
+    let r = b.subscribe(
+        json!({"events": ["*"], "since": since, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], true, "{r}");
     assert_eq!(r["epoch"], epoch.as_str());
     let reply_seq = r["seq"].as_u64().unwrap();
@@ -95,10 +114,10 @@ fn resume_across_a_disconnect_has_no_gap_and_no_duplicate() {
 
 #[test]
 fn replay_applies_the_new_filter_and_keeps_original_seqs() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let since = sub["seq"].as_u64().unwrap();
     sim.emit(block(830_001), None);
     sim.emit(payment("ee00000001"), Some("W1"));
@@ -114,31 +133,34 @@ fn replay_applies_the_new_filter_and_keeps_original_seqs() {
     let want: Vec<(u64, String)> = seen
         .iter()
         .filter(|e| {
-            ["new_payment", "new_transaction"].contains(&name(e)) && e["data"]["wallet"] == "W1"
+            ["new_payment", "new_transaction"].contains(&event_name(e))
+                && e["data"]["wallet"] == "W1"
         })
-        .map(|e| (seq(e), name(e).to_string()))
+        .map(|e| (seq(e), event_name(e).to_string()))
         .collect();
     assert_eq!(want.len(), 2);
 
-    let mut b = Client::connect(w.addr);
+    let mut b = w.ws();
     let r = b.subscribe(
         json!({"events": ["new_payment", "new_transaction"], "wallets": ["W1"], "since": since}),
+        deadline(5.0),
     );
     assert_eq!(
         r["resumed"], true,
         "epoch omitted means the current one: {r}"
     );
-    let got: Vec<(u64, String)> = b
-        .events_for(Duration::from_millis(500))
-        .iter()
-        .map(|e| (seq(e), name(e).to_string()))
-        .collect();
-    assert_eq!(got, want);
-
+    // A live event that matches marks the end of the replay (live follows it with no gap).
     sim.emit(block(830_004), None);
     sim.emit(payment("ee00000003"), Some("W1"));
-    let live = b.event(WAIT).expect("live event after the replay");
-    assert_eq!(live["data"]["address"], "ee00000003", "{live}");
+    let mut got: Vec<(u64, String)> = Vec::new();
+    let live = loop {
+        let e = b.event(WAIT).expect("the live payment after the replay");
+        if e["data"]["address"] == "ee00000003" {
+            break e;
+        }
+        got.push((seq(&e), event_name(&e).to_string()));
+    };
+    assert_eq!(got, want, "the replay");
     assert_eq!(
         seq(&live),
         seq(seen.last().unwrap()) + 2,
@@ -148,10 +170,10 @@ fn replay_applies_the_new_filter_and_keeps_original_seqs() {
 
 #[test]
 fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     for h in 840_001..=840_005 {
         sim.emit(block(h), None);
@@ -159,8 +181,11 @@ fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
     let seen = until_block(&mut a, 840_005);
     let last = seq(seen.last().unwrap());
 
-    let mut c = Client::connect(w.addr);
-    let r = c.subscribe(json!({"events": ["*"], "since": 0, "epoch": format!("{epoch}-other")}));
+    let mut c = w.ws();
+    let r = c.subscribe(
+        json!({"events": ["*"], "since": 0, "epoch": format!("{epoch}-other")}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], false, "{r}");
     assert_eq!(
         r["epoch"],
@@ -168,36 +193,43 @@ fn resumed_false_for_another_epoch_or_since_beyond_the_last_seq() {
         "the reply names the current epoch: {r}"
     );
     assert_eq!(r["seq"], last, "{r}");
-    assert!(
-        c.events_for(Duration::from_millis(300)).is_empty(),
-        "nothing replayed from a foreign epoch"
-    );
+    // Nothing replayed from a foreign epoch: the first event is the next live one.
     sim.emit(block(840_006), None);
     let live = c.event(WAIT).expect("live events still flow");
-    assert_eq!(seq(&live), last + 1);
+    assert_eq!(
+        seq(&live),
+        last + 1,
+        "nothing replayed from a foreign epoch: {live}"
+    );
 
-    let mut d = Client::connect(w.addr);
-    let r = d.subscribe(json!({"events": ["*"], "since": last + 100, "epoch": epoch}));
+    let mut d = w.ws();
+    let r = d.subscribe(
+        json!({"events": ["*"], "since": last + 100, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], false, "since beyond the last seq: {r}");
 
     // since == the last seq (last + 1 after block 840_006): complete, nothing to replay.
-    let mut e = Client::connect(w.addr);
-    let r = e.subscribe(json!({"events": ["*"], "since": last + 1, "epoch": epoch}));
+    let mut e = w.ws();
+    let r = e.subscribe(
+        json!({"events": ["*"], "since": last + 1, "epoch": epoch}),
+        deadline(5.0),
+    );
     assert_eq!(r["resumed"], true, "{r}");
-    assert!(e.events_for(Duration::from_millis(300)).is_empty());
+    assert!(e.events_before_pong().is_empty(), "nothing to replay");
 
     // No since, no resumed field.
-    let mut f = Client::connect(w.addr);
-    let r = f.subscribe(json!({"events": ["*"], "epoch": epoch}));
+    let mut f = w.ws();
+    let r = f.subscribe(json!({"events": ["*"], "epoch": epoch}), deadline(5.0));
     assert!(r.get("resumed").is_none(), "{r}");
 }
 
 #[test]
 fn resumed_false_when_the_ring_no_longer_holds_the_events() {
-    let sim = Sim::start("BTC", &[]);
-    let w = Worker::with_sims(&[&sim], &[("WORKER_RING_SIZE", "5")]);
-    let mut a = Client::connect(w.addr);
-    let sub = a.subscribe(json!({"events": ["*"]}));
+    let sim = Sim::start("BTC", QUIET);
+    let w = worker_for(&[&sim], &[("WORKER_RING_SIZE", "5")]);
+    let mut a = w.ws();
+    let sub = a.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let epoch = sub["epoch"].as_str().unwrap().to_string();
     let first = sub["seq"].as_u64().unwrap();
     for h in 850_001..=850_012 {
@@ -208,13 +240,19 @@ fn resumed_false_when_the_ring_no_longer_holds_the_events() {
     assert_eq!(last, first + 12);
 
     let resume = |since: u64| {
-        let mut c = Client::connect(w.addr);
-        let r = c.subscribe(json!({"events": ["*"], "since": since, "epoch": epoch}));
-        let got: Vec<u64> = c
-            .events_for(Duration::from_millis(300))
-            .iter()
-            .map(seq)
-            .collect();
+        let mut c = w.ws();
+        let r = c.subscribe(
+            json!({"events": ["*"], "since": since, "epoch": epoch}),
+            deadline(5.0),
+        );
+        // A complete resume replays up to the reply's seq; an incomplete one may replay what is
+        // held, which the pong marker bounds (the stream is quiet).
+        let replayed = if r["resumed"] == true && seq_of(&r) > since {
+            c.events_through(seq_of(&r), WAIT)
+        } else {
+            c.events_before_pong()
+        };
+        let got: Vec<u64> = replayed.iter().map(seq).collect();
         (r["resumed"].clone(), got)
     };
     let (resumed, got) = resume(first);

@@ -68,13 +68,9 @@ fn transactions(s: &mut Stream, coin: &str, n: usize, until: Instant) -> Vec<Val
     got
 }
 
-/// A metric's value from `/metrics`.
+/// A counter's value from `/metrics`.
 fn metric(worker: &common::Worker, name: &str) -> u64 {
-    let text = worker.get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    worker.metric(name, &[]) as u64
 }
 
 #[test]

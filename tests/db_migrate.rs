@@ -2,11 +2,10 @@
 //! even by two migrators at the same moment, recorded, and a second worker on the same database
 //! is refused with `DbError::Locked`.
 
-#[path = "common/pg.rs"]
-mod pg;
+mod common;
 
+use common::pg::*;
 use cryptoworker::db::{Db, DbError, migrate::MIGRATIONS};
-use pg::*;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 

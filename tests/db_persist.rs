@@ -2,11 +2,10 @@
 //! exactly-once event rows, idempotent replays that never regress a row, database-driven
 //! monitoring (LISTEN/NOTIFY), resume across restarts and reading back the event log.
 
-#[path = "common/pg.rs"]
-mod pg;
+mod common;
 
+use common::pg::*;
 use cryptoworker::db::{DbMessage, PaymentRequest, WatchedWallet};
-use pg::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

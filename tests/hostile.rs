@@ -6,9 +6,11 @@
 //!
 //! Numbers (RSS, fds, counts) are printed so a run records them; `--nocapture` shows them.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::metrics::*;
+use common::raw::*;
+use common::*;
 use serde_json::json;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +21,12 @@ use std::time::{Duration, Instant};
 
 /// Concurrent attacking sockets at most (well under the 20,000 fd limit, and under the default
 /// 1,000 connections per IP for most phases).
+/// Pacing of the background block emitter (load generation, not a wait).
+const EMIT_PACE: Duration = Duration::from_millis(4);
+/// How long each batch of half-sent handshakes is held open (load generation).
+const HALF_OPEN_HOLD: Duration = Duration::from_millis(100);
+/// How long the flooders' sockets are held open after their bursts (load generation).
+const FLOOD_HOLD: Duration = Duration::from_millis(300);
 const BATCH: usize = 400;
 /// Allowed RSS growth over the baseline once the attack is over.
 const RSS_SLACK_KIB: u64 = 20 * 1024;
@@ -57,7 +65,7 @@ fn start_emitter(sim: SocketAddr, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) -
         while !stop.load(Ordering::SeqCst) {
             sim_emit(sim, json!({"event": "new_block", "height": h}), None);
             h += 1;
-            std::thread::sleep(Duration::from_millis(4));
+            std::thread::sleep(EMIT_PACE);
         }
         last.store(h, Ordering::SeqCst);
         sim_emit(sim, json!({"event": "new_block", "height": h}), None);
@@ -66,7 +74,7 @@ fn start_emitter(sim: SocketAddr, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) -
 }
 
 /// The well-behaved client: reads until the final block, returns (seqs, heights).
-fn start_good_client(mut c: Client, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64>, Vec<u64>)> {
+fn start_good_client(mut c: WsClient, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64>, Vec<u64>)> {
     std::thread::spawn(move || {
         let (mut seqs, mut heights) = (Vec::new(), Vec::new());
         loop {
@@ -77,7 +85,7 @@ fn start_good_client(mut c: Client, last: Arc<AtomicU64>) -> JoinHandle<(Vec<u64
             let h = e["data"]["height"].as_u64().unwrap_or(0);
             heights.push(h);
             if h != 0 && h == last.load(Ordering::SeqCst) {
-                assert_eq!(c.request(json!({"type": "ping"}))["type"], "pong");
+                assert_eq!(c.ask(json!({"type": "ping"}))["type"], "pong");
                 return (seqs, heights);
             }
         }
@@ -111,7 +119,7 @@ fn half_handshakes(addr: SocketAddr, rng: &mut Rng, total: usize) {
                 Some(s)
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(HALF_OPEN_HOLD);
         drop(open);
     }
 }
@@ -192,7 +200,7 @@ fn floods(addr: SocketAddr, total: usize) {
         let _ = s.write_all(&burst);
         open.push(s);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(FLOOD_HOLD);
 }
 
 fn header_bombs(addr: SocketAddr, total: usize) -> usize {
@@ -254,21 +262,28 @@ fn attack(addr: SocketAddr) -> Attack {
 
 #[test]
 fn hostile_clients_do_not_starve_a_good_client_or_leak_memory() {
-    let sim = Sim::start("BTC", &[]);
+    let sim = Sim::start("BTC", QUIET);
     let env = [
         ("WORKER_HANDSHAKE_TIMEOUT_S", "2"),
         ("WORKER_PING_INTERVAL_S", "2"),
     ];
-    let mut w = Worker::with_sims(&[&sim], &env);
-    let mut good = Client::connect(w.addr);
-    let sub = good.subscribe(json!({"events": ["*"]}));
+    let mut w = worker_for(&[&sim], &env);
+    let mut good = w.ws();
+    let sub = good.subscribe(json!({"events": ["*"]}), deadline(5.0));
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(AtomicU64::new(0));
     let emitter = start_emitter(sim.addr, stop.clone(), last.clone());
     let reader = start_good_client(good, last.clone());
 
-    // Warm up, then take the baseline with the stream flowing.
-    std::thread::sleep(Duration::from_millis(500));
+    // Take the baseline with the stream flowing: once blocks have been published.
+    wait_until(deadline(10.0), "the block stream flowing", || {
+        metric(
+            &w.metrics(),
+            "cryptoworker_events_total",
+            &[("event", "new_block")],
+        )
+        .is_some_and(|n| n >= 50.0)
+    });
     let (rss0, fds0) = (w.rss_kib(), w.fd_count());
     let a = attack(w.addr);
     let rss_peak = w.proc_status_kib("VmHWM");
@@ -353,12 +368,12 @@ fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn accepting_resumes_by_itself_after_running_out_of_descriptors() {
     let sim = Sim::start("BTC", &["--rate", "0"]);
-    let mut w = Worker::with_sims(&[&sim], &[]);
+    let mut w = worker_for(&[&sim], &[]);
     let limit = w.fd_count() + 6;
     let status = std::process::Command::new("prlimit")
         .args([
             "--pid",
-            &w.pid().to_string(),
+            &w.proc.pid().to_string(),
             &format!("--nofile={limit}:{limit}"),
         ])
         .status()
@@ -398,15 +413,11 @@ fn accepting_resumes_by_itself_after_running_out_of_descriptors() {
     assert!(w.alive(), "the worker died:\n{}", w.logs());
     // The worker logs before it answers, but its output reaches this test through a pipe that a
     // loaded machine may read late: wait for the line rather than expect it at once.
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while !w.logs().contains("Accepting connections again") && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        w.logs().contains("Accepting connections again"),
-        "recovery not logged:\n{}",
-        w.logs()
-    );
+    let recovered = w
+        .proc
+        .output
+        .wait_for("Accepting connections again", deadline(5.0));
+    assert!(recovered.is_some(), "recovery not logged:\n{}", w.logs());
     let m = scrape(w.addr, &[]);
     let errors = metric(&m, "cryptoworker_accept_errors_total", &[]).unwrap_or(0.0);
     assert!(errors >= 1.0, "accept errors not counted: {errors}");

@@ -8,11 +8,9 @@
 //! events, with `resumed: true` and no gap).
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
+use common::pg::{PrivateCluster, TempDir, TestDb};
 use common::{RecvError, Sim, Worker, WsClient, deadline, wait_until};
-use pg::{PrivateCluster, TempDir, TestDb};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Instant;

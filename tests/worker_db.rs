@@ -11,14 +11,12 @@
 //! - a second worker against the same database exits non-zero with a "locked" error.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::{Stream, restart};
 use common::events::{self, index_of};
+use common::pg::{EventRow, TempDir, TestDb};
 use common::process::Proc;
 use common::{QUIET, Sim, Worker, deadline, free_port, star_client, wait_until};
-use pg::{EventRow, TempDir, TestDb};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

@@ -12,13 +12,11 @@
 //!   amount `0` and the daemon `0.00000000`.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::{Stream, restart, rpc_logged};
 use common::events::{self, tx_hash};
+use common::pg::{TempDir, TestDb};
 use common::{QUIET, QUIET_REFUSING, Sim, Worker, deadline, star_client, wait_until};
-use pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 
 const WALLET: &str = "zpubMONITORwallet";
@@ -227,18 +225,35 @@ fn an_unmoved_request_from_the_database_gives_no_new_payment_on_reconnect() {
         &worker,
         &[format!("('BTC', '{WALLET}', '{still}', 0, 0, '{{}}')")],
     );
+    let caught_up = "Caught up BTC";
+    wait_until(
+        deadline(15.0),
+        "the first connect's catch-up summary",
+        || worker.proc.output.contains(caught_up),
+    );
+    let before = worker.proc.output.matching(caught_up).len();
     let (sim, _) = restart(sim, QUIET_REFUSING);
     s.until_status("BTC", false, deadline(10.0));
     let state = json!({"status": 0, "amount": "0.002"});
     sim.call("sim_set_request", json!([WALLET, still, state]));
     sim.set_fault(json!({"refuse_auth": false}));
     s.until_status("BTC", true, deadline(15.0));
-    wait_until(deadline(10.0), "get_request for the request", || {
-        rpc_logged(&sim, "get_request", WALLET)
+    // The reconnect's catch-up has applied every answer once its summary line is out; the probe
+    // then marks the end of what the event stream can carry from it.
+    wait_until(deadline(15.0), "the reconnect's catch-up summary", || {
+        worker.proc.output.matching(caught_up).len() > before
     });
-    // The answer travels on the RPC connection, the probe on the event stream: give the answer
-    // a moment to be applied before the probe marks the end of what is checked.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = worker
+        .proc
+        .output
+        .matching(caught_up)
+        .pop()
+        .unwrap_or_default();
+    assert!(summary.contains("(0 moved"), "nothing moved: {summary}");
+    assert!(
+        rpc_logged(&sim, "get_request", WALLET),
+        "the request was checked"
+    );
     drain(&sim, &mut s, 7);
     let got = payments_for(&s, &still);
     assert!(got.is_empty(), "nothing moved, yet: {got:?}");

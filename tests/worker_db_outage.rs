@@ -8,17 +8,17 @@
 //! is down starts anyway and catches up once it is back.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::Stream;
 use common::events;
+use common::pg::{PrivateCluster, TempDir, TestDb};
 use common::{QUIET, RecvError, Sim, Worker, deadline, star_client, wait_until};
-use pg::{PrivateCluster, TempDir, TestDb};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Pacing of the background emitter (load generation, not a wait).
+const EMIT_PACE: Duration = Duration::from_millis(10);
 const WALLET: &str = "zpubOUTAGEwallet";
 /// Generous: a private cluster restarting after `-m immediate` runs crash recovery.
 const SLOW: f64 = 60.0;
@@ -129,7 +129,7 @@ fn a_database_stopped_mid_stream_and_started_again_loses_and_doubles_nothing() {
                 sim.emit(events::mixed(i), wallet);
                 i += 1;
                 emitted.store(i, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(EMIT_PACE);
             }
         });
         let emitted_at_least = |n| move || emitted.load(Ordering::SeqCst) >= n;

@@ -5,16 +5,16 @@
 //! arriving during the resume, and with a filter applied to the replay.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::events::{self, index_of};
+use common::pg::{TempDir, TestDb};
 use common::{QUIET, Sim, Worker, WsClient, deadline, wait_until};
-use pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Pacing of the background emitter while clients resume (load generation, not a wait).
+const EMIT_PACE: std::time::Duration = std::time::Duration::from_millis(5);
 const WALLET: &str = "zpubRESUMEwallet";
 const RING: &str = "5";
 
@@ -156,7 +156,7 @@ fn a_resume_from_the_event_log_while_events_keep_coming_has_no_gap_or_duplicate(
             for i in 100..100 + MORE {
                 emit_mixed(&sim, i);
                 emitted.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                std::thread::sleep(EMIT_PACE);
             }
         });
         // Several resumes land while the stream runs (and the log lags behind the ring).

@@ -10,13 +10,11 @@
 //! - thousands of open requests, some paid, are all reconciled while live events keep flowing.
 
 mod common;
-#[path = "common/pg.rs"]
-mod pg;
 
 use common::daemon::Stream;
 use common::{QUIET, Sim, Worker, deadline, star_client, wait_until};
 
-use pg::{TempDir, TestDb};
+use common::pg::{TempDir, TestDb};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Instant;

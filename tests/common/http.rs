@@ -1,5 +1,5 @@
-//! Plain HTTP/1.1 over a blocking `TcpStream`, with a deadline on every exchange: GET (the
-//! worker's `/health`, `/ready`, `/metrics`), JSON POST with Basic auth (the simulator's
+//! Plain HTTP/1.1 over a blocking `TcpStream`, with a deadline on every exchange: GET with
+//! optional headers (the worker's `/health`, `/ready`, `/metrics`, `/`), JSON POST with Basic auth (the simulator's
 //! JSON-RPC), and raw bytes (garbage requests).
 //!
 //! Invariant: a response is read until its `Content-Length` is complete or the peer closes,
@@ -51,7 +51,17 @@ impl HttpResponse {
 
 /// `GET path` on `addr` with `Connection: close`.
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_get_with(addr, path, &[])
+}
+
+/// `GET path` with extra header lines (each `Name: value`).
+pub fn http_get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> io::Result<HttpResponse> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
     exchange(addr, req.as_bytes(), Instant::now() + HTTP_TIMEOUT)
 }
 

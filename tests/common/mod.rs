@@ -1,13 +1,17 @@
-//! Shared harness for the integration tests: real processes on real loopback sockets.
+//! The one shared harness of the integration tests: real processes on real loopback sockets.
+//! Every test file that needs it declares `mod common;` (see `tests/README.md` for the map).
 //!
-//! - [`process`]: the worker ([`Worker`], built with [`WorkerBuilder`]) and simulated daemons
-//!   ([`Sim`]) run as child processes of `env!("CARGO_BIN_EXE_cryptoworker")`, each behind a guard
-//!   that kills it on drop and, when the test is failing, prints the tail of its output.
-//! - [`ws`]: a blocking WebSocket test client ([`WsClient`]) with deadlines on every read.
-//! - [`daemon`]: daemon restarts, `daemon_status` waits and a seq-checked event reader for
-//!   the daemon-side tests.
-//! - [`events`]: daemon updates to inject with `sim_emit` and checks of the client envelope.
+//! - [`process`]: a child process of `env!("CARGO_BIN_EXE_cryptoworker")` ([`Proc`]) behind a
+//!   guard that kills it on drop and, when the test is failing, prints the tail of its output.
+//! - [`worker`]: the worker ([`Worker`], configured with [`WorkerBuilder`]).
+//! - [`sim`]: simulated daemons ([`Sim`]) and their `sim_*` admin JSON-RPC.
+//! - [`ws`]: the blocking WebSocket test client ([`WsClient`]) with deadlines on every read.
 //! - [`http`]: plain HTTP/1.1 requests (GET, JSON POST, raw bytes) with deadlines.
+//! - [`metrics`]: a strict Prometheus text parser and `/metrics` scraping.
+//! - [`raw`]: hand-made upgrade requests and frames for hostile-client tests.
+//! - [`daemon`]: daemon restarts, `daemon_status` waits and a seq-checked event reader.
+//! - [`events`]: daemon updates to inject with `sim_emit` and checks of the client envelope.
+//! - [`pg`]: a fresh PostgreSQL database per test, a private cluster to stop, event builders.
 //!
 //! Invariants: nothing here sleeps for a fixed time beyond short polling steps; every wait has a
 //! deadline and fails with a message saying what it waited for; every port is chosen at run time
@@ -21,18 +25,29 @@
 pub mod daemon;
 pub mod events;
 pub mod http;
+pub mod metrics;
+pub mod pg;
 pub mod process;
+pub mod raw;
+pub mod sim;
+pub mod worker;
 pub mod ws;
 
-pub use http::{HttpResponse, http_get, http_raw};
-pub use process::{Sim, Worker, WorkerBuilder};
-pub use ws::{RecvError, WsClient};
+pub use http::{HttpResponse, http_get, http_get_with, http_raw};
+pub use process::Proc;
+pub use sim::{Sim, sim_emit, sim_rpc};
+pub use worker::{Worker, WorkerBuilder};
+pub use ws::{RecvError, WsClient, refusal_status};
+
+use serde_json::Value;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a polling loop waits between checks.
 pub const POLL_STEP: Duration = Duration::from_millis(20);
+/// Default wait for a reply or an event in the conversational helpers.
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The instant `secs` seconds from now.
 pub fn deadline(secs: f64) -> Instant {
@@ -119,6 +134,43 @@ pub fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The `seq` of an event.
+pub fn seq(e: &Value) -> u64 {
+    e["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("event without seq: {e}"))
+}
+
+/// The `data.event` name of an event.
+pub fn event_name(e: &Value) -> &str {
+    e["data"]["event"].as_str().unwrap_or("")
+}
+
+/// Asserts that `seqs` are strictly consecutive (no gap, no duplicate).
+pub fn assert_consecutive(seqs: &[u64], what: &str) {
+    for w in seqs.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "{what}: gap or duplicate between {} and {} in {seqs:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+/// Every server message (reply or event) has a string `type` and a float `timestamp` near now.
+pub fn assert_message_envelope(v: &Value) {
+    assert!(v["type"].is_string(), "{v}");
+    let t = v["timestamp"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no timestamp: {v}"));
+    assert!(
+        (t - now_unix()).abs() < 60.0,
+        "timestamp {t} far from now: {v}"
+    );
 }
 
 /// Parses a decimal string (`"0.001"`, `"12"`) into integer units of `10^-decimals`, without

@@ -6,8 +6,8 @@
 //! as `cw_<random>` and dropped (with `FORCE`) when its guard drops; the shared cluster is never
 //! stopped: only a [`PrivateCluster`] is, and its data directory is removed on drop.
 //!
-//! Use it from a test file with `#[path = "common/pg.rs"] mod pg;` (or `pub mod pg;` in
-//! `tests/common/mod.rs`).
+//! Used as `common::pg` (`mod common;` in the test file); `bench/db_ingest.rs` includes this
+//! file by path, so it depends on nothing else in `tests/common`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -333,7 +333,8 @@ fn run_checked(cmd: &mut Command, what: &str) {
     );
 }
 
-/// Polls `check` every 20 ms until it is true; panics naming `what` after `within`.
+/// Polls `check` every 20 ms until it is true; panics naming `what` after `within`. (This file
+/// stays self-contained, without `super::wait_until`: `bench/db_ingest.rs` includes it by path.)
 pub fn wait_for(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {

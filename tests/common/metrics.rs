@@ -1,77 +1,8 @@
-//! Plain HTTP/1.1 requests over raw sockets, and a strict Prometheus text-format parser.
+//! A strict parser of the Prometheus text format (`/metrics`), and [`scrape`] to fetch and
+//! parse it from a worker.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-/// A parsed HTTP response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// A header's value (name in lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `request` as is and reads the answer until the server closes (or 10 s).
-pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_http(&raw)
-}
-
-/// `GET path` with extra header lines (each `Name: value`).
-pub fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    http_raw(addr, req.as_bytes())
-}
-
-fn parse_http(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
+use super::http::http_get_with;
+use std::net::SocketAddr;
 
 /// One Prometheus sample: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,7 +102,8 @@ pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option
 
 /// Scrapes and parses `/metrics` (with extra headers, e.g. a Bearer key).
 pub fn scrape(addr: SocketAddr, headers: &[&str]) -> Vec<Sample> {
-    let r = http_get(addr, "/metrics", headers);
+    let r =
+        http_get_with(addr, "/metrics", headers).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
     assert_eq!(r.status, 200, "{}", r.text());
     parse_metrics(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()))
 }
