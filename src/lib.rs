@@ -30,6 +30,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod client_cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod db;
