@@ -61,13 +61,23 @@ fn append_read_and_range_round_trip() {
     assert_eq!(stream::append(&mut c, &target(&s, "a", 1000), &sent), Ok(5));
     let got = stream::read(&mut c, &s.stream, 0, 100, Duration::from_millis(100)).unwrap();
     assert_eq!(got, sent, "every field survives the trip");
-    assert_eq!(seqs(&stream::range(&mut c, &s.stream, 2, 2).unwrap()), [3, 4]);
+    assert_eq!(
+        seqs(&stream::range(&mut c, &s.stream, 2, 2).unwrap()),
+        [3, 4]
+    );
     assert_eq!(stream::first_seq(&mut c, &s.stream), Ok(Some(1)));
     assert_eq!(stream::last_seq(&mut c, &s.stream), Ok(Some(5)));
     let idle = stream::read(&mut c, &s.stream, 5, 100, Duration::from_millis(50)).unwrap();
-    assert!(idle.is_empty(), "nothing after the top: the block times out");
+    assert!(
+        idle.is_empty(),
+        "nothing after the top: the block times out"
+    );
     let leader = c.command(&["GET", &s.leader]).unwrap();
-    assert_eq!(leader.text(), Some("a"), "the first append claims the absent leader key");
+    assert_eq!(
+        leader.text(),
+        Some("a"),
+        "the first append claims the absent leader key"
+    );
 }
 
 #[test]
@@ -92,15 +102,24 @@ fn redis_refuses_a_seq_at_or_below_the_top_and_stops_the_batch_there() {
     stream::append(&mut c, &t, &entries("ep1", 1..=3)).unwrap();
     assert_eq!(
         stream::append(&mut c, &t, &entries("ep1", [3, 4])),
-        Err(StreamError::Fenced { appended: 0, seq: 3 })
+        Err(StreamError::Fenced {
+            appended: 0,
+            seq: 3
+        })
     );
     assert_eq!(
         stream::append(&mut c, &t, &entries("ep1", [4, 2, 5])),
-        Err(StreamError::Fenced { appended: 1, seq: 2 }),
+        Err(StreamError::Fenced {
+            appended: 1,
+            seq: 2
+        }),
         "the batch stops at the refused entry: 5 is not appended"
     );
     assert_eq!(stream::last_seq(&mut c, &s.stream), Ok(Some(4)));
-    assert_eq!(seqs(&stream::range(&mut c, &s.stream, 0, 10).unwrap()), [1, 2, 3, 4]);
+    assert_eq!(
+        seqs(&stream::range(&mut c, &s.stream, 0, 10).unwrap()),
+        [1, 2, 3, 4]
+    );
 }
 
 #[test]
@@ -111,9 +130,14 @@ fn a_deposed_node_appends_nothing() {
     c.command(&["SET", &s.leader, "new"]).unwrap();
     assert_eq!(
         stream::append(&mut c, &target(&s, "old", 1000), &entries("ep1", [3])),
-        Err(StreamError::Deposed { leader: "new".into() })
+        Err(StreamError::Deposed {
+            leader: "new".into()
+        })
     );
-    assert_eq!(stream::append(&mut c, &target(&s, "new", 1000), &entries("ep1", [3])), Ok(1));
+    assert_eq!(
+        stream::append(&mut c, &target(&s, "new", 1000), &entries("ep1", [3])),
+        Ok(1)
+    );
     assert_eq!(stream::last_seq(&mut c, &s.stream), Ok(Some(3)));
 }
 
@@ -125,14 +149,20 @@ fn trimming_is_approximate_and_a_reader_behind_it_is_told() {
     for chunk in (1..=2000u64).collect::<Vec<_>>().chunks(100) {
         stream::append(&mut c, &t, &entries("ep1", chunk.iter().copied())).unwrap();
     }
-    let first = stream::first_seq(&mut c, &s.stream).unwrap().expect("not empty");
+    let first = stream::first_seq(&mut c, &s.stream)
+        .unwrap()
+        .expect("not empty");
     let len = match c.command(&["XLEN", &s.stream]).unwrap() {
         cryptoworker::cluster::resp::Reply::Int(n) => n as u64,
         other => panic!("XLEN: {other:?}"),
     };
     assert!(first > 1 && len < 2000, "trimmed: first {first}, len {len}");
     assert!(len >= 100, "MAXLEN ~ keeps at least MAXLEN entries: {len}");
-    assert_eq!(first + len - 1, 2000, "what is kept is the newest, without holes");
+    assert_eq!(
+        first + len - 1,
+        2000,
+        "what is kept is the newest, without holes"
+    );
     assert_eq!(stream::trimmed_past(&mut c, &s.stream, 0), Ok(Some(first)));
     assert_eq!(stream::trimmed_past(&mut c, &s.stream, first - 1), Ok(None));
     assert_eq!(stream::trimmed_past(&mut c, &s.stream, 1999), Ok(None));
@@ -147,10 +177,17 @@ fn a_killed_redis_fails_the_connection_and_comes_back_empty() {
     stream::append(&mut c, &target(&s, "a", 1000), &entries("ep1", 1..=3)).unwrap();
     redis.kill();
     let err = stream::append(&mut c, &target(&s, "a", 1000), &entries("ep1", [4]));
-    assert!(matches!(err, Err(StreamError::Redis(RedisError::Io(_)))), "{err:?}");
+    assert!(
+        matches!(err, Err(StreamError::Redis(RedisError::Io(_)))),
+        "{err:?}"
+    );
     redis.restart();
     let mut c = connect(&url);
-    assert_eq!(stream::first_seq(&mut c, &s.stream), Ok(None), "restarted empty");
+    assert_eq!(
+        stream::first_seq(&mut c, &s.stream),
+        Ok(None),
+        "restarted empty"
+    );
     assert_eq!(
         stream::append(&mut c, &target(&s, "a", 1000), &entries("ep1", [4, 5])),
         Ok(2),
@@ -167,7 +204,13 @@ fn server_errors_leave_the_connection_usable() {
     assert!(matches!(err, Err(RedisError::Server(_))), "{err:?}");
     assert_eq!(c.command(&["PING"]).unwrap().text(), Some("PONG"));
     let replies = c
-        .pipeline(&[vec![b"PING".to_vec()], vec![b"ECHO".to_vec(), b"x".to_vec()]])
+        .pipeline(&[
+            vec![b"PING".to_vec()],
+            vec![b"ECHO".to_vec(), b"x".to_vec()],
+        ])
         .unwrap();
-    assert_eq!(replies.iter().map(|r| r.text()).collect::<Vec<_>>(), [Some("PONG"), Some("x")]);
+    assert_eq!(
+        replies.iter().map(|r| r.text()).collect::<Vec<_>>(),
+        [Some("PONG"), Some("x")]
+    );
 }

@@ -97,7 +97,8 @@ impl Appender {
         let over = self.backlog.len().saturating_sub(BACKLOG_MAX);
         if over > 0 {
             self.backlog.drain(..over);
-            self.out.send(ClusterMessage::Dropped { count: over as u64 });
+            self.out
+                .send(ClusterMessage::Dropped { count: over as u64 });
         }
         if self.conn.is_none() && Instant::now() < self.retry_at {
             self.report_held();
@@ -119,8 +120,6 @@ impl Appender {
             self.out.send(ClusterMessage::Appended(fresh));
         }
     }
-
-
 
     /// Appends the backlog in batches until it is empty or Redis fails.
     fn flush(&mut self) {
@@ -180,7 +179,10 @@ impl Appender {
                     self.conn = Some(c);
                     self.backoff.reset();
                     if self.up != Some(true) {
-                        log::info!("[CLUSTER] Appending to the event stream in Redis {}", self.url.describe());
+                        log::info!(
+                            "[CLUSTER] Appending to the event stream in Redis {}",
+                            self.url.describe()
+                        );
                         self.up = Some(true);
                     }
                 }
@@ -216,17 +218,25 @@ impl Appender {
             };
             match result {
                 Ok(plan) => {
-                    self.out.send(ClusterMessage::Takeover { plan, stream_checked: true });
+                    self.out.send(ClusterMessage::Takeover {
+                        plan,
+                        stream_checked: true,
+                    });
                     return;
                 }
                 Err(e) if Instant::now() >= deadline || self.out.stopping() => {
-                    log::warn!("[CLUSTER] Takeover without the stream ({e}): continuing from the event log");
+                    log::warn!(
+                        "[CLUSTER] Takeover without the stream ({e}): continuing from the event log"
+                    );
                     let plan = Takeover {
                         store: Vec::new(),
                         next_seq: last_stored + 1,
                         reset_stream: false,
                     };
-                    self.out.send(ClusterMessage::Takeover { plan, stream_checked: false });
+                    self.out.send(ClusterMessage::Takeover {
+                        plan,
+                        stream_checked: false,
+                    });
                     return;
                 }
                 Err(_) => {

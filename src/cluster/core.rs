@@ -29,7 +29,11 @@ pub enum Action {
     NewEpoch(Arc<str>),
     /// Query the event log now: events of `epoch` with `after < seq <= up_to`, ascending; answer
     /// with [`Delivery::on_log_page`] (or [`Delivery::on_log_failed`]).
-    FetchLog { epoch: Arc<str>, after: u64, up_to: u64 },
+    FetchLog {
+        epoch: Arc<str>,
+        after: u64,
+        up_to: u64,
+    },
     /// The log does not hold the gap yet: call [`Delivery::on_retry`] after
     /// [`super::LOG_RETRY`].
     RetryLater,
@@ -205,7 +209,9 @@ impl Delivery {
         while let Some(front) = self.pending.front() {
             if front.seq < self.next {
                 self.pending.pop_front();
-            } else if front.seq == self.next && self.fill.as_ref().is_some_and(|f| f.target <= self.next) {
+            } else if front.seq == self.next
+                && self.fill.as_ref().is_some_and(|f| f.target <= self.next)
+            {
                 let e = self.pending.pop_front().expect("front exists");
                 self.deliver(e, out);
             } else {

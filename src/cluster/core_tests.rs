@@ -75,7 +75,12 @@ fn seq_trace(prefix: &[&str], from: u64, to: u64) -> Vec<String> {
 fn delivery_table() {
     use Step::*;
     let cases: Vec<(&str, u64, Vec<Step>, Vec<&str>)> = vec![
-        ("in order", 1, vec![Stream(&[1, 2, 3])], vec!["D1", "D2", "D3"]),
+        (
+            "in order",
+            1,
+            vec![Stream(&[1, 2, 3])],
+            vec!["D1", "D2", "D3"],
+        ),
         (
             "duplicates are dropped",
             1,
@@ -162,7 +167,12 @@ fn follower_behind_the_trimmed_stream_catches_up_from_the_log() {
     let mut d = Delivery::new(Some(E1.into()), 1);
     let got = run(
         &mut d,
-        &[Trimmed(1001), Stream(&[1001, 1002]), LogRange(1, 500), LogRange(501, 1000)],
+        &[
+            Trimmed(1001),
+            Stream(&[1001, 1002]),
+            LogRange(1, 500),
+            LogRange(501, 1000),
+        ],
     );
     let mut want = seq_trace(&["F(0,1000]"], 1, 500);
     want.push("F(500,1000]".into());
@@ -200,7 +210,11 @@ fn an_overflowing_buffer_makes_the_stream_be_read_again() {
     let last_held = 1 + PENDING_MAX as u64;
     assert_eq!(t.first().map(String::as_str), Some("F(0,1]"));
     assert_eq!(t.last(), Some(&format!("RS{last_held}")));
-    assert_eq!(t.len(), 1 + 1 + PENDING_MAX + 1, "fetch, D1, held ones, re-read");
+    assert_eq!(
+        t.len(),
+        1 + 1 + PENDING_MAX + 1,
+        "fetch, D1, held ones, re-read"
+    );
     assert_eq!(d.next_seq(), last_held + 1);
 }
 
@@ -216,7 +230,17 @@ fn no_epoch_yet_adopts_the_first_entry() {
 #[test]
 fn takeover_table() {
     let tail = entries(E1, &[101, 102, 103]);
-    let cases: Vec<(&str, u64, Vec<Entry>, Option<Entry>, Vec<u64>, u64, bool)> = vec![
+    /// Name, last stored seq, stream tail, stream top, seqs to store, next seq, reset.
+    type Case = (
+        &'static str,
+        u64,
+        Vec<Entry>,
+        Option<Entry>,
+        Vec<u64>,
+        u64,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
         (
             "old leader appended 101-103 but stored only up to 100",
             100,
@@ -226,9 +250,33 @@ fn takeover_table() {
             104,
             false,
         ),
-        ("everything stored", 103, vec![], Some(entry(E1, 103)), vec![], 104, false),
-        ("Redis restarted empty", 100, vec![], None, vec![], 101, false),
-        ("stream behind the log", 100, vec![], Some(entry(E1, 90)), vec![], 101, false),
+        (
+            "everything stored",
+            103,
+            vec![],
+            Some(entry(E1, 103)),
+            vec![],
+            104,
+            false,
+        ),
+        (
+            "Redis restarted empty",
+            100,
+            vec![],
+            None,
+            vec![],
+            101,
+            false,
+        ),
+        (
+            "stream behind the log",
+            100,
+            vec![],
+            Some(entry(E1, 90)),
+            vec![],
+            101,
+            false,
+        ),
         (
             "tail entries at or below the log are not stored again",
             102,
@@ -238,7 +286,15 @@ fn takeover_table() {
             104,
             false,
         ),
-        ("the stream holds another epoch", 7, vec![], Some(entry(E2, 50)), vec![], 8, true),
+        (
+            "the stream holds another epoch",
+            7,
+            vec![],
+            Some(entry(E2, 50)),
+            vec![],
+            8,
+            true,
+        ),
     ];
     for (name, db_last, tail, top, store, next, reset) in cases {
         let plan = takeover(E1, db_last, &tail, top.as_ref());

@@ -8,6 +8,8 @@
 //! [`Role::Leader`]. While leading it checks its session every [`RETRY`] and renews the leader key
 //! (TTL [`LEASE`]); while following it reads the leader key for display.
 //!
+//! A node that lost the leadership pauses [`STEP_DOWN_PAUSE`] before competing again.
+//!
 //! Invariants: [`Role::Leader`] is reported only while this thread's session holds the lock (as
 //! of its last check); every role change is reported once, in order; the Redis lease is
 //! best-effort and never decides the role.
@@ -25,6 +27,9 @@ pub const RETRY: Duration = Duration::from_millis(500);
 pub const GRACE: Duration = Duration::from_secs(1);
 /// TTL of the leader key; renewed every [`RETRY`].
 pub const LEASE: Duration = Duration::from_secs(5);
+/// Pause of a node that just lost the leadership before it competes again, so that a follower
+/// (trying every [`RETRY`]) takes over instead of the node whose session was just cut.
+pub const STEP_DOWN_PAUSE: Duration = Duration::from_secs(2);
 
 /// The node's role, as the elector sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,8 @@ impl Elector {
                 if !out.send(ClusterMessage::Role(Role::Follower)) {
                     return;
                 }
+                drop(client);
+                out.nap(STEP_DOWN_PAUSE);
             }
         }
         self.release();
@@ -161,7 +168,11 @@ impl Elector {
 
     /// Sets the leader key to this node, whoever it named.
     fn claim(&mut self) {
-        let (key, node, ttl) = (self.leader_key.clone(), self.node.clone(), LEASE.as_millis().to_string());
+        let (key, node, ttl) = (
+            self.leader_key.clone(),
+            self.node.clone(),
+            LEASE.as_millis().to_string(),
+        );
         if let Err(e) = self.redis_command(&["SET", &key, &node, "PX", &ttl]) {
             log::warn!("[CLUSTER] Could not claim the leader key in Redis ({e})");
         }
@@ -170,7 +181,11 @@ impl Elector {
     /// Renews the lease; when the key names another node (a stale leader re-created it after
     /// Redis lost it), claims it back: this session holds the lock.
     fn renew(&mut self) {
-        let (key, node, ttl) = (self.leader_key.clone(), self.node.clone(), LEASE.as_millis().to_string());
+        let (key, node, ttl) = (
+            self.leader_key.clone(),
+            self.node.clone(),
+            LEASE.as_millis().to_string(),
+        );
         match self.redis_command(&["EVAL", RENEW_SCRIPT, "1", &key, &node, &ttl]) {
             Ok(Reply::Int(1)) | Err(_) => {}
             Ok(_) => self.claim(),
@@ -194,7 +209,8 @@ impl Elector {
 
     /// Deletes the leader key if it still names this node (clean shutdown of a leader).
     fn release(&mut self) {
-        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
+        let script =
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
         let key = self.leader_key.clone();
         let node = self.node.clone();
         let _ = self.redis_command(&["EVAL", script, "1", key.as_str(), node.as_str()]);

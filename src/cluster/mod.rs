@@ -121,7 +121,10 @@ pub enum ClusterMessage {
     RedisLink { up: bool },
     /// The answer to [`ClusterHandle::takeover`]; `stream_checked` is false when Redis could not
     /// be asked in time (the plan then continues from the event log alone).
-    Takeover { plan: Takeover, stream_checked: bool },
+    Takeover {
+        plan: Takeover,
+        stream_checked: bool,
+    },
     /// These entries are in the stream.
     Appended(Vec<Entry>),
     /// Redis is away: these entries wait in the appender's backlog; deliver them now.
@@ -236,7 +239,10 @@ impl ClusterHandle {
     /// Queues sequenced entries for the stream (leader only). Never blocks: when the queue is
     /// full the entries come back (deliver them; followers get them from the event log).
     pub fn append(&self, entries: Vec<Entry>) -> Result<(), Vec<Entry>> {
-        match self.appender.try_send(appender::AppendJob::Entries(entries)) {
+        match self
+            .appender
+            .try_send(appender::AppendJob::Entries(entries))
+        {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(appender::AppendJob::Entries(e)))
             | Err(TrySendError::Disconnected(appender::AppendJob::Entries(e))) => Err(e),

@@ -78,7 +78,10 @@ impl StreamReader {
             };
             backoff.reset();
             if up != Some(true) {
-                log::info!("[CLUSTER] Reading the event stream from Redis {}", self.url.describe());
+                log::info!(
+                    "[CLUSTER] Reading the event stream from Redis {}",
+                    self.url.describe()
+                );
                 up = Some(true);
                 self.out.send(ClusterMessage::RedisLink { up: true });
             }

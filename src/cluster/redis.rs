@@ -247,9 +247,15 @@ mod tests {
         assert_eq!(u.user, None);
         let u = ok("redis://app:p@w@[::1]:7000");
         assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
-        assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("app"), Some("p@w")));
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("app"), Some("p@w"))
+        );
         assert_eq!(ok("redis://h/").db, 0);
-        assert_eq!(ok("redis://onlypass@h").password.as_deref(), Some("onlypass"));
+        assert_eq!(
+            ok("redis://onlypass@h").password.as_deref(),
+            Some("onlypass")
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ fn decode_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize
         b':' => Ok(Some((Reply::Int(integer(text)?), body))),
         b'$' => bulk(buf, body, length(text, MAX_BULK)?),
         b'*' => array(buf, body, length(text, MAX_ARRAY)?, depth),
-        other => Err(ProtocolError(format!("unknown reply type byte 0x{other:02x}"))),
+        other => Err(ProtocolError(format!(
+            "unknown reply type byte 0x{other:02x}"
+        ))),
     }
 }
 
@@ -192,7 +194,10 @@ mod tests {
             (b"*0\r\n", Reply::Array(Some(vec![])), 4),
             (
                 b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
-                Reply::Array(Some(vec![bulk("a"), Reply::Array(Some(vec![Reply::Int(1)]))])),
+                Reply::Array(Some(vec![
+                    bulk("a"),
+                    Reply::Array(Some(vec![Reply::Int(1)])),
+                ])),
                 19,
             ),
             (b"$4\r\na\r\nb\r\n", bulk("a\r\nb"), 10),
@@ -249,6 +254,11 @@ mod tests {
         assert_eq!(Reply::Simple("OK".into()).text(), Some("OK"));
         assert_eq!(Reply::Int(1).text(), None);
         assert_eq!(Reply::Array(None).items(), None);
-        assert_eq!(Reply::Array(Some(vec![Reply::Int(1)])).items().map(<[_]>::len), Some(1));
+        assert_eq!(
+            Reply::Array(Some(vec![Reply::Int(1)]))
+                .items()
+                .map(<[_]>::len),
+            Some(1)
+        );
     }
 }

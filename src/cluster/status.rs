@@ -123,7 +123,10 @@ mod tests {
                 json!({"node": "a1:8082", "role": "follower", "leader": "b:1"}),
             ),
             (
-                ClusterMessage::Role(Role::Leader { epoch: None, last_stored: 0 }),
+                ClusterMessage::Role(Role::Leader {
+                    epoch: None,
+                    last_stored: 0,
+                }),
                 json!({"node": "a1:8082", "role": "leader", "leader": "a1:8082"}),
             ),
             (
@@ -144,11 +147,22 @@ mod tests {
     #[test]
     fn metrics_carry_the_cluster_label() {
         let mut s = status();
-        s.apply(&ClusterMessage::Role(Role::Leader { epoch: None, last_stored: 0 }));
+        s.apply(&ClusterMessage::Role(Role::Leader {
+            epoch: None,
+            last_stored: 0,
+        }));
         s.stream_lag = 7;
         let text = s.render_metrics();
-        assert!(text.contains("cryptoworker_cluster_leader{cluster=\"shop-a\",node=\"a1:8082\"} 1\n"), "{text}");
-        assert!(text.contains("cryptoworker_cluster_stream_lag{cluster=\"shop-a\",node=\"a1:8082\"} 7\n"), "{text}");
+        assert!(
+            text.contains("cryptoworker_cluster_leader{cluster=\"shop-a\",node=\"a1:8082\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "cryptoworker_cluster_stream_lag{cluster=\"shop-a\",node=\"a1:8082\"} 7\n"
+            ),
+            "{text}"
+        );
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

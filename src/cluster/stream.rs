@@ -285,7 +285,10 @@ mod tests {
     }
 
     fn raw(id: &str, fields: &[&str]) -> Reply {
-        arr(vec![bulk(id), arr(fields.iter().map(|f| bulk(f)).collect())])
+        arr(vec![
+            bulk(id),
+            arr(fields.iter().map(|f| bulk(f)).collect()),
+        ])
     }
 
     #[test]
@@ -319,7 +322,10 @@ mod tests {
             payload: r#"{"event":"new_block","coin":"BTC","height":5}"#.into(),
         };
         let p = e.to_published();
-        assert_eq!((p.seq, &*p.meta.name, &*p.meta.coin), (9, "new_block", "BTC"));
+        assert_eq!(
+            (p.seq, &*p.meta.name, &*p.meta.coin),
+            (9, "new_block", "BTC")
+        );
         assert_eq!(Entry::from_published(&p), e);
     }
 }

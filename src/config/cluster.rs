@@ -53,7 +53,10 @@ fn word(v: &Value) -> Result<String, ConfigError> {
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ConfigError::new(
             &v.source,
-            format!("{} must not contain spaces or control characters", quoted(text)),
+            format!(
+                "{} must not contain spaces or control characters",
+                quoted(text)
+            ),
         ));
     }
     Ok(text.to_string())
@@ -68,11 +71,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let env = move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         Config::from_env_and_args(&env, &[])
     }
 
@@ -86,12 +85,19 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = parse(&[DB, ("REDIS_URL", "redis://127.0.0.1:6379/0"), ("WORKER_PORT", "9001")])
-            .unwrap()
-            .cluster
-            .unwrap();
+        let c = parse(&[
+            DB,
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("WORKER_PORT", "9001"),
+        ])
+        .unwrap()
+        .cluster
+        .unwrap();
         assert!(c.node_id.ends_with(":9001"), "{}", c.node_id);
-        assert_eq!((c.key_prefix.as_str(), c.stream_maxlen), ("cryptoworker:", 100_000));
+        assert_eq!(
+            (c.key_prefix.as_str(), c.stream_maxlen),
+            ("cryptoworker:", 100_000)
+        );
         assert_eq!((c.redis.port, c.redis.db), (6379, 0));
         let c = parse(&[
             DB,
@@ -104,20 +110,47 @@ mod tests {
         .cluster
         .unwrap();
         assert_eq!(
-            (c.node_id.as_str(), c.key_prefix.as_str(), c.stream_maxlen, c.redis.db),
+            (
+                c.node_id.as_str(),
+                c.key_prefix.as_str(),
+                c.stream_maxlen,
+                c.redis.db
+            ),
             ("node-a", "shop1:", 5000, 2)
         );
     }
 
     #[test]
     fn refusals_name_the_variable() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
-            (&[("REDIS_URL", "redis://h")], "REDIS_URL", "needs the database"),
+        /// Variables, the variable the error names, a part of its message.
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (
+                &[("REDIS_URL", "redis://h")],
+                "REDIS_URL",
+                "needs the database",
+            ),
             (&[DB, ("REDIS_URL", "http://h")], "REDIS_URL", "redis://"),
-            (&[DB, ("REDIS_URL", "redis://:hunter2@h:0")], "REDIS_URL", "port"),
+            (
+                &[DB, ("REDIS_URL", "redis://:hunter2@h:0")],
+                "REDIS_URL",
+                "port",
+            ),
             (&[DB, ("WORKER_NODE_ID", "a b")], "WORKER_NODE_ID", "spaces"),
-            (&[DB, ("REDIS_KEY_PREFIX", "x\ty")], "REDIS_KEY_PREFIX", "spaces"),
-            (&[DB, ("REDIS_STREAM_MAXLEN", "10")], "REDIS_STREAM_MAXLEN", "out of range"),
+            (
+                &[DB, ("REDIS_KEY_PREFIX", "x\ty")],
+                "REDIS_KEY_PREFIX",
+                "spaces",
+            ),
+            (
+                &[DB, ("REDIS_STREAM_MAXLEN", "10")],
+                "REDIS_STREAM_MAXLEN",
+                "out of range",
+            ),
         ];
         for (vars, variable, text) in cases {
             let e = parse(vars).expect_err(variable);

@@ -7,9 +7,9 @@
 //! deadline, never a fixed sleep.
 #![allow(dead_code)]
 
+use crossbeam_channel::Receiver;
 use cryptoworker::cluster::redis::Connection;
 use cryptoworker::cluster::{ClusterConfig, ClusterHandle, ClusterMessage, RedisUrl, StartOptions};
-use crossbeam_channel::Receiver;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,7 +22,9 @@ pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 pub fn unique_prefix(name: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!("cwtest:{name}:{}:{t}:{n}:", std::process::id())
 }
 
@@ -51,8 +53,12 @@ pub struct Keys {
 
 impl Drop for Keys {
     fn drop(&mut self) {
-        let Ok(url) = RedisUrl::parse(&self.url) else { return };
-        let Ok(mut c) = Connection::open(&url) else { return };
+        let Ok(url) = RedisUrl::parse(&self.url) else {
+            return;
+        };
+        let Ok(mut c) = Connection::open(&url) else {
+            return;
+        };
         for suffix in ["events", "leader"] {
             let _ = c.command(&["DEL", &format!("{}{suffix}", self.prefix)]);
         }
@@ -105,10 +111,9 @@ impl Node {
         let end = Instant::now() + deadline;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let msg = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; seen: {:?}", self.brief()));
+            let msg = self.rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("timed out waiting for {what}; seen: {:?}", self.brief())
+            });
             let hit = pick(&msg);
             self.seen.push(msg);
             if let Some(v) = hit {
@@ -140,7 +145,9 @@ impl Node {
         self.seen
             .iter()
             .map(|m| match m {
-                ClusterMessage::Entries(e) => format!("Entries({:?})", e.iter().map(|e| e.seq).collect::<Vec<_>>()),
+                ClusterMessage::Entries(e) => {
+                    format!("Entries({:?})", e.iter().map(|e| e.seq).collect::<Vec<_>>())
+                }
                 other => format!("{other:?}").chars().take(120).collect(),
             })
             .collect()
@@ -183,7 +190,14 @@ impl PrivateRedis {
     /// Starts the server (again) and waits until it answers.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
