@@ -256,3 +256,80 @@ fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap()
     a.stop();
     b.wait_for("b leads once a stopped", WAIT, is_leader);
 }
+
+/// Environment of [`leader_child_process`]: the database URL and the key prefix.
+const CHILD_DB: &str = "CW_CLUSTER_CHILD_DB";
+const CHILD_PREFIX: &str = "CW_CLUSTER_CHILD_PREFIX";
+
+/// Not a test of its own: the leader process that
+/// [`a_sigkilled_leader_is_replaced_within_5s`] starts (this test binary again) and kills.
+#[test]
+#[ignore = "run only as the child process of a_sigkilled_leader_is_replaced_within_5s"]
+fn leader_child_process() {
+    let (Ok(db_url), Ok(prefix)) = (std::env::var(CHILD_DB), std::env::var(CHILD_PREFIX)) else {
+        panic!("{CHILD_DB} and {CHILD_PREFIX} are set by the parent test");
+    };
+    let mut node = Node::start(
+        &config(SHARED_REDIS, &prefix, "child", 1000),
+        &db_url,
+        WRITER_LOCK_KEY,
+        0,
+    );
+    node.wait_for("the child leads", WAIT, is_leader);
+    // Lead until killed (the parent's deadline bounds this).
+    node.wait_for("SIGKILL", Duration::from_secs(60), |_| None::<()>);
+}
+
+#[test]
+fn a_sigkilled_leader_is_replaced_within_5s() {
+    let db = pg::TestDb::create();
+    let prefix = unique_prefix("sigkill");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let child = std::process::Command::new(exe)
+        .args(["leader_child_process", "--exact", "--ignored", "--quiet"])
+        .env(CHILD_DB, &db.url)
+        .env(CHILD_PREFIX, &prefix)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("child leader");
+    let mut child = KillOnDrop(child);
+    let mut redis = support::connect(SHARED_REDIS);
+    let leader_key = format!("{prefix}leader");
+    support::wait_until("the child to claim the lead", WAIT, || {
+        redis
+            .command(&["GET", &leader_key])
+            .ok()
+            .and_then(|r| r.text().map(str::to_string))
+            == Some("child".into())
+    });
+    let mut b = Node::start(
+        &config(SHARED_REDIS, &prefix, "b", 1000),
+        &db.url,
+        WRITER_LOCK_KEY,
+        0,
+    );
+    b.wait_for("b shows the child as leader", WAIT, |m| {
+        (m == &ClusterMessage::LeaderName(Some("child".into()))).then_some(())
+    });
+    let killed = Instant::now();
+    child.0.kill().expect("SIGKILL the leader");
+    child.0.wait().expect("reaped");
+    b.wait_for("b takes over", WAIT, is_leader);
+    let took = killed.elapsed();
+    eprintln!("failover after SIGKILL took {took:?}");
+    assert!(took < Duration::from_secs(5), "failover took {took:?}");
+}
+
+/// Kills the child process if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
