@@ -249,6 +249,34 @@ mod tests {
     }
 
     #[test]
+    fn mutated_and_random_input_never_panics_and_never_overreads() {
+        let seeds: &[&[u8]] = &[
+            b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
+            b"*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\ne\r\n$2\r\nep\r\n",
+            b"-ERR The ID specified in XADD is equal or smaller\r\n",
+        ];
+        let alphabet = b"*$:+-\r\n0123456789-ab";
+        let mut rng = crate::util::rng::Rng::seeded(7);
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(input.len() as u64 + 1) as usize;
+                let byte = alphabet[rng.below(alphabet.len() as u64) as usize];
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = byte,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, byte),
+                }
+            }
+            if let Ok(Some((_, used))) = decode(&input) {
+                assert!(used <= input.len(), "{input:?}");
+            }
+        }
+    }
+
+    #[test]
     fn reply_accessors() {
         assert_eq!(bulk("x").text(), Some("x"));
         assert_eq!(Reply::Simple("OK".into()).text(), Some("OK"));
