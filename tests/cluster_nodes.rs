@@ -257,6 +257,41 @@ fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap()
     b.wait_for("b leads once a stopped", WAIT, is_leader);
 }
 
+#[test]
+fn a_leader_that_steps_down_hands_over_to_a_follower() {
+    let db = pg::TestDb::create();
+    let prefix = unique_prefix("stepdown");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let mut a = Node::start(
+        &config(SHARED_REDIS, &prefix, "a", 1000),
+        &db.url,
+        WRITER_LOCK_KEY,
+        0,
+    );
+    a.wait_for("a leads", WAIT, is_leader);
+    let mut b = Node::start(
+        &config(SHARED_REDIS, &prefix, "b", 1000),
+        &db.url,
+        WRITER_LOCK_KEY,
+        0,
+    );
+    b.wait_for("b follows a", WAIT, |m| {
+        (m == &ClusterMessage::LeaderName(Some("a".into()))).then_some(())
+    });
+    let asked = Instant::now();
+    a.handle().step_down();
+    a.wait_for("a follows", WAIT, is_follower);
+    b.wait_for("b leads", WAIT, is_leader);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 /// Environment of [`leader_child_process`]: the database URL and the key prefix.
 const CHILD_DB: &str = "CW_CLUSTER_CHILD_DB";
 const CHILD_PREFIX: &str = "CW_CLUSTER_CHILD_PREFIX";

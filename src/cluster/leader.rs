@@ -19,6 +19,8 @@ use super::resp::Reply;
 use super::{ClusterConfig, ClusterMessage, Outbox};
 use crate::util::backoff::Backoff;
 use postgres::{Client, NoTls};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Interval of lock attempts (follower) and session checks (leader).
@@ -61,11 +63,18 @@ pub struct Elector {
     leader_key: String,
     redis_conn: Option<Connection>,
     shown_leader: Option<Option<String>>,
+    /// Set by [`super::ClusterHandle::step_down`]: give the lock up now.
+    step_down: Arc<AtomicBool>,
 }
 
 impl Elector {
     /// Parses the database URL; fails only on a bad URL.
-    pub fn new(cfg: &ClusterConfig, database_url: &str, lock_key: i64) -> Result<Elector, String> {
+    pub fn new(
+        cfg: &ClusterConfig,
+        database_url: &str,
+        lock_key: i64,
+        step_down: Arc<AtomicBool>,
+    ) -> Result<Elector, String> {
         let mut pg: postgres::Config = database_url
             .parse()
             .map_err(|e| format!("DATABASE_URL is not a valid connection string: {e}"))?;
@@ -82,6 +91,7 @@ impl Elector {
             leader_key: cfg.leader_key(),
             redis_conn: None,
             shown_leader: None,
+            step_down,
         })
     }
 
@@ -124,6 +134,7 @@ impl Elector {
 
     /// Tries the lock every [`RETRY`]; `true` once it is held, `false` on session loss or stop.
     fn follow(&mut self, client: &mut Client, out: &Outbox) -> bool {
+        self.step_down.store(false, Ordering::Relaxed);
         while !out.stopping() {
             match client.query_one("SELECT pg_try_advisory_lock($1)", &[&self.lock_key]) {
                 Ok(row) if row.get::<_, bool>(0) => return true,
@@ -157,6 +168,13 @@ impl Elector {
         }
         self.show(out, Some(self.node.clone()));
         while out.nap(RETRY) {
+            if self.step_down.swap(false, Ordering::Relaxed) {
+                log::warn!(
+                    "[CLUSTER] Node {} gives up the leadership (fenced)",
+                    self.node
+                );
+                return true;
+            }
             if let Err(e) = client.is_valid(Duration::from_secs(2)) {
                 log::warn!("[CLUSTER] Leader lost its PostgreSQL session ({e})");
                 return true;

@@ -10,13 +10,16 @@
 //!   takeover plan of a new leader.
 //! * [`reader`], [`appender`]: the stream reader and stream appender threads.
 //! * [`status`]: `data.cluster` of `get_status` and the `/metrics` lines.
+//! * [`node`]: sans-io glue for the reactor: messages in, [`node::NodeAction`]s out.
 //!
 //! # The seam with the reactor
 //!
 //! [`ClusterHandle::start`] starts the three threads and returns a [`Receiver`] of
 //! [`ClusterMessage`]; every message is followed by a call of the `wake` callback (the reactor
-//! passes one that wakes its `mio::Waker`, as for `db::Db::start`). The reactor then drains the
-//! receiver with `try_recv` and:
+//! passes one that wakes its `mio::Waker`, as for `db::Db::start`). The reactor drains the
+//! receiver with `try_recv` and hands each message to [`node::ClusterNode::on_message`], which
+//! does the bookkeeping below and answers with [`node::NodeAction`]s to run (`Run(Action)`,
+//! `Takeover`, `Lead`, `StopIngest`, `StepDown`). What that amounts to:
 //! * [`ClusterMessage::Role`] `Leader { epoch, last_stored }`: calls [`ClusterHandle::takeover`]
 //!   and waits for [`ClusterMessage::Takeover`]; then stores `plan.store` (`DbHandle::submit`),
 //!   sequences from `plan.next_seq` in the same epoch, and only then connects to the daemons.
@@ -25,7 +28,7 @@
 //!   answers [`ClusterMessage::Appended`] / [`ClusterMessage::Held`] (Redis away: held for a later
 //!   append, deliver now), which the reactor feeds to [`core::Delivery::on_entries`];
 //!   [`ClusterMessage::Fenced`] / [`ClusterMessage::Deposed`] mean another node leads: stop
-//!   ingest at once.
+//!   ingest at once and call [`ClusterHandle::step_down`].
 //! * [`ClusterMessage::Entries`] / [`ClusterMessage::Trimmed`]: feed [`core::Delivery`]; run its
 //!   [`core::Action`]s: `Deliver` → fan-out, `FetchLog` → `DbHandle::query_events` (answer with
 //!   `on_log_page` / `on_log_failed`), `RetryLater` → a timer of [`LOG_RETRY`] then `on_retry`,
@@ -38,6 +41,7 @@
 pub mod appender;
 pub mod core;
 pub mod leader;
+pub mod node;
 pub mod reader;
 pub mod redis;
 pub mod resp;
@@ -52,6 +56,7 @@ use std::time::Duration;
 
 pub use core::{Action, Delivery, Takeover};
 pub use leader::Role;
+pub use node::{ClusterNode, NodeAction};
 pub use redis::RedisUrl;
 pub use stream::Entry;
 
@@ -189,6 +194,7 @@ pub struct ClusterHandle {
     reader: Sender<reader::ReaderCommand>,
     appender: Sender<appender::AppendJob>,
     stop: Arc<AtomicBool>,
+    step_down: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -218,8 +224,10 @@ impl ClusterHandle {
         };
         let (reader_tx, reader_rx) = crossbeam_channel::bounded(16);
         let (append_tx, append_rx) = crossbeam_channel::bounded(APPEND_CAPACITY);
-        let elector = leader::Elector::new(cfg, &opts.database_url, opts.lock_key)
-            .map_err(std::io::Error::other)?;
+        let step_down = Arc::new(AtomicBool::new(false));
+        let elector =
+            leader::Elector::new(cfg, &opts.database_url, opts.lock_key, step_down.clone())
+                .map_err(std::io::Error::other)?;
         let mut threads = Vec::new();
         let out = outbox();
         threads.push(spawn("cw-cluster-elector", move || elector.run(&out))?);
@@ -231,6 +239,7 @@ impl ClusterHandle {
             reader: reader_tx,
             appender: append_tx,
             stop,
+            step_down,
             threads,
         };
         Ok((handle, rx))
@@ -257,6 +266,13 @@ impl ClusterHandle {
             last_stored,
         };
         self.appender.try_send(job).is_ok()
+    }
+
+    /// Gives the leadership up (after [`ClusterMessage::Fenced`] / [`ClusterMessage::Deposed`]):
+    /// the elector ends its session within [`leader::RETRY`], reports [`Role::Follower`] and
+    /// competes again after [`leader::STEP_DOWN_PAUSE`], so some node redoes a clean takeover.
+    pub fn step_down(&self) {
+        self.step_down.store(true, Ordering::Relaxed);
     }
 
     /// Moves the stream reader to the entries after `after`.
