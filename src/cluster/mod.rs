@@ -30,8 +30,9 @@
 //!   [`ClusterMessage::Fenced`] / [`ClusterMessage::Deposed`] mean another node leads: stop
 //!   ingest at once and call [`ClusterHandle::step_down`].
 //! * [`ClusterMessage::Entries`] / [`ClusterMessage::Trimmed`]: feed [`core::Delivery`]; run its
-//!   [`core::Action`]s: `Deliver` → fan-out, `FetchLog` → `DbHandle::query_events` (answer with
-//!   `on_log_page` / `on_log_failed`), `RetryLater` → a timer of [`LOG_RETRY`] then `on_retry`,
+//!   [`core::Action`]s: `Deliver` → fan-out ([`Entry::to_published`]; the leader may reuse the
+//!   `Published` it made for that seq), `FetchLog` → `DbHandle::query_events` (answer with
+//!   `on_log_page` of the rows mapped by [`Entry::from_published`], or `on_log_failed`), `RetryLater` → a timer of [`LOG_RETRY`] then `on_retry`,
 //!   `ReadStreamFrom` → [`ClusterHandle::read_from`].
 //! * [`ClusterMessage::LeaderName`], [`ClusterMessage::RedisLink`]: status only
 //!   ([`status::ClusterStatus`]).
