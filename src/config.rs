@@ -10,6 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
+mod cluster;
 mod db;
 mod source;
 #[cfg(test)]
@@ -150,6 +151,8 @@ pub struct Config {
     pub coins: Vec<CoinConfig>,
     /// `None` = persistence off (memory only).
     pub db: Option<DbConfig>,
+    /// `None` = a single worker; `Some` = cluster mode (`REDIS_URL`, docs/cluster.md).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Listener address, IPv6 without brackets (`WORKER_HOST`).
     pub worker_host: String,
     /// Listener port, 0 = ephemeral (`WORKER_PORT`).
@@ -176,6 +179,7 @@ impl Default for Config {
         Config {
             coins: Vec::new(),
             db: None,
+            cluster: None,
             worker_host: "127.0.0.1".into(),
             worker_port: 8082,
             api_keys: Vec::new(),
@@ -284,11 +288,14 @@ impl Config {
             Some(v) => values::api_keys(&v)?,
             None => Vec::new(),
         };
+        let db = db::database(&s)?;
+        let worker_port = values::port(&s.get_or_default("WORKER_PORT"), true)?;
         Ok(Config {
             coins,
-            db: db::database(&s)?,
+            cluster: cluster::cluster(&s, db.is_some(), worker_port)?,
+            db,
             worker_host: values::host(&s.get_or_default("WORKER_HOST"))?,
-            worker_port: values::port(&s.get_or_default("WORKER_PORT"), true)?,
+            worker_port,
             api_keys,
             log_level: values::log_level(&s.get_or_default("LOG_LEVEL"))?,
             limits: limits(&s)?,
@@ -445,6 +452,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("coins", &self.coins)
             .field("db", &self.db)
+            .field("cluster", &self.cluster)
             .field("worker_host", &self.worker_host)
             .field("worker_port", &self.worker_port)
             .field("api_keys", &format_args!("{} key(s)", self.api_keys.len()))

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod db;

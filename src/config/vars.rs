@@ -124,6 +124,30 @@ pub(crate) const GLOBAL_VARS: &[VarSpec] = &[
         "where writes wait while PostgreSQL is unreachable",
     ),
     var(
+        "REDIS_URL",
+        &[],
+        None,
+        "redis://[[user]:password@]host[:port][/db]; turns cluster mode on (needs the database, see docs/cluster.md)",
+    ),
+    var(
+        "WORKER_NODE_ID",
+        &["node-id"],
+        None,
+        "this node's name in the cluster, unique per node (default: hostname:WORKER_PORT)",
+    ),
+    var(
+        "REDIS_KEY_PREFIX",
+        &[],
+        Some("cryptoworker:"),
+        "prefix of every Redis key of this cluster, so several clusters can share one Redis",
+    ),
+    var(
+        "REDIS_STREAM_MAXLEN",
+        &[],
+        Some("100000"),
+        "events kept in the Redis stream (approximate trim; 100-100000000)",
+    ),
+    var(
         "WORKER_MAX_CLIENTS",
         &[],
         Some("10000"),
