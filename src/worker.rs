@@ -61,7 +61,7 @@ impl WorkerHandle {
             recent: resume.recent,
         };
         let reactor = Reactor::new(Arc::new(config), parts)?;
-        let local_addr = reactor.local_addr;
+        let local_addr = reactor.local_addr();
         let thread = std::thread::Builder::new()
             .name("reactor".into())
             .spawn(move || reactor.run())?;

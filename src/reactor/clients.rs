@@ -37,13 +37,34 @@ pub(super) fn stream_view(pipeline: &Pipeline, event_log: bool) -> StreamView<'_
     }
 }
 
+/// The door clients come in by: the listener (taken at shutdown), its address, and the
+/// `accept` retry while accepting fails.
+pub(super) struct Door {
+    /// The client listener; `None` once shutdown has begun.
+    pub listener: Option<mio::net::TcpListener>,
+    /// The address the listener is bound to.
+    pub local_addr: std::net::SocketAddr,
+    /// Set while `accept` keeps failing: when the next retry is due.
+    pub accept_retry_at: Option<Instant>,
+}
+
+impl Door {
+    pub(super) fn new(listener: mio::net::TcpListener, local_addr: std::net::SocketAddr) -> Door {
+        Door {
+            listener: Some(listener),
+            local_addr,
+            accept_retry_at: None,
+        }
+    }
+}
+
 /// How soon `accept` is retried after it failed (EMFILE: descriptors may be freed any time).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl Reactor {
     pub(super) fn accept(&mut self, now: Instant) {
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = &self.door.listener else {
                 return;
             };
             match listener.accept() {
@@ -61,7 +82,7 @@ impl Reactor {
     }
 
     fn accept_recovered(&mut self) {
-        if self.accept_retry_at.take().is_some() {
+        if self.door.accept_retry_at.take().is_some() {
             log::info!("[WORKER] Accepting connections again");
         }
     }
@@ -70,16 +91,16 @@ impl Reactor {
     /// so no readiness event would bring it back; retry on a timer until `accept` succeeds.
     fn accept_failed(&mut self, e: &io::Error, now: Instant) {
         self.metrics.inc(&self.metrics.accept_errors);
-        if self.accept_retry_at.is_none() {
+        if self.door.accept_retry_at.is_none() {
             log::warn!(
                 "[WORKER] Cannot accept connections: {e}; retrying every {} ms",
                 ACCEPT_RETRY.as_millis()
             );
-        } else if self.accept_retry_at.is_some_and(|at| at > now) {
+        } else if self.door.accept_retry_at.is_some_and(|at| at > now) {
             return; // a retry is already scheduled
         }
         let at = now + ACCEPT_RETRY;
-        self.accept_retry_at = Some(at);
+        self.door.accept_retry_at = Some(at);
         self.timers.schedule(at, TimerOwner::Accept);
     }
 
@@ -133,7 +154,7 @@ impl Reactor {
             let mut more = false;
             let r = client.read_messages(now, MAX_MESSAGES_PER_TURN, &mut incoming, &mut more);
             if more {
-                self.carry.push(key);
+                self.turn.carry.push(key);
             }
             for msg in incoming {
                 self.on_message(key, msg, now);
@@ -403,7 +424,7 @@ impl Reactor {
         // Commits what the turn staged (see `commit`): nothing may be staged while replays
         // refill below.
         self.commit_fanout(now);
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.turn.dirty);
         for key in dirty.drain(..) {
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
@@ -438,8 +459,8 @@ impl Reactor {
                 }
             }
         }
-        if self.dirty.is_empty() {
-            self.dirty = dirty; // keep the allocation for the next turn
+        if self.turn.dirty.is_empty() {
+            self.turn.dirty = dirty; // keep the allocation for the next turn
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use super::{DAEMON_BASE, Reactor, TimerOwner};
 use crate::event::Published;
+use crate::fanout::groups::Batch;
 use mio::Token;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,16 @@ use std::time::Instant;
 /// Whether readiness on `token` must see nothing staged: everything but a daemon's sockets.
 pub(super) fn commits_first(token: Token) -> bool {
     token.0 < DAEMON_BASE || token == super::LISTENER || token == super::WAKER
+}
+
+/// The reused buffers of [`Reactor::commit_fanout`] (empty between commits; kept for their
+/// capacity).
+#[derive(Default)]
+pub(super) struct FanoutBuffers {
+    /// One shared batch per filter group, with its range in `members`.
+    batches: Vec<(Batch, std::ops::Range<usize>)>,
+    /// The slab keys of every group's members, back to back.
+    members: Vec<usize>,
 }
 
 impl TimerOwner {
@@ -48,7 +59,7 @@ impl Reactor {
     /// Offers held events to the database intake, in order, while it has room.
     pub(super) fn submit_held(&mut self) {
         if let Some(db) = &self.db
-            && !self.gate.submit(|p| db.try_submit(p))
+            && !self.gate.submit(|p| db.handle.try_submit(p))
         {
             self.metrics.inc(&self.metrics.db_intake_full);
         }
@@ -61,7 +72,7 @@ impl Reactor {
         if self.gate.is_empty() {
             return;
         }
-        let durable = db.durable_seq();
+        let durable = db.handle.durable_seq();
         if self.gate.unsubmitted() > 0 {
             self.submit_held();
         }
@@ -98,8 +109,8 @@ impl Reactor {
         if !self.subs.has_staged() {
             return;
         }
-        let mut batches = std::mem::take(&mut self.batches);
-        let mut members = std::mem::take(&mut self.scratch);
+        let mut batches = std::mem::take(&mut self.fanout_buffers.batches);
+        let mut members = std::mem::take(&mut self.fanout_buffers.members);
         self.subs.drain_staged(&mut batches, &mut members);
         let limit = self.config.limits.client_queue_bytes;
         let mut delivered = 0;
@@ -121,8 +132,7 @@ impl Reactor {
             }
         }
         members.clear();
-        self.scratch = members;
-        self.batches = batches;
+        self.fanout_buffers = FanoutBuffers { batches, members };
         self.metrics
             .deliveries
             .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);

@@ -322,7 +322,7 @@ impl Reactor {
 
     fn mark_gone(&mut self, i: usize, id: &str) {
         if let (Some(db), Some(d)) = (&self.db, self.daemons.list.get(i)) {
-            db.mark_request_gone(d.core.coin(), id);
+            db.handle.mark_request_gone(d.core.coin(), id);
         }
     }
 

@@ -15,6 +15,13 @@
 //! every flush. So a turn's events reach a client as one batch, and a client never gets an event
 //! with `seq` at or below its `subscribed` reply's, nor misses one.
 //!
+//! State ([`Reactor`]): the `door` (listener, its address, the `accept` retry) and the client
+//! slab with its generations, subscribers and admission counts (`clients`); the `daemons`; the
+//! `pipeline` (sequencing, ring); the `timers`; the `turn`'s client work lists (dirty, carried
+//! over, to flush again); the commit's reused `fanout_buffers` (`commit`); and, with a database,
+//! `db` (handle, message channel, counters), the durability `gate` and the event-log `reads` in
+//! flight (`persist`).
+//!
 //! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
 //! per-client queue is bounded; a connection's writable interest is registered exactly while its
 //! outbox is non-empty; client slab keys are removed from the subscribers before the slot is
@@ -34,7 +41,7 @@ mod status;
 
 use crate::config::Config;
 use crate::event::Published;
-use crate::fanout::groups::{Batch, Subscribers};
+use crate::fanout::groups::Subscribers;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::gate::Gate;
@@ -100,8 +107,8 @@ enum TimerOwner {
 /// Everything the reactor thread owns.
 pub struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
-    pub(crate) local_addr: SocketAddr,
+    /// The client listener, its address and its `accept` retry.
+    door: clients::Door,
     clients: Slab<ClientConn>,
     gens: Generations,
     subs: Subscribers,
@@ -111,12 +118,8 @@ pub struct Reactor {
     daemons: Daemons,
     pipeline: Pipeline,
     timers: Timers<TimerOwner>,
-    /// Clients with queued output to flush at the end of this turn.
-    dirty: Vec<usize>,
-    /// Clients that hit the per-turn message cap and still have input.
-    carry: Vec<usize>,
-    /// Replaying clients to flush again next turn (fairness cap reached).
-    retry_flush: Vec<usize>,
+    /// Clients with work left for this turn or the next.
+    turn: TurnWork,
     control: Receiver<Control>,
     waker: Arc<Waker>,
     config: Arc<Config>,
@@ -124,21 +127,26 @@ pub struct Reactor {
     handlers: Option<HandlerQueue>,
     started: Instant,
     shutdown_deadline: Option<Instant>,
-    /// Set while `accept` keeps failing: when the next retry is due.
-    accept_retry_at: Option<Instant>,
     known_coins: Vec<String>,
-    scratch: Vec<usize>,
-    /// Reused buffer of [`Reactor::commit_fanout`].
-    batches: Vec<(Batch, std::ops::Range<usize>)>,
+    /// Reused buffers of [`Reactor::commit_fanout`].
+    fanout_buffers: commit::FanoutBuffers,
     /// Persistence, when configured.
-    db: Option<crate::db::DbHandle>,
+    db: Option<persist::Persistence>,
     /// Sequenced events waiting to be durable before clients see them (database on only).
     gate: Gate,
-    db_rx: Option<Receiver<crate::db::DbMessage>>,
-    db_stats: Option<Arc<crate::db::DbStats>>,
-    /// Event-log reads for sessions (client and session ticket), by query id.
-    resumes: HashMap<u64, persist::PendingRead>,
-    next_query: u64,
+    /// Event-log reads in flight for sessions.
+    reads: persist::EventLogReads,
+}
+
+/// The per-turn client work lists (slab keys; each list keeps its allocation across turns).
+#[derive(Default)]
+struct TurnWork {
+    /// Clients with queued output to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// Clients that hit the per-turn message cap and still have input.
+    carry: Vec<usize>,
+    /// Replaying clients to flush again next turn (fairness cap reached).
+    retry_flush: Vec<usize>,
 }
 
 /// What `Reactor::new` needs besides the config.
@@ -172,15 +180,9 @@ impl Reactor {
         let mut timers = Timers::default();
         let daemons = Daemons::new(&config, &parts.tips, &parts.metrics, now, &mut timers);
         let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();
-        let db_stats = parts.db.as_ref().map(|(h, _)| h.stats());
-        let (db, db_rx) = match parts.db {
-            Some((h, rx)) => (Some(h), Some(rx)),
-            None => (None, None),
-        };
         Ok(Reactor {
             poll: parts.poll,
-            listener: Some(listener),
-            local_addr,
+            door: clients::Door::new(listener, local_addr),
             clients: Slab::new(),
             gens: Generations::default(),
             subs: Subscribers::new(),
@@ -189,9 +191,7 @@ impl Reactor {
             pipeline: Pipeline::new(parts.epoch, parts.last_seq, config.limits.ring_size)
                 .remembering(&parts.recent),
             timers,
-            dirty: Vec::new(),
-            carry: Vec::new(),
-            retry_flush: Vec::new(),
+            turn: TurnWork::default(),
             control: parts.control,
             waker: parts.waker,
             config,
@@ -199,17 +199,19 @@ impl Reactor {
             handlers: parts.handlers,
             started: now,
             shutdown_deadline: None,
-            accept_retry_at: None,
             known_coins,
-            scratch: Vec::new(),
-            batches: Vec::new(),
-            db,
+            fanout_buffers: Default::default(),
+            db: parts
+                .db
+                .map(|(handle, messages)| persist::Persistence::new(handle, messages)),
             gate: Gate::new(GATE_LIMIT),
-            db_rx,
-            db_stats,
-            resumes: HashMap::new(),
-            next_query: 0,
+            reads: Default::default(),
         })
+    }
+
+    /// The address clients connect to (useful with port 0).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.door.local_addr
     }
 
     /// Runs until a graceful shutdown completes.
@@ -217,14 +219,14 @@ impl Reactor {
         log::info!("[WORKER] Starting worker for coins: {:?}", self.known_coins);
         log::info!(
             "[WORKER] Listening for clients on ws://{}/",
-            self.local_addr
+            self.door.local_addr
         );
         let mut events = Events::with_capacity(1024);
         let mut expired = Vec::new();
         loop {
             let now = Instant::now();
-            let busy = !self.carry.is_empty()
-                || !self.retry_flush.is_empty()
+            let busy = !self.turn.carry.is_empty()
+                || !self.turn.retry_flush.is_empty()
                 || !self.daemons.carry.is_empty();
             let timeout = if busy {
                 Some(Duration::ZERO)
@@ -255,11 +257,11 @@ impl Reactor {
             self.release_durable();
             // The end of the turn's daemon work: one batch per group for all it released.
             self.commit_fanout(now);
-            for key in std::mem::take(&mut self.carry) {
+            for key in std::mem::take(&mut self.turn.carry) {
                 self.commit_fanout(now);
                 self.client_readable(key, now);
             }
-            for key in std::mem::take(&mut self.retry_flush) {
+            for key in std::mem::take(&mut self.turn.retry_flush) {
                 self.mark_dirty(key);
             }
             self.flush_dirty(now);
@@ -312,7 +314,7 @@ impl Reactor {
             TimerOwner::Daemon(i) => self.daemon_timer(i, now),
             TimerOwner::Resume(query_id) => self.resume_timeout(query_id),
             TimerOwner::Accept => {
-                if self.accept_retry_at.is_some_and(|at| at <= now) {
+                if self.door.accept_retry_at.is_some_and(|at| at <= now) {
                     self.accept(now);
                 }
             }
@@ -325,7 +327,7 @@ impl Reactor {
             && !c.dirty
         {
             c.dirty = true;
-            self.dirty.push(key);
+            self.turn.dirty.push(key);
         }
     }
 
@@ -337,7 +339,7 @@ impl Reactor {
             "[WORKER] Shutting down: closing {} clients with 1001",
             self.admission.open_clients()
         );
-        if let Some(mut l) = self.listener.take() {
+        if let Some(mut l) = self.door.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
@@ -368,7 +370,7 @@ impl Reactor {
         self.submit_held();
         if let Some(db) = self.db.take() {
             log::info!("[WORKER] Flushing the database queue");
-            db.shutdown(Duration::from_secs(10));
+            db.handle.shutdown(Duration::from_secs(10));
         }
         log::info!("[WORKER] Stopped after {} events", self.pipeline.published);
     }

@@ -7,13 +7,46 @@
 //! to the session by query id (generation-checked), or timed out.
 
 use super::Reactor;
-use crate::db::{DbMessage, PaymentRequest, WatchedWallet};
+use crate::db::{DbHandle, DbMessage, DbStats, PaymentRequest, WatchedWallet};
 use crate::event::Published;
 use crate::reactor::conn_id::ConnId;
+use crossbeam_channel::Receiver;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How long a resume waits for the event log before giving up (`resumed: false`).
 const RESUME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The persistence threads as the reactor sees them (present when a database is configured).
+pub(super) struct Persistence {
+    /// Submits events and requests, reports durability, shuts the writers down.
+    pub handle: DbHandle,
+    /// Messages from the persistence threads (drained on the waker).
+    pub messages: Receiver<DbMessage>,
+    /// The persistence counters `get_status` and the dashboard report.
+    pub stats: Arc<DbStats>,
+}
+
+impl Persistence {
+    pub(super) fn new(handle: DbHandle, messages: Receiver<DbMessage>) -> Persistence {
+        let stats = handle.stats();
+        Persistence {
+            handle,
+            messages,
+            stats,
+        }
+    }
+}
+
+/// The event-log reads sessions have in flight (client and session ticket), by query id.
+#[derive(Default)]
+pub(super) struct EventLogReads {
+    /// Reads awaiting their answer or timeout, by query id.
+    pending: HashMap<u64, PendingRead>,
+    /// The last query id handed out (ids start at 1).
+    last_query: u64,
+}
 
 /// An event-log read in flight for a session.
 #[derive(Debug)]
@@ -27,7 +60,7 @@ pub(super) struct PendingRead {
 impl Reactor {
     /// Drains messages from the database threads.
     pub(super) fn on_db_messages(&mut self, now: Instant) {
-        let Some(rx) = self.db_rx.clone() else {
+        let Some(rx) = self.db.as_ref().map(|db| db.messages.clone()) else {
             return;
         };
         while let Ok(msg) = rx.try_recv() {
@@ -74,13 +107,15 @@ impl Reactor {
         up_to: u64,
         now: Instant,
     ) {
-        self.next_query += 1;
-        let query_id = self.next_query;
+        self.reads.last_query += 1;
+        let query_id = self.reads.last_query;
         if let Some(db) = &self.db {
-            db.query_events(query_id, &self.pipeline.epoch, after, up_to);
+            db.handle
+                .query_events(query_id, &self.pipeline.epoch, after, up_to);
         }
         let client = self.gens.id(key);
-        self.resumes
+        self.reads
+            .pending
             .insert(query_id, PendingRead { client, ticket });
         self.timers
             .schedule(now + RESUME_TIMEOUT, super::TimerOwner::Resume(query_id));
@@ -88,14 +123,14 @@ impl Reactor {
 
     /// A resume the event log did not answer in time goes ahead with `resumed: false`.
     pub(super) fn resume_timeout(&mut self, query_id: u64) {
-        if self.resumes.contains_key(&query_id) {
+        if self.reads.pending.contains_key(&query_id) {
             self.resume_answer(query_id, Err("the event log did not answer in time".into()));
         }
     }
 
     /// The event log answered: its session decides (reply, replay the rows, or close).
     fn resume_answer(&mut self, query_id: u64, result: Result<Vec<Published>, String>) {
-        let Some(read) = self.resumes.remove(&query_id) else {
+        let Some(read) = self.reads.pending.remove(&query_id) else {
             return;
         };
         if !self.gens.is_current(read.client) {

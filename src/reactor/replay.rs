@@ -61,7 +61,7 @@ impl Reactor {
             }
         }
         // Still replaying and the socket keeps up: continue next turn, after the others.
-        self.retry_flush.push(key);
+        self.turn.retry_flush.push(key);
         Some(result)
     }
 }

@@ -48,8 +48,8 @@ impl Reactor {
                 .collect(),
             last_seq: self.pipeline.last_seq,
             awaiting_durability: self.gate.len() as u64,
-            ..self.db_stats.as_ref().map_or_else(Gauges::default, |s| {
-                let s = s.snapshot();
+            ..self.db.as_ref().map_or_else(Gauges::default, |db| {
+                let s = db.stats.snapshot();
                 Gauges {
                     db_enabled: true,
                     db_connected: s.connected,
