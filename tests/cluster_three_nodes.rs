@@ -70,6 +70,10 @@ impl Cluster {
         let sim = Sim::start("BTC", QUIET);
         let db = TestDb::create();
         let prefix = unique_prefix(name);
+        let keys = Keys {
+            url: redis_url.into(),
+            prefix: prefix.clone(),
+        };
         let mut nodes = Vec::new();
         let (mut ids, mut spools) = (Vec::new(), Vec::new());
         for i in 0..NODES {
@@ -90,10 +94,6 @@ impl Cluster {
             ids.push(id);
             spools.push(spool);
         }
-        let keys = Keys {
-            url: redis_url.into(),
-            prefix,
-        };
         Cluster {
             nodes,
             ids,
