@@ -33,7 +33,7 @@ use support::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 const NODES: usize = 3;
 /// `"*"` clients per node.
 const CLIENTS_PER_NODE: usize = 2;
-/// Paces the simulated load: one event every 10 ms, 100 events/s.
+/// Paces the simulated load: one event every 10 ms plus the `sim_emit` call (at most 100/s).
 const EMIT_INTERVAL: Duration = Duration::from_millis(10);
 /// The failover bound of docs/cluster.md.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(5);
@@ -213,6 +213,16 @@ impl Cluster {
             let what = format!("cryptoworker_cluster_redis_connected {want} on node-{i}");
             wait_until(deadline(SETTLE_S), &what, || {
                 self.gauge(i, "cryptoworker_cluster_redis_connected") == want
+            });
+        }
+    }
+
+    /// Waits until no running node reports events seen in the stream and not delivered.
+    fn wait_stream_lag_zero(&self) {
+        for i in self.alive() {
+            let what = format!("cryptoworker_cluster_stream_lag 0 on node-{i}");
+            wait_until(deadline(SETTLE_S), &what, || {
+                self.gauge(i, "cryptoworker_cluster_stream_lag") == 0.0
             });
         }
     }
@@ -616,12 +626,14 @@ fn redis_killed_and_restarted_empty_under_load_leaves_no_gap() {
     emit_paced(c.sim.addr, 100..300);
     redis.restart();
     c.wait_redis_link(true);
+    c.wait_all_ready();
     emit_paced(c.sim.addr, 300..400);
     emit_marker(c.sim.addr);
 
     let logs = join_all(readers);
     assert_one_sequence(&logs);
     assert_all_delivered(&logs, 400);
+    c.wait_stream_lag_zero();
     assert_eq!(
         c.sole_leader(),
         Some(leader),
