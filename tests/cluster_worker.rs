@@ -1,0 +1,135 @@
+//! Cluster mode end to end (docs/cluster.md): two `cryptoworker run` processes with the same
+//! `REDIS_URL` and database, one simulated daemon. The clients of both nodes see one sequence;
+//! `get_status` shows one leader and one follower; when the leader is killed (SIGKILL) the
+//! follower leads within 5 s and its clients see the sequence go on with no gap and no duplicate.
+
+mod common;
+#[path = "cluster_support/mod.rs"]
+mod support;
+
+use common::events::{block, index_of, transaction};
+use common::pg::{TempDir, TestDb};
+use common::{QUIET, Sim, Worker, WorkerBuilder, WsClient, deadline, star_client, wait_until};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Instant;
+use support::{Keys, SHARED_REDIS, unique_prefix};
+
+/// The product's failover bound.
+const FAILOVER_LIMIT_S: f64 = 5.0;
+
+/// A cluster node on `sim` named `node`.
+fn node(sim: &Sim, db: &TestDb, prefix: &str, node: &str, spool: &TempDir) -> Worker {
+    let mut env = db.worker_env();
+    env.push(("DB_SPOOL_DIR", spool.path().display().to_string()));
+    env.push(("REDIS_URL", SHARED_REDIS.into()));
+    env.push(("REDIS_KEY_PREFIX", prefix.into()));
+    env.push(("WORKER_NODE_ID", node.into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    WorkerBuilder::new().daemon(sim).envs(&refs).start()
+}
+
+/// The node's `data.cluster` role.
+fn role(w: &Worker) -> String {
+    w.status()["cluster"]["role"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Reads events until every index in `want` was seen, checking that `seq` grows by exactly one
+/// from `after`; returns the events and the last seq.
+fn read_indexes(c: &mut WsClient, after: u64, want: &BTreeSet<u64>) -> (Vec<Value>, u64) {
+    let until = deadline(20.0);
+    let (mut seen, mut out, mut last) = (BTreeSet::new(), Vec::new(), after);
+    while !want.is_subset(&seen) {
+        let e = c.recv_event(until);
+        let seq = common::seq(&e);
+        assert_eq!(seq, last + 1, "no gap, no duplicate: {e}");
+        last = seq;
+        if let Some(i) = index_of(&e["data"]) {
+            assert!(seen.insert(i), "index {i} twice: {e}");
+        }
+        out.push(e);
+    }
+    (out, last)
+}
+
+fn emit(sim: &Sim, range: std::ops::Range<u64>) -> BTreeSet<u64> {
+    for i in range.clone() {
+        if i % 2 == 0 {
+            sim.emit(block(i), None);
+        } else {
+            sim.emit(transaction(i), Some("xpub-cluster"));
+        }
+    }
+    range.collect()
+}
+
+#[test]
+fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let prefix = unique_prefix("worker");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let (spool_a, spool_b) = (TempDir::new("cluster-a"), TempDir::new("cluster-b"));
+    let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let b = node(&sim, &db, &prefix, "node-b", &spool_b);
+    wait_until(deadline(15.0), "node-b follows node-a", || {
+        let st = b.status();
+        st["cluster"]["role"] == "follower" && st["cluster"]["leader"] == "node-a"
+    });
+    assert_eq!(b.status()["cluster"]["node"], "node-b");
+    assert!(
+        b.status()["daemons"].as_object().is_some_and(|d| d.is_empty()),
+        "a follower has no daemon link"
+    );
+    wait_until(deadline(10.0), "node-b ready (receiving)", || {
+        b.get("/ready").status == 200
+    });
+
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    let want = emit(&sim, 0..20);
+    let (events_a, last_a) = read_indexes(&mut ca, from_a, &want);
+    let (events_b, last_b) = read_indexes(&mut cb, from_b, &want);
+    let seqs_of = |v: &[Value], idx: u64| {
+        v.iter()
+            .find(|e| index_of(&e["data"]) == Some(idx))
+            .map(common::seq)
+    };
+    for i in &want {
+        assert_eq!(
+            seqs_of(&events_a, *i),
+            seqs_of(&events_b, *i),
+            "event {i} has one seq on both nodes"
+        );
+    }
+    assert_eq!(last_a, last_b, "both nodes at the same seq");
+    assert_eq!(a.metric("cryptoworker_cluster_leader", &[("node", "node-a")]), 1.0);
+    assert_eq!(b.metric("cryptoworker_cluster_leader", &[("node", "node-b")]), 0.0);
+
+    let killed = Instant::now();
+    drop(a); // SIGKILL
+    wait_until(deadline(FAILOVER_LIMIT_S), "node-b leads", || {
+        role(&b) == "leader"
+    });
+    let failover = killed.elapsed();
+    println!("failover: node-b leads {failover:?} after SIGKILL of node-a");
+    let mut b = b;
+    b.wait_connected(&["btc"], deadline(10.0));
+    let more = emit(&sim, 20..40);
+    let (after, _) = read_indexes(&mut cb, last_b, &more);
+    assert!(after.iter().all(|e| e["seq"].as_u64() > Some(last_b)));
+    let epochs: BTreeSet<String> = db
+        .event_rows()
+        .iter()
+        .map(|r| r.epoch.clone())
+        .collect();
+    assert_eq!(epochs.len(), 1, "one epoch across the failover: {epochs:?}");
+}
