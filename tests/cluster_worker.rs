@@ -55,6 +55,23 @@ fn read_indexes(c: &mut WsClient, after: u64, want: &BTreeSet<u64>) -> (Vec<Valu
     (out, last)
 }
 
+/// A client of `w` resuming after `since` gets `since+1..=last` again, from the node's ring.
+fn assert_resume_replays(w: &Worker, since: u64, last: u64) {
+    let epoch = w.status()["epoch"].clone();
+    let mut c = w.ws();
+    let reply = c.subscribe(
+        serde_json::json!({"events": ["*"], "since": since, "epoch": epoch}),
+        deadline(5.0),
+    );
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let seqs: Vec<u64> = c
+        .events_through(last, std::time::Duration::from_secs(5))
+        .iter()
+        .map(common::seq)
+        .collect();
+    assert_eq!(seqs, (since + 1..=last).collect::<Vec<_>>());
+}
+
 fn emit(sim: &Sim, range: std::ops::Range<u64>) -> BTreeSet<u64> {
     for i in range.clone() {
         if i % 2 == 0 {
@@ -86,7 +103,9 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
     });
     assert_eq!(b.status()["cluster"]["node"], "node-b");
     assert!(
-        b.status()["daemons"].as_object().is_some_and(|d| d.is_empty()),
+        b.status()["daemons"]
+            .as_object()
+            .is_some_and(|d| d.is_empty()),
         "a follower has no daemon link"
     );
     wait_until(deadline(10.0), "node-b ready (receiving)", || {
@@ -111,8 +130,15 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
         );
     }
     assert_eq!(last_a, last_b, "both nodes at the same seq");
-    assert_eq!(a.metric("cryptoworker_cluster_leader", &[("node", "node-a")]), 1.0);
-    assert_eq!(b.metric("cryptoworker_cluster_leader", &[("node", "node-b")]), 0.0);
+    assert_resume_replays(&b, from_b, last_b);
+    assert_eq!(
+        a.metric("cryptoworker_cluster_leader", &[("node", "node-a")]),
+        1.0
+    );
+    assert_eq!(
+        b.metric("cryptoworker_cluster_leader", &[("node", "node-b")]),
+        0.0
+    );
 
     let killed = Instant::now();
     drop(a); // SIGKILL
@@ -126,10 +152,6 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
     let more = emit(&sim, 20..40);
     let (after, _) = read_indexes(&mut cb, last_b, &more);
     assert!(after.iter().all(|e| e["seq"].as_u64() > Some(last_b)));
-    let epochs: BTreeSet<String> = db
-        .event_rows()
-        .iter()
-        .map(|r| r.epoch.clone())
-        .collect();
+    let epochs: BTreeSet<String> = db.event_rows().iter().map(|r| r.epoch.clone()).collect();
     assert_eq!(epochs.len(), 1, "one epoch across the failover: {epochs:?}");
 }

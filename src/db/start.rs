@@ -57,11 +57,12 @@ pub(super) fn start(
     if client.is_some() {
         shared.tell(DbMessage::Connected(true));
     }
-    let handle = spawn_all(cfg, pg, client, spool, shared.clone(), msg_tx, cluster).inspect_err(|_| {
-        shared.set_deadline(std::time::Instant::now());
-        shared.stop.store(true, Ordering::Release);
-        shared.closing.store(true, Ordering::Release);
-    })?;
+    let handle =
+        spawn_all(cfg, pg, client, spool, shared.clone(), msg_tx, cluster).inspect_err(|_| {
+            shared.set_deadline(std::time::Instant::now());
+            shared.stop.store(true, Ordering::Release);
+            shared.closing.store(true, Ordering::Release);
+        })?;
     log::info!(
         "[DB] Persistence started: epoch {}, last seq {}, {} writers, batches of {}",
         resume.epoch,

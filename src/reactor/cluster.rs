@@ -22,14 +22,17 @@ use crate::cluster::{
     StartOptions, Takeover,
 };
 use crate::db::{PaymentRequest, WatchedWallet};
-use crate::event::{Event, Published};
+use crate::event::{Event, EventMeta, Published};
 use crossbeam_channel::Receiver;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Cluster messages handled per wake before the reactor turns again (fairness).
 const MAX_MESSAGES_PER_WAKE: usize = 256;
+/// The leader's own events kept for delivery without re-parsing (as many as the appender's
+/// backlog holds; older ones are rebuilt from their entries).
+const OWN_MAX: usize = 100_000;
 
 /// The cluster as the reactor sees it.
 pub(super) struct ClusterPart {
@@ -48,6 +51,9 @@ pub(super) struct ClusterPart {
     requests: Option<Vec<PaymentRequest>>,
     /// Entries the appender queue refused (delivered locally; followers read them from the log).
     pub append_refused: u64,
+    /// Leader: the events handed to the appender and not delivered yet, in seq order (their
+    /// `Published` is reused when the entry comes back).
+    own: VecDeque<Arc<Published>>,
 }
 
 impl ClusterPart {
@@ -84,6 +90,7 @@ impl ClusterPart {
             wallets: None,
             requests: None,
             append_refused: 0,
+            own: VecDeque::new(),
         })
     }
 
@@ -179,6 +186,10 @@ impl Reactor {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        c.own.extend(durable);
+        while c.own.len() > OWN_MAX {
+            c.own.pop_front();
+        }
         let Some(Err(refused)) = c.handle().map(|h| h.append(entries)) else {
             return;
         };
@@ -251,20 +262,48 @@ impl Reactor {
     /// Hands one delivered event to the ring, the handlers and the staged fan-out; a follower
     /// also remembers it for de-duplication and catch-up.
     fn cluster_deliver(&mut self, entry: &Entry) {
-        let p = Arc::new(entry.to_published());
-        let leading = self.cluster.as_ref().is_some_and(|c| c.node.is_leading());
-        if !leading {
-            self.remember_delivered(&p);
-        }
+        let p = match self.own_published(entry) {
+            Some(p) => p,
+            None => {
+                let data = match serde_json::from_str(&entry.payload) {
+                    Ok(serde_json::Value::Object(data)) => data,
+                    _ => serde_json::Map::new(),
+                };
+                let meta = EventMeta::from_data(&data);
+                let p = Published::from_payload(
+                    entry.epoch.clone(),
+                    entry.seq,
+                    meta,
+                    &entry.payload,
+                    entry.timestamp,
+                );
+                self.remember_delivered(&p, data);
+                Arc::new(p)
+            }
+        };
         self.pipeline.assigned_seq = self.pipeline.assigned_seq.max(p.seq);
         self.deliver(p);
     }
 
-    /// Feeds a follower's de-duplication and chain tips with an event the leader sent.
-    fn remember_delivered(&mut self, p: &Published) {
-        let Ok(serde_json::Value::Object(data)) = serde_json::from_str(p.payload()) else {
-            return;
-        };
+    /// The leader's own `Published` for `entry`, when it still has it.
+    fn own_published(&mut self, entry: &Entry) -> Option<Arc<Published>> {
+        let own = &mut self.cluster.as_mut()?.own;
+        while own.front().is_some_and(|p| p.seq < entry.seq) {
+            own.pop_front();
+        }
+        own.front()
+            .is_some_and(|p| p.seq == entry.seq && p.epoch == entry.epoch)
+            .then(|| own.pop_front())
+            .flatten()
+    }
+
+    /// Feeds de-duplication and chain tips with an event another leader sent (this node's own
+    /// events are in them already).
+    fn remember_delivered(
+        &mut self,
+        p: &Published,
+        data: serde_json::Map<String, serde_json::Value>,
+    ) {
         let ev = Event {
             coin: Arc::from(&*p.meta.coin),
             name: p.meta.name.to_string(),
@@ -323,13 +362,7 @@ impl Reactor {
         );
         let tips = c.tips.clone();
         let (wallets, requests) = (c.wallets.clone(), c.requests.clone());
-        self.daemons = Daemons::new(
-            &self.config,
-            &tips,
-            &self.metrics,
-            now,
-            &mut self.timers,
-        );
+        self.daemons = Daemons::new(&self.config, &tips, &self.metrics, now, &mut self.timers);
         if let Some(list) = wallets {
             self.db_wallets(&list, now);
         }
@@ -340,6 +373,9 @@ impl Reactor {
 
     /// No longer leading: close and drop the daemon links.
     fn cluster_stop_ingest(&mut self) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.own.clear();
+        }
         log::warn!("[CLUSTER] No longer leading: closing the daemon links");
         for d in self.daemons.iter_mut() {
             d.close();

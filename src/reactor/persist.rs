@@ -82,7 +82,9 @@ impl Reactor {
                     self.db_requests(&list, now)
                 }
                 DbMessage::Events { query_id, result } => {
-                    if !self.cluster_log_answer(query_id, &result, now) {
+                    if self.cluster.is_none() {
+                        self.resume_answer(query_id, result)
+                    } else if !self.cluster_log_answer(query_id, &result, now) {
                         // A reply must not overtake events a cluster fill-in staged.
                         self.commit_fanout(now);
                         self.resume_answer(query_id, result)
