@@ -2,6 +2,8 @@
 //! `REDIS_URL` and database, one simulated daemon. The clients of both nodes see one sequence;
 //! `get_status` shows one leader and one follower; when the leader is killed (SIGKILL) the
 //! follower leads within 5 s and its clients see the sequence go on with no gap and no duplicate.
+//! While Redis is away the leader's clients keep getting events; once it is back (empty) the
+//! follower's clients get what they missed, with no gap.
 
 mod common;
 #[path = "cluster_support/mod.rs"]
@@ -13,16 +15,28 @@ use common::{QUIET, Sim, Worker, WorkerBuilder, WsClient, deadline, star_client,
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use support::{Keys, SHARED_REDIS, unique_prefix};
+use support::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 
 /// The product's failover bound.
 const FAILOVER_LIMIT_S: f64 = 5.0;
 
-/// A cluster node on `sim` named `node`.
+/// A cluster node on `sim` named `node`, on the machine's Redis.
 fn node(sim: &Sim, db: &TestDb, prefix: &str, node: &str, spool: &TempDir) -> Worker {
+    node_on(SHARED_REDIS, sim, db, prefix, node, spool)
+}
+
+/// A cluster node on `sim` named `node`, on the Redis at `redis`.
+fn node_on(
+    redis: &str,
+    sim: &Sim,
+    db: &TestDb,
+    prefix: &str,
+    node: &str,
+    spool: &TempDir,
+) -> Worker {
     let mut env = db.worker_env();
     env.push(("DB_SPOOL_DIR", spool.path().display().to_string()));
-    env.push(("REDIS_URL", SHARED_REDIS.into()));
+    env.push(("REDIS_URL", redis.into()));
     env.push(("REDIS_KEY_PREFIX", prefix.into()));
     env.push(("WORKER_NODE_ID", node.into()));
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -154,4 +168,45 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
     assert!(after.iter().all(|e| e["seq"].as_u64() > Some(last_b)));
     let epochs: BTreeSet<String> = db.event_rows().iter().map(|r| r.epoch.clone()).collect();
     assert_eq!(epochs.len(), 1, "one epoch across the failover: {epochs:?}");
+}
+
+#[test]
+fn a_redis_outage_keeps_the_leaders_clients_served_and_the_follower_catches_up() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let (spool_a, spool_b) = (TempDir::new("outage-a"), TempDir::new("outage-b"));
+    let mut a = node_on(&url, &sim, &db, "cw:", "node-a", &spool_a);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let b = node_on(&url, &sim, &db, "cw:", "node-b", &spool_b);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
+    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
+
+    redis.kill();
+    wait_until(deadline(10.0), "node-b sees Redis gone", || {
+        b.metric("cryptoworker_cluster_redis_connected", &[]) == 0.0
+    });
+    assert_eq!(
+        b.get("/ready").status,
+        503,
+        "a follower without the stream is not ready"
+    );
+    let during = emit(&sim, 5..15);
+    let (_, last_a) = read_indexes(&mut ca, last_a, &during);
+
+    redis.restart();
+    let (_, last_b) = read_indexes(&mut cb, last_b, &during);
+    assert_eq!(last_a, last_b, "the follower caught up with no gap");
+    let after = emit(&sim, 15..20);
+    read_indexes(&mut ca, last_a, &after);
+    read_indexes(&mut cb, last_b, &after);
+    assert_eq!(role(&a), "leader", "no role change during the outage");
+    assert_eq!(role(&b), "follower");
 }

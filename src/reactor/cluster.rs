@@ -376,6 +376,12 @@ impl Reactor {
         if let Some(c) = self.cluster.as_mut() {
             c.own.clear();
         }
+        let dropped = self.gate.drop_unsubmitted();
+        if dropped > 0 {
+            log::warn!(
+                "[CLUSTER] {dropped} sequenced events dropped before they were stored (the next leader's catch-up recovers them)"
+            );
+        }
         log::warn!("[CLUSTER] No longer leading: closing the daemon links");
         for d in self.daemons.iter_mut() {
             d.close();
