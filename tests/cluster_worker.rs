@@ -210,3 +210,34 @@ fn a_redis_outage_keeps_the_leaders_clients_served_and_the_follower_catches_up()
     assert_eq!(role(&a), "leader", "no role change during the outage");
     assert_eq!(role(&b), "follower");
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_with_no_gap() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let prefix = unique_prefix("sigterm");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let (spool_a, spool_b) = (TempDir::new("term-a"), TempDir::new("term-b"));
+    let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let mut b = node(&sim, &db, &prefix, "node-b", &spool_b);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    read_indexes(&mut ca, from_a, &emit(&sim, 0..10));
+    a.sigterm();
+    assert!(a.wait_exit(deadline(15.0)).is_some_and(|s| s.success()));
+    wait_until(deadline(FAILOVER_LIMIT_S), "node-b leads", || {
+        role(&b) == "leader"
+    });
+    b.wait_connected(&["btc"], deadline(10.0));
+    let want: BTreeSet<u64> = (0..20).collect();
+    emit(&sim, 10..20);
+    read_indexes(&mut cb, from_b, &want);
+}
