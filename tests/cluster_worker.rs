@@ -153,6 +153,11 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
         b.metric("cryptoworker_cluster_leader", &[("node", "node-b")]),
         0.0
     );
+    assert_eq!(b.metric("cryptoworker_cluster_stream_lag", &[]), 0.0);
+    assert_eq!(
+        a.metric("cryptoworker_cluster_append_refused_total", &[]),
+        0.0
+    );
 
     let killed = Instant::now();
     drop(a); // SIGKILL
@@ -163,6 +168,10 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
     println!("failover: node-b leads {failover:?} after SIGKILL of node-a");
     let mut b = b;
     b.wait_connected(&["btc"], deadline(10.0));
+    println!(
+        "failover: node-b connected to the daemon {:?} after SIGKILL",
+        killed.elapsed()
+    );
     let more = emit(&sim, 20..40);
     let (after, _) = read_indexes(&mut cb, last_b, &more);
     assert!(after.iter().all(|e| e["seq"].as_u64() > Some(last_b)));

@@ -94,7 +94,7 @@ impl ClusterStatus {
 }
 
 /// Escapes a Prometheus label value.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -17,6 +17,7 @@
 use super::daemons::Daemons;
 use super::source::EventSource;
 use super::{Reactor, TimerOwner};
+use crate::cluster::status::escape;
 use crate::cluster::{
     Action, ClusterConfig, ClusterHandle, ClusterMessage, ClusterNode, Entry, NodeAction,
     StartOptions, Takeover,
@@ -99,6 +100,18 @@ impl ClusterPart {
         self.node.status.redis_up && !self.node.delivery.is_filling()
     }
 
+    /// The reactor's own cluster counters, in Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        let name = "cryptoworker_cluster_append_refused_total";
+        format!(
+            "# HELP {name} events the full append queue refused (delivered locally only)\n\
+             # TYPE {name} counter\n{name}{{cluster=\"{}\",node=\"{}\"}} {}\n",
+            escape(&self.node.status.cluster),
+            escape(&self.node.status.node),
+            self.append_refused
+        )
+    }
+
     fn handle(&self) -> Option<&ClusterHandle> {
         self.handle.as_ref()
     }
@@ -124,16 +137,16 @@ impl Reactor {
     }
 
     /// Keeps the latest wallets for a future leadership (cluster mode only).
-    pub(super) fn cluster_remember_wallets(&mut self, list: &[WatchedWallet]) {
+    pub(super) fn cluster_remember_wallets(&mut self, list: Vec<WatchedWallet>) {
         if let Some(c) = self.cluster.as_mut() {
-            c.wallets = Some(list.to_vec());
+            c.wallets = Some(list);
         }
     }
 
     /// Keeps the latest open requests for a future leadership (cluster mode only).
-    pub(super) fn cluster_remember_requests(&mut self, list: &[PaymentRequest]) {
+    pub(super) fn cluster_remember_requests(&mut self, list: Vec<PaymentRequest>) {
         if let Some(c) = self.cluster.as_mut() {
-            c.requests = Some(list.to_vec());
+            c.requests = Some(list);
         }
     }
 
@@ -360,14 +373,21 @@ impl Reactor {
             plan.next_seq,
             plan.store.len()
         );
-        let tips = c.tips.clone();
-        let (wallets, requests) = (c.wallets.clone(), c.requests.clone());
-        self.daemons = Daemons::new(&self.config, &tips, &self.metrics, now, &mut self.timers);
-        if let Some(list) = wallets {
-            self.db_wallets(&list, now);
+        self.daemons = Daemons::new(&self.config, &c.tips, &self.metrics, now, &mut self.timers);
+        let (wallets, requests) = match self.cluster.as_mut() {
+            Some(c) => (c.wallets.take(), c.requests.take()),
+            None => (None, None),
+        };
+        if let Some(list) = &wallets {
+            self.db_wallets(list, now);
         }
-        if let Some(list) = requests {
-            self.db_requests(&list, now);
+        if let Some(list) = &requests {
+            self.db_requests(list, now);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            // Kept for a later leadership, unless the listener sent newer sets meanwhile.
+            c.wallets = c.wallets.take().or(wallets);
+            c.requests = c.requests.take().or(requests);
         }
     }
 

@@ -20,7 +20,8 @@
 //! `pipeline` (sequencing, ring); the `timers`; the `turn`'s client work lists (dirty, carried
 //! over, to flush again); the commit's reused `fanout_buffers` (`commit`); and, with a database,
 //! `db` (handle, message channel, counters), the durability `gate` and the event-log `reads` in
-//! flight (`persist`).
+//! flight (`persist`); in cluster mode, the `cluster` part (`cluster`: the cluster threads and
+//! this node's delivery order; daemons exist only while the node leads).
 //!
 //! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
 //! per-client queue is bounded; a connection's writable interest is registered exactly while its

@@ -74,12 +74,12 @@ impl Reactor {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 DbMessage::Wallets(list) => {
-                    self.cluster_remember_wallets(&list);
-                    self.db_wallets(&list, now)
+                    self.db_wallets(&list, now);
+                    self.cluster_remember_wallets(list);
                 }
                 DbMessage::Requests(list) => {
-                    self.cluster_remember_requests(&list);
-                    self.db_requests(&list, now)
+                    self.db_requests(&list, now);
+                    self.cluster_remember_requests(list);
                 }
                 DbMessage::Events { query_id, result } => {
                     if self.cluster.is_none() {

@@ -110,6 +110,7 @@ impl Reactor {
                 let mut body = self.metrics.render(&self.db_gauges());
                 if let Some(c) = &self.cluster {
                     body.push_str(&c.node.status.render_metrics());
+                    body.push_str(&c.render_metrics());
                 }
                 response(200, "text/plain; version=0.0.4", body.as_bytes(), &[])
             }
