@@ -3,7 +3,8 @@
 //! `get_status` shows one leader and one follower; when the leader is killed (SIGKILL) the
 //! follower leads within 5 s and its clients see the sequence go on with no gap and no duplicate.
 //! While Redis is away the leader's clients keep getting events; once it is back (empty) the
-//! follower's clients get what they missed, with no gap.
+//! follower's clients get what they missed, with no gap. A new leader's catch-up recovers what
+//! the daemon queued during the failover, and nothing the old leader had sent.
 
 mod common;
 #[path = "cluster_support/mod.rs"]
@@ -249,4 +250,80 @@ fn a_leader_stopped_with_sigterm_hands_over_with_no_gap() {
     let want: BTreeSet<u64> = (0..20).collect();
     emit(&sim, 10..20);
     read_indexes(&mut cb, from_b, &want);
+}
+
+/// Reads events (seq growing by one from `after`) until a `new_transaction` of `last_tx`;
+/// returns the `new_transaction` hashes in order and the last seq.
+fn transactions_through(c: &mut WsClient, after: u64, last_tx: &str) -> (Vec<String>, u64) {
+    let until = deadline(20.0);
+    let (mut prev, mut hashes) = (after, Vec::new());
+    while hashes.last().map(String::as_str) != Some(last_tx) {
+        let e = c.recv_event(until);
+        assert_eq!(common::seq(&e), prev + 1, "no gap, no duplicate: {e}");
+        prev = common::seq(&e);
+        if e["data"]["event"] == "new_transaction" {
+            hashes.push(e["data"]["tx_hash"].as_str().unwrap_or_default().into());
+        }
+    }
+    (hashes, prev)
+}
+
+#[test]
+fn the_new_leader_recovers_what_the_daemon_queued_during_the_failover_and_nothing_twice() {
+    const WALLET: &str = "zpubCLUSTERwallet";
+    let sim = Sim::start(
+        "btc",
+        &["--rate", "0", "--block-interval", "0", "--wallets", WALLET],
+    );
+    let db = TestDb::create();
+    cryptoworker::db::Db::migrate(&db.url).expect("migrations");
+    db.client()
+        .execute(
+            "INSERT INTO watched_wallets (coin, xpub) VALUES ('BTC', $1)",
+            &[&WALLET],
+        )
+        .expect("insert watched_wallets");
+    let prefix = unique_prefix("recover");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let (spool_a, spool_b) = (TempDir::new("recover-a"), TempDir::new("recover-b"));
+    let a = node(&sim, &db, &prefix, "node-a", &spool_a);
+    wait_until(deadline(15.0), "node-a drained the wallet", || {
+        common::daemon::rpc_logged(&sim, "get_updates", WALLET)
+    });
+    let b = node(&sim, &db, &prefix, "node-b", &spool_b);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    let (mut cb, from_b) = star_client(&b);
+    let tx = |n: u64| serde_json::json!({"event": "new_transaction", "tx": format!("{n:064x}")});
+    let hash = |n: u64| format!("{n:064x}");
+    sim.emit(tx(1), Some(WALLET));
+    let (before, last) = transactions_through(&mut cb, from_b, &hash(1));
+    assert_eq!(before, [hash(1)]);
+
+    drop(a); // SIGKILL; pushed now, only the wallet's get_updates queue keeps them
+    for n in 2..=4 {
+        sim.emit(tx(n), Some(WALLET));
+    }
+    wait_until(deadline(FAILOVER_LIMIT_S), "node-b leads", || {
+        role(&b) == "leader"
+    });
+    wait_until(deadline(10.0), "node-b drained the wallet again", || {
+        sim.rpc_log()
+            .iter()
+            .filter(|c| c["method"] == "get_updates" && c["wallet"] == WALLET)
+            .count()
+            >= 2
+    });
+    sim.emit(tx(5), Some(WALLET));
+    let (after, _) = transactions_through(&mut cb, last, &hash(5));
+    assert_eq!(
+        after,
+        [hash(2), hash(3), hash(4), hash(5)],
+        "the queued ones once, in order, not the one delivered before the failover"
+    );
+    assert_eq!(db.count("events WHERE event = 'new_transaction'"), 5);
 }
