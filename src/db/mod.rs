@@ -266,6 +266,13 @@ impl DbHandle {
         }
     }
 
+    /// Cluster mode: whether this node ingests now (it leads). A follower's writers open no
+    /// connection and its listener follows no wallet or request (the reader serves resumes and
+    /// fill-ins either way); a writer already connected stays so, to store what was submitted.
+    pub fn set_ingesting(&self, on: bool) {
+        self.shared.ingesting.store(on, Ordering::Release);
+    }
+
     /// The live counters.
     pub fn stats(&self) -> Arc<DbStats> {
         self.shared.stats.clone()

@@ -167,7 +167,7 @@ impl Listener {
     pub fn run(self) {
         let mut backoff = reconnect_backoff(Duration::from_millis(500));
         while !self.shared.stopping() {
-            if !self.shared.ready() {
+            if !self.shared.ready() || !self.shared.ingesting() {
                 self.shared.nap(Duration::from_millis(100));
                 continue;
             }
@@ -185,7 +185,7 @@ impl Listener {
         backoff.reset();
         self.send_wallets(&mut c)?;
         self.send_requests(&mut c)?;
-        while !self.shared.stopping() {
+        while !self.shared.stopping() && self.shared.ingesting() {
             let (mut wallets, mut requests) = (false, false);
             let mut mark = |payload: &str| match payload {
                 "wallets" => wallets = true,

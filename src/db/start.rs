@@ -54,6 +54,7 @@ pub(super) fn start(
         wake,
     ));
     shared.durable_seq.store(resume.last_seq, Ordering::Release);
+    shared.ingesting.store(!cluster, Ordering::Release);
     if client.is_some() {
         shared.tell(DbMessage::Connected(true));
     }

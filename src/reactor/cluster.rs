@@ -360,6 +360,7 @@ impl Reactor {
         };
         let epoch = c.lead_epoch.clone().unwrap_or(self.pipeline.epoch.clone());
         if let Some(db) = &self.db {
+            db.handle.set_ingesting(true);
             for e in &plan.store {
                 db.handle.submit(Arc::new(e.to_published()));
             }
@@ -395,6 +396,9 @@ impl Reactor {
     fn cluster_stop_ingest(&mut self) {
         if let Some(c) = self.cluster.as_mut() {
             c.own.clear();
+        }
+        if let Some(db) = &self.db {
+            db.handle.set_ingesting(false);
         }
         let dropped = self.gate.drop_unsubmitted();
         if dropped > 0 {
