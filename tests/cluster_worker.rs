@@ -327,3 +327,58 @@ fn the_new_leader_recovers_what_the_daemon_queued_during_the_failover_and_nothin
     );
     assert_eq!(db.count("events WHERE event = 'new_transaction'"), 5);
 }
+
+#[test]
+fn a_leader_that_loses_its_database_session_follows_and_its_clients_go_on() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let prefix = unique_prefix("session");
+    let _keys = Keys {
+        url: SHARED_REDIS.into(),
+        prefix: prefix.clone(),
+    };
+    let (spool_a, spool_b) = (TempDir::new("session-a"), TempDir::new("session-b"));
+    let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let mut b = node(&sim, &db, &prefix, "node-b", &spool_b);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
+    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
+
+    let cut = Instant::now();
+    let terminated: bool = db
+        .client()
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'cryptoworker-elector node-a'
+               AND datname = current_database()",
+            &[],
+        )
+        .expect("terminate node-a's elector session")
+        .get(0);
+    assert!(terminated);
+    wait_until(deadline(FAILOVER_LIMIT_S), "node-b leads", || {
+        role(&b) == "leader"
+    });
+    println!(
+        "failover: node-b leads {:?} after the session cut",
+        cut.elapsed()
+    );
+    wait_until(deadline(5.0), "node-a follows without daemon links", || {
+        let st = a.status();
+        st["cluster"]["role"] == "follower" && st["daemons"] == serde_json::json!({})
+    });
+    b.wait_connected(&["btc"], deadline(10.0));
+    let more = emit(&sim, 5..15);
+    let (_, end_a) = read_indexes(&mut ca, last_a, &more);
+    let (_, end_b) = read_indexes(&mut cb, last_b, &more);
+    assert_eq!(end_a, end_b, "one sequence on both nodes after the switch");
+    wait_until(deadline(5.0), "node-a names node-b the leader", || {
+        a.status()["cluster"]["leader"] == "node-b"
+    });
+}
