@@ -135,6 +135,9 @@ pub(crate) struct Shared {
     /// The durability watermark (see `durable.rs`): every live event with a seq at or below it
     /// is committed or `fsync`ed to the spool. Written by the dispatcher, read by the reactor.
     pub durable_seq: AtomicU64,
+    /// Whether this process ingests (always, outside cluster mode; a cluster node while it
+    /// leads): writers open connections and the listener follows wallets and requests only then.
+    pub ingesting: AtomicBool,
     /// Shutdown deadline in ms after `base`; `u64::MAX` while running.
     deadline_ms: AtomicU64,
     base: Instant,
@@ -156,6 +159,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             durable_seq: AtomicU64::new(0),
+            ingesting: AtomicBool::new(true),
             deadline_ms: AtomicU64::new(u64::MAX),
             base: Instant::now(),
         }
@@ -164,6 +168,11 @@ impl Shared {
     /// True while the database is reachable, locked by us and migrated.
     pub fn ready(&self) -> bool {
         self.stats.connected.load(Ordering::Acquire)
+    }
+
+    /// True while this process ingests (see [`Shared::ingesting`]).
+    pub fn ingesting(&self) -> bool {
+        self.ingesting.load(Ordering::Acquire)
     }
 
     /// True once shutdown began.

@@ -155,7 +155,19 @@ impl Db {
         wake: Arc<dyn Fn() + Send + Sync>,
         connect_timeout: Duration,
     ) -> Result<(DbHandle, Receiver<DbMessage>, Resume), DbError> {
-        start::start(cfg, wake, connect_timeout)
+        start::start(cfg, wake, connect_timeout, false)
+    }
+
+    /// [`Db::start`] for a cluster node (docs/cluster.md, "Election"): the writer lock is the
+    /// elector's, so this does not take it (writes are idempotent per `(epoch, seq)`, and only
+    /// the leader submits events); the epoch is the database's and is never replaced (a fresh
+    /// database gets one, the same for every node starting at once).
+    pub fn start_in_cluster(
+        cfg: &DbConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        connect_timeout: Duration,
+    ) -> Result<(DbHandle, Receiver<DbMessage>, Resume), DbError> {
+        start::start(cfg, wake, connect_timeout, true)
     }
 
     /// Applies pending migrations (`cryptoworker migrate`); returns the file names applied now.
@@ -252,6 +264,13 @@ impl DbHandle {
         {
             log::warn!("[DB] Reader queue full; request {coin}/{request_id} not marked gone");
         }
+    }
+
+    /// Cluster mode: whether this node ingests now (it leads). A follower's writers open no
+    /// connection and its listener follows no wallet or request (the reader serves resumes and
+    /// fill-ins either way); a writer already connected stays so, to store what was submitted.
+    pub fn set_ingesting(&self, on: bool) {
+        self.shared.ingesting.store(on, Ordering::Release);
     }
 
     /// The live counters.

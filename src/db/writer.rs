@@ -78,7 +78,7 @@ impl Writer {
         loop {
             let usable = self.shared.ready() && !self.shared.past_deadline();
             let broken = conn.as_ref().is_none_or(|(c, _)| c.is_closed());
-            if usable && broken && Instant::now() >= retry_at {
+            if usable && broken && self.shared.ingesting() && Instant::now() >= retry_at {
                 conn = self.open();
                 match conn {
                     Some(_) => backoff.reset(),
