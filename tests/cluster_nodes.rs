@@ -82,7 +82,11 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
         last_stored: 2,
         term,
     };
-    assert_eq!(role, want(1), "the first election bumps the fencing term to 1");
+    assert_eq!(
+        role,
+        want(1),
+        "the first election bumps the fencing term to 1"
+    );
     let mut b = Node::start(
         &config(SHARED_REDIS, &prefix, "b", 1000),
         &db.url,
