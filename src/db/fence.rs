@@ -8,6 +8,8 @@
 //! the stored term equals the term the node leads with, which is never 0 (0 means "not leading").
 //! Outside cluster mode nothing here runs.
 
+use super::error::describe;
+use postgres::error::SqlState;
 use postgres::{Client, Transaction};
 
 /// Bumps the term (creating the row if needed) and returns the new one. The elector runs it in
@@ -18,10 +20,19 @@ pub const BUMP_TERM_SQL: &str = "INSERT INTO cluster_term (id, term) VALUES (1, 
 /// The writer's check: the stored term, with a share lock held to the end of the transaction.
 const READ_TERM_SQL: &str = "SELECT term FROM cluster_term WHERE id = 1 FOR SHARE";
 
-/// Bumps the term on `client`'s session (autocommit) and returns the new term.
-pub(crate) fn bump_term(client: &mut Client) -> Result<u64, postgres::Error> {
-    let term: i64 = client.query_one(BUMP_TERM_SQL, &[])?.get(0);
-    Ok(term.max(0) as u64)
+/// Bumps the term on `client`'s session (autocommit) and returns the new term. A database
+/// without the table (an elector may win before any node migrated it) is migrated first.
+pub(crate) fn bump_term(client: &mut Client) -> Result<u64, String> {
+    let bump = |c: &mut Client| c.query_one(BUMP_TERM_SQL, &[]).map(|r| r.get::<_, i64>(0));
+    let term = match bump(client) {
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            log::info!("[DB] No cluster_term table yet: applying the migrations first");
+            super::migrate::run(client).map_err(|e| e.to_string())?;
+            bump(client)
+        }
+        other => other,
+    };
+    term.map(|t| t.max(0) as u64).map_err(|e| describe(&e))
 }
 
 /// Whether a batch may be written: the node leads with `leading` (0: it does not lead) and the
