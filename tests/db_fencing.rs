@@ -4,7 +4,8 @@
 //! leader's elector does at takeover) makes the old leader's next batch, live or replayed from
 //! the spool, be dropped, neither stored nor spooled, while the new leader stores the same seq
 //! with its own payload. And the ordering the argument rests on: a bump waits for a batch
-//! transaction that already took the term `FOR SHARE`.
+//! transaction that already took the term `FOR SHARE`, and for no longer than the server lets
+//! such a transaction sit idle.
 
 mod common;
 
@@ -171,4 +172,33 @@ fn a_bump_waits_for_a_batch_that_already_checked_the_term() {
     tx.commit().unwrap();
     let term: i64 = elector.query_one(BUMP_TERM_SQL, &[]).unwrap().get(0);
     assert_eq!(term, 2, "and goes through once it committed");
+}
+
+#[test]
+fn a_stale_batch_left_idle_mid_transaction_stops_holding_the_bump() {
+    let db = TestDb::create();
+    Db::migrate(&db.url).expect("migrations");
+    assert_eq!(bump(&db), 1);
+    // As a cluster-mode writer session does (5 s there; 1 s here to keep the test short).
+    let mut writer = db.client();
+    writer
+        .batch_execute("SET idle_in_transaction_session_timeout = '1s'")
+        .unwrap();
+    let mut tx = writer.transaction().unwrap();
+    tx.query_one("SELECT term FROM cluster_term WHERE id = 1 FOR SHARE", &[])
+        .unwrap();
+    // The writer's node is "partitioned": it never sends another statement.
+    let mut elector = db.client();
+    elector
+        .batch_execute("SET statement_timeout = '20s'")
+        .unwrap();
+    let term: i64 = elector.query_one(BUMP_TERM_SQL, &[]).unwrap().get(0);
+    assert_eq!(
+        term, 2,
+        "the server ended the idle batch and the bump went through"
+    );
+    assert!(
+        tx.commit().is_err(),
+        "the stale batch cannot commit any more"
+    );
 }

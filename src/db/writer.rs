@@ -70,6 +70,10 @@ pub(crate) struct Writer {
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Attempts at a batch that hit a deadlock or serialization failure.
 const RETRIES: u32 = 3;
+/// Cluster mode: a writer transaction left idle (its node partitioned or stalled mid-batch) is
+/// ended by the server after 5 s, so the `FOR SHARE` lock it holds on the fencing term cannot
+/// hold a new leader's term bump for longer (docs/cluster.md, "Fencing").
+const CLUSTER_SESSION: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 impl Writer {
     /// The thread body.
@@ -149,8 +153,12 @@ impl Writer {
 
     /// Opens and prepares a connection; logs and returns `None` on failure.
     fn open(&self) -> Option<(Client, Statements)> {
+        let cluster = self.shared.lead_term.is_some();
         let setup = |c: &mut Client| {
             c.batch_execute("SET cryptoworker.writer = 'on'")?;
+            if cluster {
+                c.batch_execute(CLUSTER_SESSION)?;
+            }
             Statements::prepare(c)
         };
         match connect(&self.pg).and_then(|mut c| setup(&mut c).map(|s| (c, s))) {
