@@ -146,6 +146,7 @@ mod tests {
                 ClusterMessage::Role(Role::Leader {
                     epoch: None,
                     last_stored: 0,
+                    term: 1,
                 }),
                 json!({"node": "a1:8082", "role": "leader", "leader": "a1:8082"}),
             ),
@@ -184,6 +185,7 @@ mod tests {
         s.apply(&ClusterMessage::Role(Role::Leader {
             epoch: None,
             last_stored: 0,
+            term: 1,
         }));
         s.stream_lag = 7;
         let text = s.render_metrics();

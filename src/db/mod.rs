@@ -20,6 +20,7 @@ mod conn;
 mod dispatch;
 mod durable;
 mod error;
+mod fence;
 pub mod migrate;
 mod monitor;
 mod reader;
@@ -31,6 +32,8 @@ mod writer;
 
 pub use conn::WRITER_LOCK_KEY;
 pub use error::DbError;
+pub use fence::BUMP_TERM_SQL;
+pub(crate) use fence::bump_term;
 pub use reader::MAX_QUERY_ROWS;
 pub use spool::SPOOL_FILE;
 pub use stats::{DbStats, DbStatsSnapshot, LatencyHistogram};
@@ -271,6 +274,14 @@ impl DbHandle {
     /// fill-ins either way); a writer already connected stays so, to store what was submitted.
     pub fn set_ingesting(&self, on: bool) {
         self.shared.ingesting.store(on, Ordering::Release);
+    }
+
+    /// Cluster mode: the fencing term this node leads with, from the elector's takeover (0 when
+    /// it stops leading). Every writer transaction checks it against the database's term and
+    /// drops the batch when they differ (docs/cluster.md, "Fencing"). No effect outside cluster
+    /// mode.
+    pub fn set_lead_term(&self, term: u64) {
+        self.shared.set_lead_term(term);
     }
 
     /// The live counters.

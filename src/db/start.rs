@@ -20,7 +20,7 @@ use crate::event::new_epoch;
 use crossbeam_channel::{Receiver, bounded};
 use postgres::Client;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,12 +47,11 @@ pub(super) fn start(
     stats.enabled.store(true, Ordering::Relaxed);
     stats.connected.store(client.is_some(), Ordering::Release);
     let (msg_tx, msg_rx) = bounded(MESSAGE_CAPACITY);
-    let shared = Arc::new(Shared::new(
-        stats,
-        resume.epoch.as_str().into(),
-        msg_tx.clone(),
-        wake,
-    ));
+    let mut shared = Shared::new(stats, resume.epoch.as_str().into(), msg_tx.clone(), wake);
+    if cluster {
+        shared.lead_term = Some(AtomicU64::new(0));
+    }
+    let shared = Arc::new(shared);
     shared.durable_seq.store(resume.last_seq, Ordering::Release);
     shared.ingesting.store(!cluster, Ordering::Release);
     if client.is_some() {

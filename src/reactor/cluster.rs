@@ -7,7 +7,8 @@
 //! and staged fan-out as a single worker's durable events. Only the leader has daemon sources:
 //! they are created on `Lead` (after the takeover plan is submitted and the sequence continued)
 //! and dropped on `StopIngest`; its durable events go to the stream appender instead of straight
-//! to clients.
+//! to clients. The database writers write under the leadership's fencing term, set on `Lead` and
+//! cleared on `StopIngest` (docs/cluster.md, "Fencing").
 //!
 //! Invariants: without cluster mode nothing here runs (`Reactor::cluster` is `None`); the
 //! pipeline's `last_seq` and ring follow the delivered sequence only, its `assigned_seq` the
@@ -42,6 +43,8 @@ pub(super) struct ClusterPart {
     pub node: ClusterNode,
     /// The epoch the elector reported for the leadership being taken over.
     lead_epoch: Option<Arc<str>>,
+    /// The fencing term of that leadership (the writers get it on `Lead`).
+    lead_term: u64,
     /// The event-log query of the delivery in flight, by query id.
     log_query: Option<u64>,
     /// Last known block height per coin (start, then delivered `new_block`s): a new leader's
@@ -86,6 +89,7 @@ impl ClusterPart {
             messages,
             node: ClusterNode::new(cfg, Some(epoch), last_seq + 1),
             lead_epoch: None,
+            lead_term: 0,
             log_query: None,
             tips,
             wallets: None,
@@ -221,9 +225,11 @@ impl Reactor {
         for action in actions.drain(..) {
             match action {
                 NodeAction::Run(a) => self.run_delivery(a, now),
-                NodeAction::Takeover { epoch, last_stored } => {
-                    self.cluster_takeover(epoch, last_stored)
-                }
+                NodeAction::Takeover {
+                    epoch,
+                    last_stored,
+                    term,
+                } => self.cluster_takeover(epoch, last_stored, term),
                 NodeAction::Lead(plan) => self.cluster_lead(plan, now),
                 NodeAction::StopIngest => self.cluster_stop_ingest(),
                 NodeAction::StepDown => {
@@ -336,7 +342,7 @@ impl Reactor {
     }
 
     /// Elected: ask the appender for the takeover plan.
-    fn cluster_takeover(&mut self, epoch: Option<String>, last_stored: u64) {
+    fn cluster_takeover(&mut self, epoch: Option<String>, last_stored: u64, term: u64) {
         let epoch: Arc<str> = match epoch {
             Some(e) => e.into(),
             None => self.pipeline.epoch.clone(),
@@ -345,6 +351,7 @@ impl Reactor {
             return;
         };
         c.lead_epoch = Some(epoch.clone());
+        c.lead_term = term;
         let asked = c.handle().is_some_and(|h| h.takeover(&epoch, last_stored));
         if !asked && let Some(h) = c.handle() {
             log::error!("[CLUSTER] Cannot ask for the takeover plan; stepping down");
@@ -360,6 +367,7 @@ impl Reactor {
         };
         let epoch = c.lead_epoch.clone().unwrap_or(self.pipeline.epoch.clone());
         if let Some(db) = &self.db {
+            db.handle.set_lead_term(c.lead_term);
             db.handle.set_ingesting(true);
             for e in &plan.store {
                 db.handle.submit(Arc::new(e.to_published()));
@@ -398,6 +406,7 @@ impl Reactor {
             c.own.clear();
         }
         if let Some(db) = &self.db {
+            db.handle.set_lead_term(0);
             db.handle.set_ingesting(false);
         }
         let dropped = self.gate.drop_unsubmitted();

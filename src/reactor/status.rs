@@ -61,6 +61,7 @@ impl Reactor {
                     db_written: s.written,
                     db_spooled: s.spooled,
                     db_dropped: s.dropped,
+                    db_fenced: s.fenced,
                     ..Gauges::default()
                 }
             })
