@@ -83,6 +83,23 @@ pub struct CoinConfig {
     pub wallets: Vec<String>,
 }
 
+#[cfg(test)]
+impl CoinConfig {
+    /// A BTC daemon at an address no resolver knows, for unit tests of the state machines.
+    pub(crate) fn test_btc(wallets: &[&str]) -> CoinConfig {
+        CoinConfig {
+            coin: "BTC".into(),
+            family: Family::Btc,
+            host: "btc.invalid".into(),
+            port: 5000,
+            login: "l".into(),
+            password: "p".into(),
+            network: "mainnet".into(),
+            wallets: wallets.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+}
+
 /// PostgreSQL settings; `None` in [`Config::db`] means persistence is off. `Debug` shows
 /// [`DbConfig::describe`] instead of the URL, so it never shows the password.
 #[derive(Clone, PartialEq)]

@@ -2,24 +2,26 @@
 //!
 //! # Architecture
 //!
-//! One thread runs a single `mio::Poll` ([`reactor`]) over every socket: the event-stream link and
-//! JSON-RPC pool of each coin daemon ([`daemon`]), the client listener and every client
-//! connection ([`server`]). Each turn it handles all readiness events — daemon frames are decoded,
-//! enriched in order, de-duplicated and sequenced ([`pipeline`]), serialised once
-//! ([`event::Published`]) and queued to the clients the subscription index selects ([`fanout`]);
-//! client messages are parsed and handed to the client's session, which decides the answer
-//! ([`client::session`]) — then flushes each client with pending
-//! output once, with one vectored write, then fires due timers.
+//! One thread runs a single `mio::Poll` ([`reactor`]) over every socket; it routes, and sans-io
+//! cores decide. Each turn it handles every readiness event — daemon frames go to their coin's
+//! core, client messages to their session — then commits what the turn released (one shared
+//! batch per filter group), flushes each client once with one vectored write, and fires timers.
+//! The code, by layer:
 //!
-//! Nothing on the reactor blocks. Other threads: PostgreSQL writers fed by a bounded channel
-//! ([`db`]), the handler thread ([`worker`]), short-lived DNS resolvers, and the signal thread of
-//! the binary. They talk to the reactor through channels and a `mio::Waker`.
+//! | layer | modules |
+//! |---|---|
+//! | commands | [`cli`] (one grammar; exit codes only in `main`), [`config`], [`worker`] (library API), [`check`] |
+//! | reactor | [`reactor`]: poll, slab, ids, timers, waker; owns the sockets, runs the cores' actions |
+//! | cores (sans-io, table-tested) | [`daemon::core`], [`daemon::recovery`], [`client::session`], [`client::admission`], [`pipeline`], [`cluster::core`], [`cluster::node`] |
+//! | codecs (sans-io, fuzzed) | [`http`], [`daemon::decode`], [`client::request`], [`ws`], [`cluster::resp`] |
+//! | I/O machines | [`daemon::link`], [`daemon::rpc`], [`server`] (client connection, outbox) |
+//! | fan-out | [`event`] (serialised once), [`fanout`] (index, groups, resume ring) |
+//! | threads | [`db`] (writers, spool, durability, reader), [`cluster`] (elector, stream reader/appender) |
+//! | tools | [`simulate`] (the simulated Bitcart daemon) |
+//! | foundation | [`util`] (rng, backoff), [`logging`], [`metrics`], [`auth`] |
 //!
-//! Protocol logic is sans-io and unit-tested: [`http`] (upgrades, plain endpoints, daemon
-//! answers), [`daemon::decode`], [`daemon::enrich`], [`daemon::catchup`], [`client::request`],
-//! [`client::session`], [`client::admission`],
-//! [`client::filter`], [`fanout::index`], [`server::outbox`]. [`simulate`] is the simulated
-//! Bitcart daemon used by `demo`, the tests and the benchmarks.
+//! Nothing on the reactor blocks: other threads (PostgreSQL, Redis, handlers, DNS resolvers, the
+//! signal thread) talk to it through bounded channels and a `mio::Waker`.
 //!
 //! # Library API
 //!

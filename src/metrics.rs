@@ -56,6 +56,8 @@ pub struct Gauges {
     pub db_written: u64,
     pub db_spooled: u64,
     pub db_dropped: u64,
+    /// Cluster mode: events dropped because the node no longer leads (see `DbStats::fenced`).
+    pub db_fenced: u64,
     /// Sequenced events waiting to be durable before clients get them.
     pub awaiting_durability: u64,
     pub last_seq: u64,
@@ -270,6 +272,11 @@ impl Metrics {
             out,
             "# HELP cryptoworker_db_dropped_total events the database queue could not take\n# TYPE cryptoworker_db_dropped_total counter\ncryptoworker_db_dropped_total {}",
             g.db_dropped
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cryptoworker_db_fenced_total events not stored because this node no longer leads the cluster\n# TYPE cryptoworker_db_fenced_total counter\ncryptoworker_db_fenced_total {}",
+            g.db_fenced
         );
         out
     }

@@ -160,7 +160,12 @@ fn start_db(config: &Config, waker: &Arc<mio::Waker>) -> io::Result<(DbParts, cr
         let _ = w.wake();
     });
     log::info!("[WORKER] Database: {}", db_config.describe());
-    match crate::db::Db::start(db_config, wake, Duration::from_secs(3)) {
+    let started = if config.cluster.is_some() {
+        crate::db::Db::start_in_cluster(db_config, wake, Duration::from_secs(3))
+    } else {
+        crate::db::Db::start(db_config, wake, Duration::from_secs(3))
+    };
+    match started {
         Ok((handle, rx, resume)) => {
             log::info!(
                 "[WORKER] Epoch {} continues after seq {}",

@@ -77,11 +77,16 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
         0,
     );
     let role = a.wait_for("a leads", WAIT, is_leader);
-    let want = Role::Leader {
+    let want = |term| Role::Leader {
         epoch: Some("ep-t".into()),
         last_stored: 2,
+        term,
     };
-    assert_eq!(role, want);
+    assert_eq!(
+        role,
+        want(1),
+        "the first election bumps the fencing term to 1"
+    );
     let mut b = Node::start(
         &config(SHARED_REDIS, &prefix, "b", 1000),
         &db.url,
@@ -120,7 +125,11 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
     let took = killed.elapsed();
     eprintln!("failover took {took:?}");
     assert!(took < Duration::from_secs(5), "failover took {took:?}");
-    assert_eq!(role, want, "same epoch, continuing from the event log");
+    assert_eq!(
+        role,
+        want(2),
+        "same epoch, continuing from the event log, under a new fencing term"
+    );
     a.wait_for("a steps down", WAIT, is_follower);
 
     assert!(b.handle().takeover("ep-t", 2));

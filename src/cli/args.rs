@@ -99,6 +99,31 @@ pub struct Grammar<'a> {
     pub positionals: bool,
 }
 
+impl<'a> Grammar<'a> {
+    /// A command with a fixed option table and no positional arguments.
+    pub fn table(command: &'a str, specs: &'a [OptSpec]) -> Grammar<'a> {
+        Grammar {
+            command,
+            options: Options::Table(specs),
+            positionals: false,
+        }
+    }
+}
+
+/// Parses `args` for a command; on `--help` prints `help()` and returns `None`.
+pub fn parse_or_help(
+    grammar: &Grammar,
+    args: &[String],
+    help: impl FnOnce() -> String,
+) -> Result<Option<Parsed>, ArgError> {
+    let parsed = parse(grammar, args)?;
+    if parsed.help {
+        print!("{}", help());
+        return Ok(None);
+    }
+    Ok(Some(parsed))
+}
+
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Parsed {

@@ -57,16 +57,10 @@ pub(super) fn help() -> String {
 /// Runs the client command until the worker closes, the connection is lost or `--count` events
 /// arrived.
 pub fn run(argv: &[String]) -> Result<(), CommandError> {
-    let grammar = args::Grammar {
-        command: "client",
-        options: args::Options::Table(OPTIONS),
-        positionals: false,
-    };
-    let parsed = args::parse(&grammar, argv)?;
-    if parsed.help {
-        print!("{}", help());
+    let grammar = args::Grammar::table("client", OPTIONS);
+    let Some(parsed) = args::parse_or_help(&grammar, argv, help)? else {
         return Ok(());
-    }
+    };
     let options = options(&parsed)?;
     stream(&options).map_err(CommandError::Failed)
 }
@@ -167,11 +161,7 @@ mod tests {
     use super::*;
 
     fn parse(list: &[&str]) -> Result<Options, args::ArgError> {
-        let grammar = args::Grammar {
-            command: "client",
-            options: args::Options::Table(OPTIONS),
-            positionals: false,
-        };
+        let grammar = args::Grammar::table("client", OPTIONS);
         let argv: Vec<String> = list.iter().map(|s| s.to_string()).collect();
         options(&args::parse(&grammar, &argv)?)
     }

@@ -39,16 +39,10 @@ pub(super) fn help() -> String {
 
 /// Runs the demo until SIGINT or SIGTERM.
 pub fn run(argv: &[String]) -> Result<(), CommandError> {
-    let grammar = args::Grammar {
-        command: "demo",
-        options: args::Options::Table(OPTIONS),
-        positionals: false,
-    };
-    let parsed = args::parse(&grammar, argv)?;
-    if parsed.help {
-        print!("{}", help());
+    let grammar = args::Grammar::table("demo", OPTIONS);
+    let Some(parsed) = args::parse_or_help(&grammar, argv, help)? else {
         return Ok(());
-    }
+    };
     let (port, rate) = options(&parsed)?;
     crate::logging::init(crate::logging::level_from_env());
     let sims = start_daemons(rate)
@@ -132,11 +126,7 @@ mod tests {
     use super::*;
 
     fn parsed(list: &[&str]) -> args::Parsed {
-        let grammar = args::Grammar {
-            command: "demo",
-            options: args::Options::Table(OPTIONS),
-            positionals: false,
-        };
+        let grammar = args::Grammar::table("demo", OPTIONS);
         let argv: Vec<String> = list.iter().map(|s| s.to_string()).collect();
         args::parse(&grammar, &argv).unwrap()
     }

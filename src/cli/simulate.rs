@@ -114,11 +114,7 @@ pub(crate) enum Request {
 }
 
 fn grammar() -> args::Grammar<'static> {
-    args::Grammar {
-        command: "simulate",
-        options: args::Options::Table(OPTIONS),
-        positionals: false,
-    }
+    args::Grammar::table("simulate", OPTIONS)
 }
 
 /// Parses the arguments after `simulate`.

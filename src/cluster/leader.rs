@@ -2,10 +2,11 @@
 //! advisory lock with `pg_try_advisory_lock` every [`RETRY`]. The holder is the leader; losing the
 //! session (crash, `pg_terminate_backend`, network) loses the lock and so the leadership.
 //!
-//! On winning, the elector claims the leader key in Redis unconditionally (so a stale leader's
-//! appends are refused from then on, see [`super::stream`]), waits [`GRACE`] (time for a stale
-//! leader's own elector to notice its loss), reads the epoch and the last stored seq, then reports
-//! [`Role::Leader`]. While leading it checks its session every [`RETRY`] and renews the leader key
+//! On winning, the elector bumps the fencing term in `cluster_term` in its own session (so a stale
+//! leader's writers store nothing from then on, docs/cluster.md, "Fencing"), claims the leader key
+//! in Redis unconditionally (so a stale leader's appends are refused from then on, see
+//! [`super::stream`]), waits [`GRACE`] (time for a stale leader's own elector to notice its
+//! loss), reads the epoch and the last stored seq, then reports [`Role::Leader`] with the term. While leading it checks its session every [`RETRY`] and renews the leader key
 //! (TTL [`LEASE`]); while following it reads the leader key for display.
 //!
 //! A node that lost the leadership pauses [`STEP_DOWN_PAUSE`] before competing again.
@@ -41,6 +42,9 @@ pub enum Role {
     Leader {
         epoch: Option<String>,
         last_stored: u64,
+        /// The fencing term this leadership bumped `cluster_term` to (docs/cluster.md,
+        /// "Fencing"): the node's writers write only while the database still holds it.
+        term: u64,
     },
     /// Another node (or nobody) holds the lock.
     Follower,
@@ -153,17 +157,31 @@ impl Elector {
 
     /// Leads while the session lives; `true` when the leadership was lost (not on stop).
     fn lead(&mut self, client: &mut Client, out: &Outbox) -> bool {
+        let term = match crate::db::bump_term(client) {
+            Ok(term) => term,
+            Err(e) => {
+                // Without a term the writers could not be fenced: give the lock back, try later.
+                log::warn!("[CLUSTER] Elector cannot bump the fencing term ({e}); not leading");
+                out.nap(RETRY);
+                return false;
+            }
+        };
         self.claim();
         if !out.nap(GRACE) {
             return false;
         }
         let (epoch, last_stored) = read_position(client);
         log::info!(
-            "[CLUSTER] Node {} leads (epoch {}, last stored seq {last_stored})",
+            "[CLUSTER] Node {} leads (term {term}, epoch {}, last stored seq {last_stored})",
             self.node,
             epoch.as_deref().unwrap_or("none yet")
         );
-        if !out.send(ClusterMessage::Role(Role::Leader { epoch, last_stored })) {
+        let role = Role::Leader {
+            epoch,
+            last_stored,
+            term,
+        };
+        if !out.send(ClusterMessage::Role(role)) {
             return false;
         }
         self.show(out, Some(self.node.clone()));

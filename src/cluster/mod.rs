@@ -20,8 +20,9 @@
 //! receiver with `try_recv` and hands each message to [`node::ClusterNode::on_message`], which
 //! does the bookkeeping below and answers with [`node::NodeAction`]s to run (`Run(Action)`,
 //! `Takeover`, `Lead`, `StopIngest`, `StepDown`). What that amounts to:
-//! * [`ClusterMessage::Role`] `Leader { epoch, last_stored }`: calls [`ClusterHandle::takeover`]
-//!   and waits for [`ClusterMessage::Takeover`]; then stores `plan.store` (`DbHandle::submit`),
+//! * [`ClusterMessage::Role`] `Leader { epoch, last_stored, term }`: calls
+//!   [`ClusterHandle::takeover`] and waits for [`ClusterMessage::Takeover`]; then sets the
+//!   writers' fencing term (`DbHandle::set_lead_term`), stores `plan.store` (`DbHandle::submit`),
 //!   sequences from `plan.next_seq` in the same epoch, and only then connects to the daemons.
 //!   `Follower`: stops ingest (drops daemon links), keeps delivering.
 //! * Leader, for each sequenced batch: [`ClusterHandle::append`] (never blocks). The appender

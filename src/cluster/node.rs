@@ -24,6 +24,8 @@ pub enum NodeAction {
     Takeover {
         epoch: Option<String>,
         last_stored: u64,
+        /// The fencing term to lead with (`DbHandle::set_lead_term` on `Lead`).
+        term: u64,
     },
     /// Lead: store `plan.store`, sequence from `plan.next_seq`, connect to the daemons.
     Lead(Takeover),
@@ -68,9 +70,17 @@ impl ClusterNode {
     pub fn on_message(&mut self, msg: ClusterMessage, out: &mut Vec<NodeAction>) {
         self.status.apply(&msg);
         match msg {
-            ClusterMessage::Role(Role::Leader { epoch, last_stored }) => {
+            ClusterMessage::Role(Role::Leader {
+                epoch,
+                last_stored,
+                term,
+            }) => {
                 self.ingest = Ingest::AwaitingPlan;
-                out.push(NodeAction::Takeover { epoch, last_stored });
+                out.push(NodeAction::Takeover {
+                    epoch,
+                    last_stored,
+                    term,
+                });
             }
             ClusterMessage::Role(Role::Follower) => self.stop(out, false),
             ClusterMessage::Takeover { plan, .. } if self.ingest == Ingest::AwaitingPlan => {
@@ -179,6 +189,7 @@ mod tests {
             ClusterMessage::Role(Role::Leader {
                 epoch: Some("ep".into()),
                 last_stored: 2,
+                term: 1,
             })
         };
         let takeover = |n| ClusterMessage::Takeover {

@@ -38,11 +38,31 @@ impl ClusterStatus {
     /// Applies the messages that change what is shown (others are ignored).
     pub fn apply(&mut self, msg: &ClusterMessage) {
         match msg {
-            ClusterMessage::Role(role) => self.leading = matches!(role, Role::Leader { .. }),
+            ClusterMessage::Role(role) => {
+                self.leading = matches!(role, Role::Leader { .. });
+                if !self.leading {
+                    self.forget_self_as_leader();
+                }
+            }
             ClusterMessage::LeaderName(name) => self.leader = name.clone(),
             ClusterMessage::RedisLink { up } => self.redis_up = *up,
-            ClusterMessage::Fenced { .. } | ClusterMessage::Deposed { .. } => self.leading = false,
+            ClusterMessage::Fenced { .. } => {
+                self.leading = false;
+                self.forget_self_as_leader();
+            }
+            ClusterMessage::Deposed { leader } => {
+                self.leading = false;
+                self.leader = Some(leader.clone());
+            }
             _ => {}
+        }
+    }
+
+    /// A node that stopped leading does not show itself as the leader any more (unknown until
+    /// the elector reads the leader key again).
+    fn forget_self_as_leader(&mut self) {
+        if self.leader.as_deref() == Some(self.node.as_str()) {
+            self.leader = None;
         }
     }
 
@@ -94,7 +114,7 @@ impl ClusterStatus {
 }
 
 /// Escapes a Prometheus label value.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -126,6 +146,7 @@ mod tests {
                 ClusterMessage::Role(Role::Leader {
                     epoch: None,
                     last_stored: 0,
+                    term: 1,
                 }),
                 json!({"node": "a1:8082", "role": "leader", "leader": "a1:8082"}),
             ),
@@ -136,6 +157,20 @@ mod tests {
             (
                 ClusterMessage::LeaderName(None),
                 json!({"node": "a1:8082", "role": "follower", "leader": null}),
+            ),
+            (
+                ClusterMessage::LeaderName(Some("a1:8082".into())),
+                json!({"node": "a1:8082", "role": "follower", "leader": "a1:8082"}),
+            ),
+            (
+                ClusterMessage::Role(Role::Follower),
+                json!({"node": "a1:8082", "role": "follower", "leader": null}),
+            ),
+            (
+                ClusterMessage::Deposed {
+                    leader: "c:3".into(),
+                },
+                json!({"node": "a1:8082", "role": "follower", "leader": "c:3"}),
             ),
         ];
         for (msg, want) in steps {
@@ -150,6 +185,7 @@ mod tests {
         s.apply(&ClusterMessage::Role(Role::Leader {
             epoch: None,
             last_stored: 0,
+            term: 1,
         }));
         s.stream_lag = 7;
         let text = s.render_metrics();

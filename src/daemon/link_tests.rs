@@ -2,7 +2,6 @@
 //! step (attempt, resolve, time out, back off, close) off the network.
 
 use super::*;
-use crate::config::Family;
 
 /// One thing that happens to the link.
 #[derive(Debug, Clone, Copy)]
@@ -18,16 +17,7 @@ enum Step {
 }
 
 fn link(now: Instant) -> DaemonLink {
-    let config = CoinConfig {
-        coin: "BTC".into(),
-        family: Family::Btc,
-        host: "btc.invalid".into(),
-        port: 5000,
-        login: "l".into(),
-        password: "p".into(),
-        network: "mainnet".into(),
-        wallets: Vec::new(),
-    };
+    let config = CoinConfig::test_btc(&[]);
     DaemonLink::new(config, Duration::from_secs(20), now)
 }
 

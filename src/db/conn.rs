@@ -135,6 +135,15 @@ pub(crate) struct Shared {
     /// The durability watermark (see `durable.rs`): every live event with a seq at or below it
     /// is committed or `fsync`ed to the spool. Written by the dispatcher, read by the reactor.
     pub durable_seq: AtomicU64,
+    /// Whether this process ingests (always, outside cluster mode; a cluster node while it
+    /// leads): writers open connections and the listener follows wallets and requests only then.
+    pub ingesting: AtomicBool,
+    /// Cluster mode only: the term this node leads with (0 while it does not lead); every
+    /// writer transaction checks it against `cluster_term` (see `fence.rs`). `None` outside
+    /// cluster mode, where no check is made.
+    pub lead_term: Option<AtomicU64>,
+    /// A fenced batch was logged since the last term change (one warning per change).
+    pub fenced_warned: AtomicBool,
     /// Shutdown deadline in ms after `base`; `u64::MAX` while running.
     deadline_ms: AtomicU64,
     base: Instant,
@@ -156,6 +165,9 @@ impl Shared {
             stop: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             durable_seq: AtomicU64::new(0),
+            ingesting: AtomicBool::new(true),
+            lead_term: None,
+            fenced_warned: AtomicBool::new(false),
             deadline_ms: AtomicU64::new(u64::MAX),
             base: Instant::now(),
         }
@@ -164,6 +176,24 @@ impl Shared {
     /// True while the database is reachable, locked by us and migrated.
     pub fn ready(&self) -> bool {
         self.stats.connected.load(Ordering::Acquire)
+    }
+
+    /// True while this process ingests (see [`Shared::ingesting`]).
+    pub fn ingesting(&self) -> bool {
+        self.ingesting.load(Ordering::Acquire)
+    }
+
+    /// The term a writer transaction must find in `cluster_term` (cluster mode), else `None`.
+    pub fn fence_term(&self) -> Option<u64> {
+        self.lead_term.as_ref().map(|t| t.load(Ordering::Acquire))
+    }
+
+    /// Cluster mode: this node leads with `term` from now on (0: it does not lead).
+    pub fn set_lead_term(&self, term: u64) {
+        if let Some(t) = &self.lead_term {
+            t.store(term, Ordering::Release);
+            self.fenced_warned.store(false, Ordering::Release);
+        }
     }
 
     /// True once shutdown began.

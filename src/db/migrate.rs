@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_request_confirmations.sql",
         sql: include_str!("../../migrations/0002_request_confirmations.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_cluster_term.sql",
+        sql: include_str!("../../migrations/0003_cluster_term.sql"),
+    },
 ];
 
 /// Advisory lock key held while migrating (distinct from the worker's writer lock).

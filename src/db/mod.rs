@@ -20,6 +20,7 @@ mod conn;
 mod dispatch;
 mod durable;
 mod error;
+mod fence;
 pub mod migrate;
 mod monitor;
 mod reader;
@@ -31,6 +32,8 @@ mod writer;
 
 pub use conn::WRITER_LOCK_KEY;
 pub use error::DbError;
+pub use fence::BUMP_TERM_SQL;
+pub(crate) use fence::bump_term;
 pub use reader::MAX_QUERY_ROWS;
 pub use spool::SPOOL_FILE;
 pub use stats::{DbStats, DbStatsSnapshot, LatencyHistogram};
@@ -155,7 +158,19 @@ impl Db {
         wake: Arc<dyn Fn() + Send + Sync>,
         connect_timeout: Duration,
     ) -> Result<(DbHandle, Receiver<DbMessage>, Resume), DbError> {
-        start::start(cfg, wake, connect_timeout)
+        start::start(cfg, wake, connect_timeout, false)
+    }
+
+    /// [`Db::start`] for a cluster node (docs/cluster.md, "Election"): the writer lock is the
+    /// elector's, so this does not take it (writes are idempotent per `(epoch, seq)`, and only
+    /// the leader submits events); the epoch is the database's and is never replaced (a fresh
+    /// database gets one, the same for every node starting at once).
+    pub fn start_in_cluster(
+        cfg: &DbConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        connect_timeout: Duration,
+    ) -> Result<(DbHandle, Receiver<DbMessage>, Resume), DbError> {
+        start::start(cfg, wake, connect_timeout, true)
     }
 
     /// Applies pending migrations (`cryptoworker migrate`); returns the file names applied now.
@@ -252,6 +267,21 @@ impl DbHandle {
         {
             log::warn!("[DB] Reader queue full; request {coin}/{request_id} not marked gone");
         }
+    }
+
+    /// Cluster mode: whether this node ingests now (it leads). A follower's writers open no
+    /// connection and its listener follows no wallet or request (the reader serves resumes and
+    /// fill-ins either way); a writer already connected stays so, to store what was submitted.
+    pub fn set_ingesting(&self, on: bool) {
+        self.shared.ingesting.store(on, Ordering::Release);
+    }
+
+    /// Cluster mode: the fencing term this node leads with, from the elector's takeover (0 when
+    /// it stops leading). Every writer transaction checks it against the database's term and
+    /// drops the batch when they differ (docs/cluster.md, "Fencing"). No effect outside cluster
+    /// mode.
+    pub fn set_lead_term(&self, term: u64) {
+        self.shared.set_lead_term(term);
     }
 
     /// The live counters.

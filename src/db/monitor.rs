@@ -34,6 +34,9 @@ pub(crate) struct Supervisor {
     pub shared: Arc<Shared>,
     /// The lock connection, already locked and migrated when `Db::start` reached the database.
     pub client: Option<Client>,
+    /// Cluster mode: the elector's session holds the writer lock and the epoch is the
+    /// database's, so the supervisor neither locks nor stores the epoch.
+    pub cluster: bool,
 }
 
 impl Supervisor {
@@ -101,16 +104,17 @@ impl Supervisor {
             Some(c) if !c.is_closed() => c,
             _ => connect(&self.pg)?,
         };
-        match try_lock(&mut c) {
-            Ok(true) => {}
-            Ok(false) => {
+        match self.cluster || try_lock(&mut c)? {
+            true => {}
+            false => {
                 self.client = Some(c);
                 return Ok(false);
             }
-            Err(e) => return Err(e.into()),
         }
         migrate::run(&mut c).map_err(AcquireError::Migration)?;
-        store_epoch(&mut c, &self.shared.epoch)?;
+        if !self.cluster {
+            store_epoch(&mut c, &self.shared.epoch)?;
+        }
         self.client = Some(c);
         Ok(true)
     }
@@ -163,7 +167,7 @@ impl Listener {
     pub fn run(self) {
         let mut backoff = reconnect_backoff(Duration::from_millis(500));
         while !self.shared.stopping() {
-            if !self.shared.ready() {
+            if !self.shared.ready() || !self.shared.ingesting() {
                 self.shared.nap(Duration::from_millis(100));
                 continue;
             }
@@ -181,7 +185,7 @@ impl Listener {
         backoff.reset();
         self.send_wallets(&mut c)?;
         self.send_requests(&mut c)?;
-        while !self.shared.stopping() {
+        while !self.shared.stopping() && self.shared.ingesting() {
             let (mut wallets, mut requests) = (false, false);
             let mut mark = |payload: &str| match payload {
                 "wallets" => wallets = true,

@@ -7,6 +7,7 @@
 //! older event replayed after a newer one never regresses a row (a request's `confirmations`
 //! likewise follow the newest event that carried a count); chain tips only grow.
 
+use super::fence::{may_write, stored_term};
 use super::rows::Batch;
 use postgres::types::ToSql;
 use postgres::{Client, Statement, Transaction};
@@ -188,19 +189,38 @@ impl Statements {
     }
 }
 
-/// Writes a whole batch in one transaction.
+/// What became of a batch handed to [`write_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Committed.
+    Committed,
+    /// Not written: the database's term (`None`: no row) is not the one the node leads with.
+    Fenced(Option<i64>),
+}
+
+/// Writes a whole batch in one transaction. With `fence` (cluster mode: the term the node leads
+/// with, 0 when it does not lead) the transaction first checks the stored term and writes
+/// nothing unless it matches (see [`super::fence`]).
 pub(crate) fn write_batch(
     client: &mut Client,
     st: &Statements,
     b: &Batch,
-) -> Result<(), postgres::Error> {
+    fence: Option<u64>,
+) -> Result<Written, postgres::Error> {
     let mut tx = client.transaction()?;
+    if let Some(leading) = fence {
+        let stored = stored_term(&mut tx)?;
+        if !may_write(stored, leading) {
+            tx.rollback()?;
+            return Ok(Written::Fenced(stored));
+        }
+    }
     write_events(&mut tx, st, b)?;
     write_txs(&mut tx, st, b)?;
     write_verified(&mut tx, st, b)?;
     write_tips(&mut tx, st, b)?;
     write_payments(&mut tx, st, b)?;
-    tx.commit()
+    tx.commit().map(|()| Written::Committed)
 }
 
 /// A column of the batch.

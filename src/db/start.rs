@@ -20,7 +20,7 @@ use crate::event::new_epoch;
 use crossbeam_channel::{Receiver, bounded};
 use postgres::Client;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ pub(super) fn start(
     cfg: &DbConfig,
     wake: Arc<dyn Fn() + Send + Sync>,
     connect_timeout: Duration,
+    cluster: bool,
 ) -> Result<(DbHandle, Receiver<DbMessage>, Resume), DbError> {
     validate(cfg)?;
     let pg = conn::pg_config(&cfg.url)?;
@@ -41,26 +42,27 @@ pub(super) fn start(
     if scan.lines > 0 {
         log::info!("[DB] Spool holds {} events from a previous run", scan.lines);
     }
-    let (client, resume) = first_contact(&pg, connect_timeout, &scan)?;
+    let (client, resume) = first_contact(&pg, connect_timeout, &scan, cluster)?;
     let stats = Arc::new(DbStats::default());
     stats.enabled.store(true, Ordering::Relaxed);
     stats.connected.store(client.is_some(), Ordering::Release);
     let (msg_tx, msg_rx) = bounded(MESSAGE_CAPACITY);
-    let shared = Arc::new(Shared::new(
-        stats,
-        resume.epoch.as_str().into(),
-        msg_tx.clone(),
-        wake,
-    ));
+    let mut shared = Shared::new(stats, resume.epoch.as_str().into(), msg_tx.clone(), wake);
+    if cluster {
+        shared.lead_term = Some(AtomicU64::new(0));
+    }
+    let shared = Arc::new(shared);
     shared.durable_seq.store(resume.last_seq, Ordering::Release);
+    shared.ingesting.store(!cluster, Ordering::Release);
     if client.is_some() {
         shared.tell(DbMessage::Connected(true));
     }
-    let handle = spawn_all(cfg, pg, client, spool, shared.clone(), msg_tx).inspect_err(|_| {
-        shared.set_deadline(std::time::Instant::now());
-        shared.stop.store(true, Ordering::Release);
-        shared.closing.store(true, Ordering::Release);
-    })?;
+    let handle =
+        spawn_all(cfg, pg, client, spool, shared.clone(), msg_tx, cluster).inspect_err(|_| {
+            shared.set_deadline(std::time::Instant::now());
+            shared.stop.store(true, Ordering::Release);
+            shared.closing.store(true, Ordering::Release);
+        })?;
     log::info!(
         "[DB] Persistence started: epoch {}, last seq {}, {} writers, batches of {}",
         resume.epoch,
@@ -87,19 +89,23 @@ fn validate(cfg: &DbConfig) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Connects once; reachable: lock, migrate, read the resume point.
+/// Connects once; reachable: lock (not in cluster mode: the elector holds the lock there),
+/// migrate, read the resume point.
 fn first_contact(
     pg: &postgres::Config,
     connect_timeout: Duration,
     scan: &SpoolScan,
+    cluster: bool,
 ) -> Result<(Option<Client>, Resume), DbError> {
     let mut first = pg.clone();
     first.connect_timeout(connect_timeout.max(Duration::from_millis(100)));
     match conn::connect(&first) {
         Ok(mut c) => {
-            conn::lock_or_fail(&mut c)?;
+            if !cluster {
+                conn::lock_or_fail(&mut c)?;
+            }
             migrate::run(&mut c)?;
-            let resume = read_resume(&mut c, scan).map_err(|e| {
+            let resume = read_resume(&mut c, scan, cluster).map_err(|e| {
                 DbError::Query(format!("reading the resume point: {}", describe(&e)))
             })?;
             Ok((Some(c), resume))
@@ -126,14 +132,19 @@ fn first_contact(
 }
 
 /// The stored epoch (or a new one, stored), its last seq (database and spool) and the tips.
-fn read_resume(c: &mut Client, scan: &SpoolScan) -> Result<Resume, postgres::Error> {
-    let stored: Option<String> =
-        match c.query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[])? {
-            Some(r) => r.try_get(0)?,
-            None => None,
-        };
+/// In cluster mode nodes may start together: a new epoch is stored only if none is, and every
+/// node reads back the one that won.
+fn read_resume(c: &mut Client, scan: &SpoolScan, cluster: bool) -> Result<Resume, postgres::Error> {
+    let stored = read_epoch(c)?;
     let epoch = match stored {
         Some(e) => e,
+        None if cluster => {
+            c.execute(
+                "INSERT INTO worker_state (id, epoch) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                &[&new_epoch()],
+            )?;
+            read_epoch(c)?.unwrap_or_else(new_epoch)
+        }
         None => {
             let e = new_epoch();
             store_epoch(c, &e)?;
@@ -157,6 +168,13 @@ fn read_resume(c: &mut Client, scan: &SpoolScan) -> Result<Resume, postgres::Err
         tips,
         recent: read_recent(c)?,
     })
+}
+
+fn read_epoch(c: &mut Client) -> Result<Option<String>, postgres::Error> {
+    match c.query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[])? {
+        Some(r) => r.try_get(0),
+        None => Ok(None),
+    }
 }
 
 /// The identities (name, coin, wallet and the fields de-duplication compares) of the newest
@@ -202,6 +220,7 @@ fn spawn_all(
     spool: Spool,
     shared: Arc<Shared>,
     messages: crossbeam_channel::Sender<DbMessage>,
+    cluster: bool,
 ) -> Result<DbHandle, DbError> {
     let (intake_tx, intake_rx) = bounded(INTAKE_CAPACITY);
     let (writer_tx, writer_rx) = bounded((cfg.pool_size * cfg.batch_size * 2).clamp(1024, 65_536));
@@ -213,6 +232,7 @@ fn spawn_all(
         pg: pg.clone(),
         shared: shared.clone(),
         client,
+        cluster,
     };
     others.push(spawn("cw-db-supervisor".into(), move || sup.run())?);
     let lis = Listener {

@@ -27,6 +27,9 @@ pub struct DbStats {
     pub dropped: AtomicU64,
     /// Events the database rejected even when written alone (logged at error level).
     pub failed: AtomicU64,
+    /// Cluster mode: events not written because the node no longer leads (the database's
+    /// fencing term moved on, docs/cluster.md, "Fencing"); never spooled nor retried.
+    pub fenced: AtomicU64,
     /// Transactions committed by the writer pool.
     pub batches: AtomicU64,
     /// Commit latency of writer transactions (begin to commit acknowledged).
@@ -50,6 +53,8 @@ pub struct DbStatsSnapshot {
     pub dropped: u64,
     /// See [`DbStats::failed`].
     pub failed: u64,
+    /// See [`DbStats::fenced`].
+    pub fenced: u64,
     /// See [`DbStats::batches`].
     pub batches: u64,
 }
@@ -66,6 +71,7 @@ impl DbStats {
             spooled: r(&self.spooled),
             dropped: r(&self.dropped),
             failed: r(&self.failed),
+            fenced: r(&self.fenced),
             batches: r(&self.batches),
         }
     }

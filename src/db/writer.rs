@@ -2,15 +2,17 @@
 //! to `DB_BATCH_SIZE - 1` more with `try_recv`, and writes the batch in one transaction.
 //!
 //! Invariants: a writer takes jobs only while the database is ready (lock held, schema current)
-//! and its own connection is up; no job is ever dropped: a batch is committed, or handed back to
+//! and its own connection is up; no job is dropped silently: a batch is committed, or handed back to
 //! the dispatcher ([`Feedback::Returned`]) to be spooled, or, when the database rejects an event
-//! even on its own, logged at error level and counted in `failed`. After the shutdown deadline a
+//! even on its own, logged at error level and counted in `failed`, or, in cluster mode, when the
+//! database's fencing term is not the one this node leads with, dropped and counted in `fenced`
+//! (a newer leader owns those seqs; docs/cluster.md, "Fencing"). After the shutdown deadline a
 //! writer writes nothing more and hands back everything it gets.
 
 use super::conn::{Shared, connect, reconnect_backoff};
 use super::error::{Failure, classify, describe};
 use super::rows::Batch;
-use super::sql::{Statements, write_batch};
+use super::sql::{Statements, Written, write_batch};
 use super::stats::DbStats;
 use crate::event::Published;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -68,6 +70,10 @@ pub(crate) struct Writer {
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Attempts at a batch that hit a deadlock or serialization failure.
 const RETRIES: u32 = 3;
+/// Cluster mode: a writer transaction left idle (its node partitioned or stalled mid-batch) is
+/// ended by the server after 5 s, so the `FOR SHARE` lock it holds on the fencing term cannot
+/// hold a new leader's term bump for longer (docs/cluster.md, "Fencing").
+const CLUSTER_SESSION: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 impl Writer {
     /// The thread body.
@@ -78,7 +84,7 @@ impl Writer {
         loop {
             let usable = self.shared.ready() && !self.shared.past_deadline();
             let broken = conn.as_ref().is_none_or(|(c, _)| c.is_closed());
-            if usable && broken && Instant::now() >= retry_at {
+            if usable && broken && self.shared.ingesting() && Instant::now() >= retry_at {
                 conn = self.open();
                 match conn {
                     Some(_) => backoff.reset(),
@@ -147,8 +153,12 @@ impl Writer {
 
     /// Opens and prepares a connection; logs and returns `None` on failure.
     fn open(&self) -> Option<(Client, Statements)> {
+        let cluster = self.shared.lead_term.is_some();
         let setup = |c: &mut Client| {
             c.batch_execute("SET cryptoworker.writer = 'on'")?;
+            if cluster {
+                c.batch_execute(CLUSTER_SESSION)?;
+            }
             Statements::prepare(c)
         };
         match connect(&self.pg).and_then(|mut c| setup(&mut c).map(|s| (c, s))) {
@@ -195,11 +205,16 @@ impl Writer {
             return true;
         }
         let batch = Batch::build(jobs.iter().map(|j| &*j.ev));
+        let fence = self.shared.fence_term();
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            match write_batch(client, st, &batch) {
-                Ok(()) => {
+            match write_batch(client, st, &batch, fence) {
+                Ok(Written::Fenced(stored)) => {
+                    self.fenced(&jobs, stored, fence);
+                    return true;
+                }
+                Ok(Written::Committed) => {
                     self.shared.stats.commit_latency.record(started.elapsed());
                     self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.shared
@@ -240,11 +255,18 @@ impl Writer {
 
     /// Writes each job in its own transaction (after a data error), isolating the bad ones.
     fn write_singly(&self, client: &mut Client, st: &Statements, jobs: Vec<WJob>) -> bool {
+        let fence = self.shared.fence_term();
         let mut rest = jobs.into_iter();
         while let Some(job) = rest.next() {
             let batch = Batch::build([&*job.ev]);
-            match write_batch(client, st, &batch) {
-                Ok(()) => {}
+            match write_batch(client, st, &batch, fence) {
+                Ok(Written::Committed) => {}
+                Ok(Written::Fenced(stored)) => {
+                    let mut dropped = vec![job];
+                    dropped.extend(rest);
+                    self.fenced(&dropped, stored, fence);
+                    return true;
+                }
                 Err(e) if classify(&e) == Failure::Data => self.reject(&job, &e),
                 Err(e) => {
                     log::warn!(
@@ -273,12 +295,37 @@ impl Writer {
         self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Accounting for jobs that are done (committed, or rejected for good).
-    fn committed(&self, jobs: &[WJob]) {
+    /// Cluster mode: the batch was not written because the database's term is not the one this
+    /// node leads with. It is dropped for good (a newer leader owns these seqs), never spooled
+    /// or retried; one warning per streak.
+    fn fenced(&self, jobs: &[WJob], stored: Option<i64>, leading: Option<u64>) {
         let stats = &self.shared.stats;
-        stats
+        stats.fenced.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        if !self.shared.fenced_warned.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "[DB] Not leader any more (database term {}, this node's {}): {} events from \
+                 seq {} dropped, not stored",
+                stored.map_or("none".to_string(), |t| t.to_string()),
+                leading.unwrap_or(0),
+                jobs.len(),
+                jobs.first().map_or(0, |j| j.ev.seq)
+            );
+        }
+        self.done(jobs);
+    }
+
+    /// Accounting for jobs that are committed, or rejected for good.
+    fn committed(&self, jobs: &[WJob]) {
+        self.shared
+            .stats
             .written
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        self.done(jobs);
+    }
+
+    /// Accounting for jobs that leave the writers for good (committed, rejected or fenced).
+    fn done(&self, jobs: &[WJob]) {
+        let stats = &self.shared.stats;
         let live: Vec<u64> = jobs
             .iter()
             .filter(|j| j.origin == Origin::Live)

@@ -92,6 +92,15 @@ impl Gate {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// Forgets the events the database intake has not accepted yet (a cluster node that stopped
+    /// leading must not store events it sequenced: its successor numbers from what is stored);
+    /// returns how many.
+    pub fn drop_unsubmitted(&mut self) -> usize {
+        let dropped = self.unsubmitted();
+        self.held.truncate(self.submitted);
+        dropped
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +115,24 @@ mod tests {
 
     fn seqs(v: &[Arc<Published>]) -> Vec<u64> {
         v.iter().map(|p| p.seq).collect()
+    }
+
+    #[test]
+    fn dropping_the_unsubmitted_keeps_the_submitted() {
+        let mut g = Gate::new(100);
+        for seq in 1..=5 {
+            g.hold(ev(seq));
+        }
+        let mut offered = 0;
+        g.submit(|_| {
+            offered += 1;
+            offered <= 2
+        });
+        assert_eq!(g.drop_unsubmitted(), 3);
+        assert_eq!((g.len(), g.unsubmitted()), (2, 0));
+        let mut out = Vec::new();
+        g.release(5, &mut out);
+        assert_eq!(seqs(&out), [1, 2]);
     }
 
     #[test]

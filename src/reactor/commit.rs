@@ -78,8 +78,12 @@ impl Reactor {
         }
         let mut out = Vec::new();
         self.gate.release(durable, &mut out);
-        for p in out {
-            self.deliver(p);
+        if self.cluster.is_some() {
+            self.cluster_append(out, std::time::Instant::now());
+        } else {
+            for p in out {
+                self.deliver(p);
+            }
         }
         if !self.daemons.paused.is_empty() && self.gate.has_room() {
             log::info!("[WORKER] Database caught up; reading daemons again");
@@ -90,7 +94,7 @@ impl Reactor {
 
     /// Makes a sequenced event visible: ring, handlers, and staged for the matching client
     /// groups ([`Reactor::commit_fanout`] queues it at the next commit point).
-    fn deliver(&mut self, p: Arc<Published>) {
+    pub(super) fn deliver(&mut self, p: Arc<Published>) {
         self.pipeline.release(&p);
         self.metrics.event_published(&p.meta.coin, &p.meta.name);
         if let Some((h, count)) = &self.handlers

@@ -128,6 +128,17 @@ impl Daemons {
         }
     }
 
+    /// No daemon: a cluster follower's (it creates them when it leads).
+    pub fn none() -> Daemons {
+        Daemons {
+            list: Vec::new(),
+            carry: Vec::new(),
+            paused: Vec::new(),
+            resolved: crossbeam_channel::unbounded(),
+            actions: Vec::new(),
+        }
+    }
+
     /// Every daemon as an event source.
     pub fn sources(&self) -> impl Iterator<Item = &dyn EventSource> {
         self.list.iter().map(|d| d as &dyn EventSource)

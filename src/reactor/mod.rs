@@ -20,7 +20,8 @@
 //! `pipeline` (sequencing, ring); the `timers`; the `turn`'s client work lists (dirty, carried
 //! over, to flush again); the commit's reused `fanout_buffers` (`commit`); and, with a database,
 //! `db` (handle, message channel, counters), the durability `gate` and the event-log `reads` in
-//! flight (`persist`).
+//! flight (`persist`); in cluster mode, the `cluster` part (`cluster`: the cluster threads and
+//! this node's delivery order; daemons exist only while the node leads).
 //!
 //! Invariants: nothing here blocks (no DNS, database, file I/O or blocking channel send); every
 //! per-client queue is bounded; a connection's writable interest is registered exactly while its
@@ -32,6 +33,7 @@ pub mod conn_id;
 pub mod timers;
 
 mod clients;
+mod cluster;
 mod commit;
 mod daemons;
 mod persist;
@@ -101,6 +103,8 @@ enum TimerOwner {
     Resume(u64),
     /// Retry `accept` after it failed (EMFILE and friends).
     Accept,
+    /// The cluster's event-log fill-in asks again.
+    ClusterRetry,
     Shutdown,
 }
 
@@ -136,6 +140,8 @@ pub struct Reactor {
     gate: Gate,
     /// Event-log reads in flight for sessions.
     reads: persist::EventLogReads,
+    /// Cluster mode (`REDIS_URL`): the cluster threads and this node's delivery state.
+    cluster: Option<cluster::ClusterPart>,
 }
 
 /// The per-turn client work lists (slab keys; each list keeps its allocation across turns).
@@ -178,7 +184,22 @@ impl Reactor {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
         let mut timers = Timers::default();
-        let daemons = Daemons::new(&config, &parts.tips, &parts.metrics, now, &mut timers);
+        let cluster = match (&config.cluster, &config.db) {
+            (Some(cfg), Some(db)) => Some(cluster::ClusterPart::start(
+                cfg,
+                &db.url,
+                parts.epoch.clone(),
+                parts.last_seq,
+                parts.tips.clone(),
+                parts.waker.clone(),
+            )?),
+            _ => None,
+        };
+        let daemons = if cluster.is_some() {
+            Daemons::none() // created when this node leads
+        } else {
+            Daemons::new(&config, &parts.tips, &parts.metrics, now, &mut timers)
+        };
         let known_coins = config.coins.iter().map(|c| c.coin.clone()).collect();
         Ok(Reactor {
             poll: parts.poll,
@@ -206,6 +227,7 @@ impl Reactor {
                 .map(|(handle, messages)| persist::Persistence::new(handle, messages)),
             gate: Gate::new(GATE_LIMIT),
             reads: Default::default(),
+            cluster,
         })
     }
 
@@ -303,6 +325,7 @@ impl Reactor {
             self.daemon_resolved(i, result, now);
         }
         self.on_db_messages(now);
+        self.on_cluster_messages(now);
     }
 
     fn on_timer(&mut self, owner: TimerOwner, now: Instant) {
@@ -318,6 +341,7 @@ impl Reactor {
                     self.accept(now);
                 }
             }
+            TimerOwner::ClusterRetry => self.cluster_retry(now),
             TimerOwner::Shutdown => {}
         }
     }
@@ -372,6 +396,7 @@ impl Reactor {
             log::info!("[WORKER] Flushing the database queue");
             db.handle.shutdown(Duration::from_secs(10));
         }
+        self.stop_cluster();
         log::info!("[WORKER] Stopped after {} events", self.pipeline.published);
     }
 }

@@ -48,6 +48,14 @@ pub(super) struct EventLogReads {
     last_query: u64,
 }
 
+impl EventLogReads {
+    /// A fresh query id (shared with the cluster's event-log fill-ins).
+    pub(super) fn next_query_id(&mut self) -> u64 {
+        self.last_query += 1;
+        self.last_query
+    }
+}
+
 /// An event-log read in flight for a session.
 #[derive(Debug)]
 pub(super) struct PendingRead {
@@ -65,9 +73,23 @@ impl Reactor {
         };
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                DbMessage::Wallets(list) => self.db_wallets(&list, now),
-                DbMessage::Requests(list) => self.db_requests(&list, now),
-                DbMessage::Events { query_id, result } => self.resume_answer(query_id, result),
+                DbMessage::Wallets(list) => {
+                    self.db_wallets(&list, now);
+                    self.cluster_remember_wallets(list);
+                }
+                DbMessage::Requests(list) => {
+                    self.db_requests(&list, now);
+                    self.cluster_remember_requests(list);
+                }
+                DbMessage::Events { query_id, result } => {
+                    if self.cluster.is_none() {
+                        self.resume_answer(query_id, result)
+                    } else if !self.cluster_log_answer(query_id, &result, now) {
+                        // A reply must not overtake events a cluster fill-in staged.
+                        self.commit_fanout(now);
+                        self.resume_answer(query_id, result)
+                    }
+                }
                 DbMessage::Connected(up) => {
                     log::info!(
                         "[WORKER] Database {}",
@@ -83,7 +105,7 @@ impl Reactor {
     }
 
     /// The full set of watched wallets: every coin's core takes its own.
-    fn db_wallets(&mut self, list: &[WatchedWallet], now: Instant) {
+    pub(super) fn db_wallets(&mut self, list: &[WatchedWallet], now: Instant) {
         for i in 0..self.daemons.len() {
             self.with_core(i, now, |core, out| core.on_db_wallets(list, now, out));
         }
@@ -91,7 +113,7 @@ impl Reactor {
 
     /// The full set of open payment requests (the database is authoritative): every coin's core
     /// takes its own.
-    fn db_requests(&mut self, list: &[PaymentRequest], now: Instant) {
+    pub(super) fn db_requests(&mut self, list: &[PaymentRequest], now: Instant) {
         for i in 0..self.daemons.len() {
             self.with_core(i, now, |core, out| core.on_db_requests(list, now, out));
         }
@@ -107,8 +129,7 @@ impl Reactor {
         up_to: u64,
         now: Instant,
     ) {
-        self.reads.last_query += 1;
-        let query_id = self.reads.last_query;
+        let query_id = self.reads.next_query_id();
         if let Some(db) = &self.db {
             db.handle
                 .query_events(query_id, &self.pipeline.epoch, after, up_to);

@@ -17,7 +17,7 @@ impl Reactor {
             daemons.insert(s.name().to_string(), s.status());
         }
         let db = self.db_gauges();
-        json!({
+        let mut status = json!({
             "running": self.shutdown_deadline.is_none(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
@@ -35,7 +35,11 @@ impl Reactor {
                 "spooled": db.db_spooled,
                 "awaiting_durability": db.awaiting_durability,
             },
-        })
+        });
+        if let (Some(c), Value::Object(map)) = (&self.cluster, &mut status) {
+            map.insert("cluster".into(), c.node.status.to_json());
+        }
+        status
     }
 
     fn db_gauges(&self) -> Gauges {
@@ -57,17 +61,23 @@ impl Reactor {
                     db_written: s.written,
                     db_spooled: s.spooled,
                     db_dropped: s.dropped,
+                    db_fenced: s.fenced,
                     ..Gauges::default()
                 }
             })
         }
     }
 
-    /// Whether the worker is ready: a daemon connected and the database (if on) reachable.
+    /// Whether the worker is ready: a daemon connected and the database (if on) reachable; a
+    /// cluster follower instead while it receives the stream (no gap being filled).
     fn is_ready(&self) -> bool {
         let g = self.db_gauges();
+        let db_ok = !g.db_enabled || g.db_connected;
+        if let Some(c) = self.cluster.as_ref().filter(|c| !c.node.is_leading()) {
+            return db_ok && c.receiving();
+        }
         let daemon_up = self.daemons.sources().any(|s| s.connected());
-        daemon_up && (!g.db_enabled || g.db_connected)
+        daemon_up && db_ok
     }
 
     /// Answers a plain HTTP GET.
@@ -98,7 +108,11 @@ impl Reactor {
                         &[("WWW-Authenticate", "Bearer")],
                     );
                 }
-                let body = self.metrics.render(&self.db_gauges());
+                let mut body = self.metrics.render(&self.db_gauges());
+                if let Some(c) = &self.cluster {
+                    body.push_str(&c.node.status.render_metrics());
+                    body.push_str(&c.render_metrics());
+                }
                 response(200, "text/plain; version=0.0.4", body.as_bytes(), &[])
             }
             "/" => response(200, "text/html; charset=utf-8", DASHBOARD.as_bytes(), &[]),

@@ -18,16 +18,7 @@ struct Harness {
 }
 
 fn harness(wallets: &[&str], enrich: bool) -> Harness {
-    let config = CoinConfig {
-        coin: "BTC".into(),
-        family: Family::Btc,
-        host: "btc.invalid".into(),
-        port: 5000,
-        login: "l".into(),
-        password: "p".into(),
-        network: "mainnet".into(),
-        wallets: wallets.iter().map(|w| w.to_string()).collect(),
-    };
+    let config = CoinConfig::test_btc(wallets);
     let metrics = Arc::new(Metrics::default());
     Harness {
         core: CoinCore::new(&config, enrich, Some(100), metrics.clone()),

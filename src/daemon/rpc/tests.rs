@@ -209,7 +209,6 @@ fn the_window_bounds_calls_in_flight_and_the_rest_wait_in_order() {
             .register(stream, Token(slot), interest)
             .unwrap();
     }
-    let started = Instant::now();
     let mut answered: Vec<u32> = run(&mut pool, &mut poll, addr, 12)
         .into_iter()
         .map(|d| {
@@ -217,13 +216,8 @@ fn the_window_bounds_calls_in_flight_and_the_rest_wait_in_order() {
             d.purpose
         })
         .collect();
-    // 12 calls over 4 connections at 20 ms each: 3 rounds, not 12.
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+    // The 4 connections served calls at the same time, and never more than 4.
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 4);
     answered.sort_unstable();
     assert_eq!(answered, (0..12).collect::<Vec<_>>(), "each answered once");
     assert_eq!(pool.pending(), 0);
