@@ -4,15 +4,12 @@
 //! behind the trimmed stream, and a Redis outage that the leader rides out and the followers
 //! catch up from with no gap.
 
-#[path = "common/pg.rs"]
-mod pg;
-#[path = "cluster_support/mod.rs"]
-mod support;
+mod common;
 
 use cryptoworker::cluster::{Action, ClusterMessage, Delivery, Entry, Role};
 use cryptoworker::db::{Db, WRITER_LOCK_KEY};
 use std::time::{Duration, Instant};
-use support::{Keys, Node, PrivateRedis, SHARED_REDIS, config, unique_prefix};
+use common::cluster::{Keys, Node, PrivateRedis, SHARED_REDIS, config, unique_prefix};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -48,8 +45,8 @@ fn wait_entries_to(node: &mut Node, seq: u64) {
 }
 
 /// A migrated database whose epoch `ep-t` has seq 1 and 2 stored.
-fn database_with_two_events() -> pg::TestDb {
-    let db = pg::TestDb::create();
+fn database_with_two_events() -> common::pg::TestDb {
+    let db = common::pg::TestDb::create();
     Db::migrate(&db.url).expect("migrations");
     db.client()
         .batch_execute(
@@ -167,7 +164,7 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
 
 #[test]
 fn a_follower_behind_the_trimmed_stream_is_told_to_fill_from_the_log() {
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     let prefix = unique_prefix("behind");
     let _keys = Keys {
         url: SHARED_REDIS.into(),
@@ -216,7 +213,7 @@ fn a_follower_behind_the_trimmed_stream_is_told_to_fill_from_the_log() {
 
 #[test]
 fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap() {
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     let mut redis = PrivateRedis::start();
     let url = redis.url();
     let prefix = unique_prefix("outage");
@@ -268,7 +265,7 @@ fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap()
 
 #[test]
 fn a_leader_that_steps_down_hands_over_to_a_follower() {
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     let prefix = unique_prefix("stepdown");
     let _keys = Keys {
         url: SHARED_REDIS.into(),
@@ -326,7 +323,7 @@ fn leader_child_process() {
 
 #[test]
 fn a_sigkilled_leader_is_replaced_within_5s() {
-    let db = pg::TestDb::create();
+    let db = common::pg::TestDb::create();
     let prefix = unique_prefix("sigkill");
     let _keys = Keys {
         url: SHARED_REDIS.into(),
@@ -341,9 +338,9 @@ fn a_sigkilled_leader_is_replaced_within_5s() {
         .spawn()
         .expect("child leader");
     let mut child = KillOnDrop(child);
-    let mut redis = support::connect(SHARED_REDIS);
+    let mut redis = common::cluster::connect(SHARED_REDIS);
     let leader_key = format!("{prefix}leader");
-    support::wait_until("the child to claim the lead", WAIT, || {
+    common::cluster::wait_until("the child to claim the lead", WAIT, || {
         redis
             .command(&["GET", &leader_key])
             .ok()

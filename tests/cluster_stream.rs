@@ -2,13 +2,12 @@
 //! itself refuses a seq at or below the top; a deposed node appends nothing), approximate
 //! trimming and its detection, and a Redis that is killed and comes back empty.
 
-#[path = "cluster_support/mod.rs"]
-mod support;
+mod common;
 
 use cryptoworker::cluster::redis::RedisError;
 use cryptoworker::cluster::stream::{self, Entry, StreamError, Target};
 use std::time::Duration;
-use support::{Keys, PrivateRedis, SHARED_REDIS, connect, unique_prefix};
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, connect, unique_prefix};
 
 fn entries(epoch: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<Entry> {
     seqs.into_iter()

@@ -10,8 +10,6 @@
 //! ([`Cluster`], [`Load`], [`spawn_reader`]) lives here; the rest is `tests/common`.
 
 mod common;
-#[path = "cluster_support/mod.rs"]
-mod support;
 
 use common::events::{index_of, probe};
 use common::metrics::metric;
@@ -27,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 
 /// Nodes per cluster.
 const NODES: usize = 3;

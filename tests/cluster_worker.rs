@@ -7,8 +7,6 @@
 //! the daemon queued during the failover, and nothing the old leader had sent.
 
 mod common;
-#[path = "cluster_support/mod.rs"]
-mod support;
 
 use common::events::{block, index_of, transaction};
 use common::pg::{TempDir, TestDb};
@@ -16,7 +14,7 @@ use common::{QUIET, Sim, Worker, WorkerBuilder, WsClient, deadline, star_client,
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use support::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 
 /// The product's failover bound.
 const FAILOVER_LIMIT_S: f64 = 5.0;

@@ -22,6 +22,7 @@
 //! `dead_code` and `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod daemon;
 pub mod events;
 pub mod http;
