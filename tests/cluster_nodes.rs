@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::cluster::{Keys, Node, PrivateRedis, SHARED_REDIS, config, unique_prefix};
 use cryptoworker::cluster::{Action, ClusterMessage, Delivery, Entry, Role};
 use cryptoworker::db::{Db, WRITER_LOCK_KEY};
 use std::time::{Duration, Instant};
-use common::cluster::{Keys, Node, PrivateRedis, SHARED_REDIS, config, unique_prefix};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, connect, unique_prefix};
 use cryptoworker::cluster::redis::RedisError;
 use cryptoworker::cluster::stream::{self, Entry, StreamError, Target};
 use std::time::Duration;
-use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, connect, unique_prefix};
 
 fn entries(epoch: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<Entry> {
     seqs.into_iter()

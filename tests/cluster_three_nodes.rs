@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 use common::events::{index_of, probe};
 use common::metrics::metric;
 use common::pg::{TempDir, TestDb};
@@ -25,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 
 /// Nodes per cluster.
 const NODES: usize = 3;

@@ -8,13 +8,13 @@
 
 mod common;
 
+use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 use common::events::{block, index_of, transaction};
 use common::pg::{TempDir, TestDb};
 use common::{QUIET, Sim, Worker, WorkerBuilder, WsClient, deadline, star_client, wait_until};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
 
 /// The product's failover bound.
 const FAILOVER_LIMIT_S: f64 = 5.0;
@@ -219,23 +219,57 @@ fn a_redis_outage_keeps_the_leaders_clients_served_and_the_follower_catches_up()
     assert_eq!(role(&b), "follower");
 }
 
-#[test]
-fn a_leader_stopped_with_sigterm_hands_over_with_no_gap() {
+/// Two nodes on one simulator, database and key prefix: `a` leads with its daemon connected,
+/// `b` follows and receives the stream. Bind every field (`_keys`, `_spools` too): an unbound
+/// field would be dropped at once, deleting the keys or spool directories under running nodes.
+struct Pair {
+    sim: Sim,
+    db: TestDb,
+    a: Worker,
+    b: Worker,
+    _keys: Keys,
+    _spools: (TempDir, TempDir),
+}
+
+fn leader_then_follower(tag: &str) -> Pair {
     let sim = Sim::start("btc", QUIET);
     let db = TestDb::create();
-    let prefix = unique_prefix("sigterm");
-    let _keys = Keys {
+    let prefix = unique_prefix(tag);
+    let keys = Keys {
         url: SHARED_REDIS.into(),
         prefix: prefix.clone(),
     };
-    let (spool_a, spool_b) = (TempDir::new("term-a"), TempDir::new("term-b"));
-    let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
+    let spools = (
+        TempDir::new(&format!("{tag}-a")),
+        TempDir::new(&format!("{tag}-b")),
+    );
+    let mut a = node(&sim, &db, &prefix, "node-a", &spools.0);
     wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
     a.wait_connected(&["btc"], deadline(15.0));
-    let mut b = node(&sim, &db, &prefix, "node-b", &spool_b);
+    let b = node(&sim, &db, &prefix, "node-b", &spools.1);
     wait_until(deadline(15.0), "node-b receiving", || {
         b.get("/ready").status == 200
     });
+    Pair {
+        sim,
+        db,
+        a,
+        b,
+        _keys: keys,
+        _spools: spools,
+    }
+}
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_with_no_gap() {
+    let Pair {
+        sim,
+        db: _db,
+        mut a,
+        mut b,
+        _keys,
+        _spools,
+    } = leader_then_follower("sigterm");
     let (mut ca, from_a) = star_client(&a);
     let (mut cb, from_b) = star_client(&b);
     read_indexes(&mut ca, from_a, &emit(&sim, 0..10));
@@ -328,21 +362,14 @@ fn the_new_leader_recovers_what_the_daemon_queued_during_the_failover_and_nothin
 
 #[test]
 fn a_leader_that_loses_its_database_session_follows_and_its_clients_go_on() {
-    let sim = Sim::start("btc", QUIET);
-    let db = TestDb::create();
-    let prefix = unique_prefix("session");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
-    let (spool_a, spool_b) = (TempDir::new("session-a"), TempDir::new("session-b"));
-    let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
-    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
-    a.wait_connected(&["btc"], deadline(15.0));
-    let mut b = node(&sim, &db, &prefix, "node-b", &spool_b);
-    wait_until(deadline(15.0), "node-b receiving", || {
-        b.get("/ready").status == 200
-    });
+    let Pair {
+        sim,
+        db,
+        a,
+        mut b,
+        _keys,
+        _spools,
+    } = leader_then_follower("session");
     let (mut ca, from_a) = star_client(&a);
     let (mut cb, from_b) = star_client(&b);
     let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
