@@ -363,5 +363,4 @@ fn shorten(arg: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "args_tests.rs"]
 mod tests;

@@ -297,5 +297,4 @@ pub fn takeover(epoch: &str, db_last: u64, tail: &[Entry], top: Option<&Entry>) 
 }
 
 #[cfg(test)]
-#[path = "core_tests.rs"]
 mod tests;

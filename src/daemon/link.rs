@@ -511,7 +511,6 @@ pub(crate) fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-#[path = "link_tests.rs"]
 mod state_tests;
 
 #[cfg(test)]

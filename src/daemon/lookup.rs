@@ -182,5 +182,4 @@ impl LookupCache {
 }
 
 #[cfg(test)]
-#[path = "lookup_tests.rs"]
 mod tests;

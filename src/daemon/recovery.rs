@@ -268,5 +268,4 @@ impl Planner {
 }
 
 #[cfg(test)]
-#[path = "recovery_tests.rs"]
 mod tests;

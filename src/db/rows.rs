@@ -429,5 +429,4 @@ fn replace_nul(v: &mut Value) {
 }
 
 #[cfg(test)]
-#[path = "rows_tests.rs"]
 mod tests;

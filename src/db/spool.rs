@@ -307,5 +307,4 @@ fn scan(path: &Path) -> io::Result<SpoolScan> {
 }
 
 #[cfg(test)]
-#[path = "spool_tests.rs"]
 mod tests;

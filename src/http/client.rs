@@ -249,5 +249,4 @@ fn keep_alive(head: &ResponseHead, framing: super::body::Framing) -> bool {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

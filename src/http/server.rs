@@ -275,5 +275,4 @@ fn reason(status: u16) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "server_tests.rs"]
 mod tests;

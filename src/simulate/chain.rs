@@ -430,5 +430,4 @@ impl Chain {
 mod flows;
 
 #[cfg(test)]
-#[path = "chain_tests.rs"]
 mod tests;
