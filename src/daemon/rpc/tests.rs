@@ -80,7 +80,13 @@ fn run(pool: &mut RpcPool<u32>, poll: &mut Poll, addr: SocketAddr, n: usize) -> 
     let (mut done, mut registered) = (Vec::new(), Vec::new());
     let mut events = Events::with_capacity(16);
     while done.len() < n {
-        assert!(Instant::now() < deadline, "calls never completed");
+        assert!(
+            Instant::now() < deadline,
+            "calls never completed: {} of {n} done, {} in flight, {} queued",
+            done.len(),
+            pool.in_flight(),
+            pool.queued()
+        );
         pool.dispatch(Some(addr), &mut registered, &mut done);
         for slot in registered.drain(..) {
             let stream = pool.stream(slot).unwrap();
@@ -241,11 +247,13 @@ fn beyond_the_queue_bound_calls_fail_at_once() {
 }
 
 /// A keep-alive daemon answering each request with its own JSON-RPC id, one thread per
-/// connection; the first connection answers its `close_at`-th request (1-based) with
-/// `Connection: close` and closes, leaving what was pipelined behind it unanswered.
-/// Reports how many connections it accepted.
+/// connection. It answers a connection's first request at once and holds every later answer
+/// until `release` is set, so a test can look at the pool while nothing can come back. The first
+/// connection answers its `close_at`-th request (1-based) with `Connection: close` and closes,
+/// leaving what was pipelined behind it unanswered. Reports how many connections it accepted.
 fn echo_daemon(
     close_at: Option<usize>,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -256,10 +264,14 @@ fn echo_daemon(
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
             let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
+            let release = release.clone();
             std::thread::spawn(move || {
                 let mut served = 0;
                 while let Some(body) = read_request_body(&mut s) {
                     served += 1;
+                    while served > 1 && !release.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     let id = serde_json::from_slice::<Value>(&body).unwrap()["id"].clone();
                     let closing = first && close_at == Some(served);
                     let body = json!({"jsonrpc": "2.0", "id": id, "result": id}).to_string();
@@ -278,6 +290,14 @@ fn echo_daemon(
     (addr, seen)
 }
 
+/// Dispatches once (no new socket is expected) and returns the calls then in flight.
+fn dispatch_once(pool: &mut RpcPool<u32>, addr: SocketAddr) -> usize {
+    let (mut registered, mut done) = (Vec::new(), Vec::new());
+    pool.dispatch(Some(addr), &mut registered, &mut done);
+    assert!(registered.is_empty() && done.is_empty());
+    pool.in_flight()
+}
+
 /// Drives `pool` until `n` calls are done, registering new sockets; returns the answers and the
 /// most calls it ever had in flight.
 fn run_counting(
@@ -291,7 +311,13 @@ fn run_counting(
     let mut events = Events::with_capacity(64);
     let mut most = 0;
     while done.len() < n {
-        assert!(Instant::now() < deadline, "calls never completed");
+        assert!(
+            Instant::now() < deadline,
+            "calls never completed: {} of {n} done, {} in flight, {} queued",
+            done.len(),
+            pool.in_flight(),
+            pool.queued()
+        );
         pool.dispatch(Some(addr), &mut registered, &mut done);
         most = most.max(pool.in_flight());
         for slot in registered.drain(..) {
@@ -328,7 +354,8 @@ fn the_pool_shape_keeps_the_window_on_at_most_32_lookup_connections() {
 
 #[test]
 fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
-    let (addr, accepted) = echo_daemon(None);
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, accepted) = echo_daemon(None, release.clone());
     let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (2, 3));
     // Two calls first, so both connections are known to be kept alive.
     call(&mut pool, 0);
@@ -339,8 +366,15 @@ fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
     for purpose in 2..20 {
         call(&mut pool, purpose);
     }
+    // Nothing can be answered yet: the pool put 3 calls on each kept-alive connection.
+    assert_eq!(dispatch_once(&mut pool, addr), 6, "2 connections x depth 3");
+    assert_eq!(pool.queued(), 12);
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
     let (rest, most) = run_counting(&mut pool, &mut poll, addr, 18);
-    assert_eq!(most, 6, "2 connections x depth 3 in flight, never more");
+    assert!(
+        most <= 6,
+        "never more than 2 connections x depth 3 in flight: {most}"
+    );
     for d in first.into_iter().chain(rest) {
         // Ids are given in call order from 1, so call `p` has id `p + 1`.
         assert_eq!(
@@ -360,7 +394,8 @@ fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
 
 #[test]
 fn calls_pipelined_behind_a_closing_answer_are_sent_again_and_answered() {
-    let (addr, accepted) = echo_daemon(Some(2));
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, accepted) = echo_daemon(Some(2), release.clone());
     let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (1, 3));
     call(&mut pool, 0);
     let mut poll = Poll::new().unwrap();
@@ -369,8 +404,14 @@ fn calls_pipelined_behind_a_closing_answer_are_sent_again_and_answered() {
     for purpose in 1..4 {
         call(&mut pool, purpose);
     }
+    assert_eq!(
+        dispatch_once(&mut pool, addr),
+        3,
+        "three calls pipelined on the one connection"
+    );
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
     let (rest, most) = run_counting(&mut pool, &mut poll, addr, 3);
-    assert_eq!(most, 3, "three calls pipelined on the one connection");
+    assert!(most <= 3, "never more than depth 3 in flight: {most}");
     let mut answered: Vec<u32> = rest
         .into_iter()
         .map(|d| {
