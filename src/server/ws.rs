@@ -110,6 +110,22 @@ impl ServerWs {
     }
 }
 
+/// Encodes a masked client frame, as a client sends it (tests of the server side).
+#[cfg(test)]
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,21 +151,6 @@ mod tests {
             }
             Ok(got)
         }
-    }
-
-    /// Encodes a masked client frame.
-    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![0x80 | opcode];
-        if payload.len() < 126 {
-            f.push(0x80 | payload.len() as u8);
-        } else {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
     }
 
     fn read_all(ws: &mut ServerWs, sock: &mut Trickle, out: &mut Outbox) -> Vec<Incoming> {

@@ -64,20 +64,7 @@ const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConn
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A masked frame as a client sends it.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [7u8, 1, 9, 3];
-    let mut f = vec![0x80 | opcode];
-    if payload.len() < 126 {
-        f.push(0x80 | payload.len() as u8);
-    } else {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
+use crate::server::ws::client_frame;
 
 fn conn(now: Instant) -> ClientConn<Fake> {
     ClientConn::new(Fake::default(), [127, 0, 0, 1].into(), now, TIMEOUT)
