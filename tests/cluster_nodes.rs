@@ -63,10 +63,7 @@ fn database_with_two_events() -> common::pg::TestDb {
 fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
     let db = database_with_two_events();
     let prefix = unique_prefix("failover");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let mut a = Node::start(
         &config(SHARED_REDIS, &prefix, "a", 1000),
         &db.url,
@@ -166,10 +163,7 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
 fn a_follower_behind_the_trimmed_stream_is_told_to_fill_from_the_log() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("behind");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let mut a = Node::start(
         &config(SHARED_REDIS, &prefix, "a", 100),
         &db.url,
@@ -267,10 +261,7 @@ fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap()
 fn a_leader_that_steps_down_hands_over_to_a_follower() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("stepdown");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let mut a = Node::start(
         &config(SHARED_REDIS, &prefix, "a", 1000),
         &db.url,
@@ -325,10 +316,7 @@ fn leader_child_process() {
 fn a_sigkilled_leader_is_replaced_within_5s() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("sigkill");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let exe = std::env::current_exe().expect("test binary");
     let child = std::process::Command::new(exe)
         .args(["leader_child_process", "--exact", "--ignored", "--quiet"])

@@ -101,10 +101,7 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
     let sim = Sim::start("btc", QUIET);
     let db = TestDb::create();
     let prefix = unique_prefix("worker");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let (spool_a, spool_b) = (TempDir::new("cluster-a"), TempDir::new("cluster-b"));
     let mut a = node(&sim, &db, &prefix, "node-a", &spool_a);
     wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
@@ -235,10 +232,7 @@ fn leader_then_follower(tag: &str) -> Pair {
     let sim = Sim::start("btc", QUIET);
     let db = TestDb::create();
     let prefix = unique_prefix(tag);
-    let keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let keys = Keys::shared(&prefix);
     let spools = (
         TempDir::new(&format!("{tag}-a")),
         TempDir::new(&format!("{tag}-b")),
@@ -316,10 +310,7 @@ fn the_new_leader_recovers_what_the_daemon_queued_during_the_failover_and_nothin
         )
         .expect("insert watched_wallets");
     let prefix = unique_prefix("recover");
-    let _keys = Keys {
-        url: SHARED_REDIS.into(),
-        prefix: prefix.clone(),
-    };
+    let _keys = Keys::shared(&prefix);
     let (spool_a, spool_b) = (TempDir::new("recover-a"), TempDir::new("recover-b"));
     let a = node(&sim, &db, &prefix, "node-a", &spool_a);
     wait_until(deadline(15.0), "node-a drained the wallet", || {

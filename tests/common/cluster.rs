@@ -51,6 +51,16 @@ pub struct Keys {
     pub prefix: String,
 }
 
+impl Keys {
+    /// The keys of `prefix` on the machine's shared Redis.
+    pub fn shared(prefix: &str) -> Keys {
+        Keys {
+            url: SHARED_REDIS.into(),
+            prefix: prefix.into(),
+        }
+    }
+}
+
 impl Drop for Keys {
     fn drop(&mut self) {
         let Ok(url) = RedisUrl::parse(&self.url) else {
