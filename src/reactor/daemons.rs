@@ -59,6 +59,7 @@ impl EventSource for Daemon {
     fn status(&self) -> Value {
         json!({
             "connected": self.link.stats.connected,
+            "catching_up": self.core.catching_up(),
             "url": self.link.url(),
             "network": self.link.config.network,
             "height": self.core.height(),

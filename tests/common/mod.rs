@@ -85,7 +85,8 @@ pub const QUIET_REFUSING: &[&str] = &[
     "refuse_auth",
 ];
 
-/// Starts a worker on `sims` with extra environment and waits until every daemon is connected.
+/// Starts a worker on `sims` with extra environment and waits until every daemon is connected
+/// and caught up.
 pub fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
     let mut b = WorkerBuilder::new();
     for s in sims {
@@ -96,7 +97,7 @@ pub fn worker_for(sims: &[&Sim], env: &[(&str, &str)]) -> Worker {
     }
     let mut w = b.start();
     let coins: Vec<&str> = sims.iter().map(|s| s.coin.as_str()).collect();
-    w.wait_connected(&coins, deadline(15.0));
+    w.wait_caught_up(&coins, deadline(15.0));
     w
 }
 

@@ -192,6 +192,21 @@ impl Worker {
         });
     }
 
+    /// Waits until every coin in `coins` is connected and its catch-up is done (`catching_up`
+    /// false in `get_status`), so what a test emits next arrives live only, not also through a
+    /// wallet's `get_updates` drain.
+    pub fn wait_caught_up(&mut self, coins: &[&str], deadline: Instant) {
+        let what = format!("daemons {coins:?} caught up");
+        wait_until(deadline, &what, || {
+            self.proc.assert_running("while waiting for the catch-up");
+            let st = self.status();
+            coins.iter().all(|c| {
+                let d = &st["daemons"][c.to_ascii_uppercase()];
+                d["connected"] == true && d["catching_up"] == false
+            })
+        });
+    }
+
     /// Everything the worker printed (the kept lines).
     pub fn logs(&self) -> String {
         self.proc.output.all()

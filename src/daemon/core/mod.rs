@@ -135,6 +135,12 @@ impl CoinCore {
         self.last_event_at
     }
 
+    /// Whether this connection's catch-up (wallets loaded and drained, requests reconciled) is
+    /// still under way.
+    pub fn catching_up(&self) -> bool {
+        self.connected && self.plan.in_progress()
+    }
+
     /// Events waiting in the ordered queue.
     pub fn queued(&self) -> usize {
         self.queue.len()
