@@ -7,7 +7,10 @@
 //! `DAEMON_LOOKUP_WINDOW` is the number of calls in flight: when every connection is busy, calls
 //! are pipelined on connections the daemon has already kept alive, up to `depth` per connection
 //! (the window divided over the connections), and one connection's pipelined requests leave in
-//! one write. Answers come back in request order on each connection (HTTP/1.1), so each answer
+//! one write. Calls queued together (the reactor dispatches once per turn, after every frame of
+//! the turn was read) share writes: an idle kept-alive connection takes at least
+//! [`CALLS_PER_WRITE`] of them (up to `depth`), so a burst of lookups costs a few writes, not one
+//! per call, while a single call still goes out at once on its own connection. Answers come back in request order on each connection (HTTP/1.1), so each answer
 //! completes the oldest call of its connection. Calls beyond the window wait in the queue, in
 //! order; beyond [`MAX_QUEUED`] a call fails at once with [`CallError::Overloaded`] (the caller
 //! decides what that means: for a lookup, the event goes out with its unknown fields null).
@@ -52,8 +55,22 @@ pub const MAX_LOOKUP_CONNECTIONS: usize = 32;
 pub const MAX_QUEUED: usize = 10_000;
 /// Largest answer body accepted.
 const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Fewest queued calls an idle kept-alive connection takes in one dispatch (when there are that
+/// many, and `depth` allows): spreading a burst one call per connection costs one write per call
+/// here and one wake-up per call in the daemon.
+pub const CALLS_PER_WRITE: usize = 4;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Calls each of `idle` idle kept-alive connections takes from a queue of `queued`: the queue
+/// spread evenly, but at least [`CALLS_PER_WRITE`] and at most `depth` per connection.
+fn idle_share(queued: usize, idle: usize, depth: usize) -> usize {
+    queued
+        .div_ceil(idle.max(1))
+        .max(CALLS_PER_WRITE)
+        .min(depth)
+        .max(1)
+}
 
 /// Connections and pipelining depth for a lookup `window`: `(connections, depth)`, with
 /// `connections` including [`RESERVED`] and `depth` such that the lookup connections carry at
@@ -237,13 +254,21 @@ impl<P> RpcPool<P> {
         }
     }
 
-    /// One call to each connection that has none.
+    /// Calls to each connection that has none: one to a connection not yet kept alive (its
+    /// first answer tells whether the daemon keeps connections alive), a share of the queue —
+    /// at least [`CALLS_PER_WRITE`], at most `depth` — to a kept-alive one.
     fn dispatch_idle(
         &mut self,
         addr: Option<SocketAddr>,
         registered: &mut Vec<usize>,
         done: &mut Vec<RpcDone<P>>,
     ) {
+        let idle = self
+            .conns
+            .iter()
+            .filter(|c| c.as_ref().is_none_or(|c| c.calls.is_empty()))
+            .count();
+        let share = idle_share(self.queue.len(), idle, self.depth);
         for slot in 0..self.conns.len() {
             if self.queue.is_empty() {
                 return;
@@ -271,9 +296,19 @@ impl<P> RpcPool<P> {
                     }
                 }
             }
-            if let (Some(conn), Some(call)) = (self.conns[slot].as_mut(), self.queue.pop_front()) {
+            if let Some(conn) = self.conns[slot].as_mut() {
                 conn.inbuf.clear();
-                conn.assign(call);
+                let take = if conn.connected && conn.reused {
+                    share
+                } else {
+                    1
+                };
+                for _ in 0..take {
+                    match self.queue.pop_front() {
+                        Some(call) => conn.assign(call),
+                        None => break,
+                    }
+                }
                 if conn.connected {
                     // The answer may already be complete when this returns: never drop it.
                     self.progress(slot, done);

@@ -90,6 +90,9 @@ pub(super) struct Daemons {
     pub resolved: (Sender<Resolved>, Receiver<Resolved>),
     /// Reused buffer of the cores' actions (routing never re-enters itself).
     actions: Vec<Action>,
+    /// Daemons with calls to start: dispatched once per turn, after every frame and answer of
+    /// the turn was handled, so the turn's lookups share writes.
+    dispatch_due: Vec<usize>,
 }
 
 impl Daemons {
@@ -126,6 +129,7 @@ impl Daemons {
             paused: Vec::new(),
             resolved: crossbeam_channel::unbounded(),
             actions: Vec::new(),
+            dispatch_due: Vec::new(),
         }
     }
 
@@ -137,6 +141,7 @@ impl Daemons {
             paused: Vec::new(),
             resolved: crossbeam_channel::unbounded(),
             actions: Vec::new(),
+            dispatch_due: Vec::new(),
         }
     }
 
@@ -155,6 +160,13 @@ impl Daemons {
 
     fn get_mut(&mut self, i: usize) -> Option<&mut Daemon> {
         self.list.get_mut(i)
+    }
+
+    /// Daemon `i` has calls to start before the turn ends.
+    fn dispatch_later(&mut self, i: usize) {
+        if !self.dispatch_due.contains(&i) {
+            self.dispatch_due.push(i);
+        }
     }
 }
 
@@ -177,7 +189,17 @@ impl Reactor {
         self.link_outputs(i, out, now);
         self.rpc_answers(i, done, now);
         if slot != 0 {
-            self.rpc_dispatch(i, now);
+            self.daemons.dispatch_later(i);
+        }
+    }
+
+    /// Starts the calls the turn queued, daemon by daemon, and routes what fails at once; runs
+    /// until no daemon has calls left to start.
+    pub(super) fn dispatch_calls(&mut self, now: Instant) {
+        while !self.daemons.dispatch_due.is_empty() {
+            for i in std::mem::take(&mut self.daemons.dispatch_due) {
+                self.rpc_dispatch(i, now);
+            }
         }
     }
 
@@ -196,7 +218,7 @@ impl Reactor {
         }
         self.rpc_answers(i, done, now);
         self.link_outputs(i, out, now);
-        self.rpc_dispatch(i, now);
+        self.daemons.dispatch_later(i);
     }
 
     pub(super) fn daemon_resolved(
@@ -285,12 +307,12 @@ impl Reactor {
     }
 
     /// Does what daemon `i`'s core asked, in order, until it asks for nothing more: events are
-    /// published, calls queued on the RPC pool and started together (a call the full queue
-    /// refuses goes back to the core as overloaded), gone requests marked in the database.
+    /// published, calls queued on the RPC pool (started together at the end of the turn, see
+    /// [`Reactor::dispatch_calls`]; a call the full queue refuses goes back to the core as
+    /// overloaded), gone requests marked in the database.
     fn route_actions(&mut self, i: usize, actions: &mut Vec<Action>, now: Instant) {
         while !actions.is_empty() {
             let mut done = Vec::new();
-            let mut called = false;
             for action in actions.drain(..) {
                 match action {
                     Action::Publish(ev) => self.publish(i, ev),
@@ -299,14 +321,11 @@ impl Reactor {
                         params,
                         purpose,
                     } => {
-                        called = true;
+                        self.daemons.dispatch_later(i);
                         self.rpc_call(i, (method, params, purpose), now, &mut done);
                     }
                     Action::MarkGone(id) => self.mark_gone(i, &id),
                 }
-            }
-            if called {
-                self.start_calls(i, &mut done);
             }
             self.feed_answers(i, done, now, actions);
         }

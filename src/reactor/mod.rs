@@ -276,6 +276,7 @@ impl Reactor {
             for i in std::mem::take(&mut self.daemons.carry) {
                 self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
             }
+            self.dispatch_calls(now);
             self.release_durable();
             // The end of the turn's daemon work: one batch per group for all it released.
             self.commit_fanout(now);
@@ -294,6 +295,7 @@ impl Reactor {
                 }
                 self.on_timer(owner, now);
             }
+            self.dispatch_calls(now);
             self.flush_dirty(now);
             if self.shutdown_complete(now) {
                 break;

@@ -328,6 +328,60 @@ fn the_pool_shape_keeps_the_window_on_at_most_32_lookup_connections() {
 }
 
 #[test]
+fn a_burst_shares_writes_over_idle_kept_alive_connections() {
+    // (queued, idle connections, depth) -> calls each idle kept-alive connection takes
+    let cases = [
+        ((1, 32, 8), 4),    // a lone call: the first connection takes it (and would take 4)
+        ((8, 32, 8), 4),    // 8 calls: 2 writes of 4, not 8 writes of 1
+        ((100, 32, 8), 4),  // spread evenly: 25 connections of 4
+        ((200, 32, 8), 7),  // 7 each on 29 connections
+        ((1000, 32, 8), 8), // never beyond depth; the rest waits or pipelines
+        ((5, 32, 1), 1),    // depth 1 (window <= 32): one call per connection, as before
+        ((10, 0, 8), 8),    // no idle connection: nothing takes the share
+    ];
+    for ((queued, idle, depth), share) in cases {
+        assert_eq!(
+            idle_share(queued, idle, depth),
+            share,
+            "{queued} {idle} {depth}"
+        );
+    }
+}
+
+#[test]
+fn calls_queued_together_leave_in_few_writes_on_kept_alive_connections() {
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, accepted) = echo_daemon(None, release.clone());
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (4, 8));
+    // One call per connection first, so all four are known to be kept alive (the daemon answers
+    // each connection's first request at once and holds the later ones until released).
+    for purpose in 0..4 {
+        call(&mut pool, purpose);
+    }
+    let mut poll = Poll::new().unwrap();
+    assert_eq!(run(&mut pool, &mut poll, addr, 4).len(), 4);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+    for purpose in 4..12 {
+        call(&mut pool, purpose);
+    }
+    let mut registered = Vec::new();
+    let mut done = Vec::new();
+    pool.dispatch(Some(addr), &mut registered, &mut done);
+    let loads: Vec<usize> = pool.conns.iter().flatten().map(|c| c.calls.len()).collect();
+    assert_eq!(loads, [4, 4, 0, 0], "8 calls in two writes of 4");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rest = run(&mut pool, &mut poll, addr, 8);
+    let mut answered: Vec<u32> = rest.iter().map(|d| d.purpose).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (4..12).collect::<Vec<_>>(), "each answered once");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "no new connection"
+    );
+}
+
+#[test]
 fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
     let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (addr, accepted) = echo_daemon(None, release.clone());
