@@ -69,8 +69,8 @@ pub enum LinkOutput {
     Connected,
     /// The link went down (`reason` is for logs and `daemon_status`). The old stream is gone.
     Disconnected(String),
-    /// One text frame from the daemon.
-    Frame(String),
+    /// One text frame from the daemon (the bytes tungstenite read, not copied).
+    Frame(tungstenite::Utf8Bytes),
     /// More frames may be waiting: call [`DaemonLink::on_ready`] again next turn (the socket
     /// was not read to `WouldBlock`, so no readiness event will come for them).
     More,
@@ -384,7 +384,7 @@ impl DaemonLink {
                 Ok(Message::Text(t)) => {
                     self.last_rx = now;
                     frames += 1;
-                    out.push(LinkOutput::Frame(t.as_str().to_owned()));
+                    out.push(LinkOutput::Frame(t));
                 }
                 Ok(Message::Close(frame)) => {
                     return Err(LinkError::Closed {

@@ -90,6 +90,8 @@ pub(super) struct Daemons {
     pub resolved: (Sender<Resolved>, Receiver<Resolved>),
     /// Reused buffer of the cores' actions (routing never re-enters itself).
     actions: Vec<Action>,
+    /// Reused buffer of a link's outputs (frames read in one readiness).
+    outputs: Vec<LinkOutput>,
     /// Daemons with calls to start: dispatched once per turn, after every frame and answer of
     /// the turn was handled, so the turn's lookups share writes.
     dispatch_due: Vec<usize>,
@@ -129,6 +131,7 @@ impl Daemons {
             paused: Vec::new(),
             resolved: crossbeam_channel::unbounded(),
             actions: Vec::new(),
+            outputs: Vec::new(),
             dispatch_due: Vec::new(),
         }
     }
@@ -141,6 +144,7 @@ impl Daemons {
             paused: Vec::new(),
             resolved: crossbeam_channel::unbounded(),
             actions: Vec::new(),
+            outputs: Vec::new(),
             dispatch_due: Vec::new(),
         }
     }
@@ -162,6 +166,11 @@ impl Daemons {
         self.list.get_mut(i)
     }
 
+    /// Whether a call some daemon's core asked for at or after `since` is still unanswered.
+    pub fn awaiting_answers(&self, since: Instant) -> bool {
+        self.list.iter().any(|d| d.rpc.awaiting_since(since))
+    }
+
     /// Daemon `i` has calls to start before the turn ends.
     fn dispatch_later(&mut self, i: usize) {
         if !self.dispatch_due.contains(&i) {
@@ -176,7 +185,7 @@ impl Reactor {
         if slot == 0 && self.gate.is_full() {
             return self.pause_link(i);
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.daemons.outputs);
         let mut done = Vec::new();
         let Some(d) = self.daemons.get_mut(i) else {
             return;
@@ -186,7 +195,8 @@ impl Reactor {
         } else {
             d.rpc.on_ready(slot - 1, &mut done);
         }
-        self.link_outputs(i, out, now);
+        self.link_outputs(i, out.drain(..), now);
+        self.daemons.outputs = out;
         self.rpc_answers(i, done, now);
         if slot != 0 {
             self.daemons.dispatch_later(i);
@@ -234,7 +244,12 @@ impl Reactor {
         self.link_outputs(i, out, now);
     }
 
-    fn link_outputs(&mut self, i: usize, outputs: Vec<LinkOutput>, now: Instant) {
+    fn link_outputs(
+        &mut self,
+        i: usize,
+        outputs: impl IntoIterator<Item = LinkOutput>,
+        now: Instant,
+    ) {
         for output in outputs {
             match output {
                 LinkOutput::Register => self.register_daemon(i, 0),

@@ -36,6 +36,7 @@ mod clients;
 mod cluster;
 mod commit;
 mod daemons;
+mod lookup_wait;
 mod persist;
 mod replay;
 mod source;
@@ -153,6 +154,8 @@ struct TurnWork {
     carry: Vec<usize>,
     /// Replaying clients to flush again next turn (fairness cap reached).
     retry_flush: Vec<usize>,
+    /// How long the last flush that wrote to clients took (see [`lookup_wait`]).
+    last_flush: Duration,
 }
 
 /// What `Reactor::new` needs besides the config.
@@ -267,16 +270,10 @@ impl Reactor {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            for event in events.iter() {
-                if commit::commits_first(event.token()) {
-                    self.commit_fanout(now);
-                }
-                self.dispatch(event.token(), now);
+            self.handle_events(&events, now);
+            if lookup_wait::worth_waiting(self.turn.last_flush) {
+                self.await_lookups(&mut events, now)?;
             }
-            for i in std::mem::take(&mut self.daemons.carry) {
-                self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
-            }
-            self.dispatch_calls(now);
             self.release_durable();
             // The end of the turn's daemon work: one batch per group for all it released.
             self.commit_fanout(now);
@@ -287,7 +284,10 @@ impl Reactor {
             for key in std::mem::take(&mut self.turn.retry_flush) {
                 self.mark_dirty(key);
             }
-            self.flush_dirty(now);
+            let flush_start = Instant::now();
+            if self.flush_dirty(now) > 0 {
+                self.turn.last_flush = flush_start.elapsed();
+            }
             self.timers.expired(now, &mut expired);
             for owner in expired.drain(..) {
                 if owner.commits_first() {
@@ -303,6 +303,40 @@ impl Reactor {
         }
         self.finish_shutdown();
         Ok(())
+    }
+
+    /// Handles one poll's readiness events, the daemons carried over from the last turn, and
+    /// starts the lookups they queued.
+    fn handle_events(&mut self, events: &Events, now: Instant) {
+        for event in events.iter() {
+            if commit::commits_first(event.token()) {
+                self.commit_fanout(now);
+            }
+            self.dispatch(event.token(), now);
+        }
+        for i in std::mem::take(&mut self.daemons.carry) {
+            self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
+        }
+        self.dispatch_calls(now);
+    }
+
+    /// Polls again, for at most [`lookup_wait::GRACE`], while lookups started in this turn are
+    /// unanswered: a daemon usually answers within a millisecond, and the events those answers
+    /// complete then go out in this turn's flush instead of a whole flush later.
+    fn await_lookups(&mut self, events: &mut Events, turn_start: Instant) -> io::Result<()> {
+        let deadline = turn_start + lookup_wait::GRACE;
+        loop {
+            let now = Instant::now();
+            if now >= deadline || !self.daemons.awaiting_answers(turn_start) {
+                return Ok(());
+            }
+            match self.poll.poll(events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.handle_events(events, Instant::now());
+        }
     }
 
     fn dispatch(&mut self, token: Token, now: Instant) {
