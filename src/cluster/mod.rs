@@ -22,8 +22,9 @@
 //! `Takeover`, `Lead`, `StopIngest`, `StepDown`). What that amounts to:
 //! * [`ClusterMessage::Role`] `Leader { epoch, last_stored, term }`: calls
 //!   [`ClusterHandle::takeover`] and waits for [`ClusterMessage::Takeover`]; then sets the
-//!   writers' fencing term (`DbHandle::set_lead_term`), stores `plan.store` (`DbHandle::submit`),
-//!   sequences from `plan.next_seq` in the same epoch, and only then connects to the daemons.
+//!   writers' fencing term (`DbHandle::set_lead_term`), stores `plan.store` (through the
+//!   durability gate: in order, never dropped, not appended again), sequences from
+//!   `plan.next_seq` in the same epoch, and only then connects to the daemons.
 //!   `Follower`: stops ingest (drops daemon links), keeps delivering.
 //! * Leader, for each sequenced batch: [`ClusterHandle::append`] (never blocks). The appender
 //!   answers [`ClusterMessage::Appended`] / [`ClusterMessage::Held`] (Redis away: held for a later

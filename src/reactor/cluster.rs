@@ -58,6 +58,9 @@ pub(super) struct ClusterPart {
     /// Leader: the events handed to the appender and not delivered yet, in seq order (their
     /// `Published` is reused when the entry comes back).
     own: VecDeque<Arc<Published>>,
+    /// Leader: the events of the takeover plan (appended by the old leader, not stored) end at
+    /// this seq; they pass the durability gate to be stored in order, but are not appended again.
+    pub stored_only_through: u64,
 }
 
 impl ClusterPart {
@@ -96,6 +99,7 @@ impl ClusterPart {
             requests: None,
             append_refused: 0,
             own: VecDeque::new(),
+            stored_only_through: 0,
         })
     }
 
@@ -366,13 +370,20 @@ impl Reactor {
             return;
         };
         let epoch = c.lead_epoch.clone().unwrap_or(self.pipeline.epoch.clone());
+        let tips = c.tips.clone();
         if let Some(db) = &self.db {
             db.handle.set_lead_term(c.lead_term);
             db.handle.set_ingesting(true);
-            for e in &plan.store {
-                db.handle.submit(Arc::new(e.to_published()));
-            }
         }
+        // Through the gate, like the events this leader sequences, so they are stored in order
+        // before any of those and none is dropped on a full intake (the gate holds and retries).
+        for e in &plan.store {
+            self.gate.hold(Arc::new(e.to_published()));
+        }
+        if let (Some(c), Some(last)) = (self.cluster.as_mut(), plan.store.last()) {
+            c.stored_only_through = last.seq;
+        }
+        self.submit_held();
         if self.pipeline.epoch != epoch {
             self.pipeline.epoch = epoch.clone();
         }
@@ -382,7 +393,7 @@ impl Reactor {
             plan.next_seq,
             plan.store.len()
         );
-        self.daemons = Daemons::new(&self.config, &c.tips, &self.metrics, now, &mut self.timers);
+        self.daemons = Daemons::new(&self.config, &tips, &self.metrics, now, &mut self.timers);
         let (wallets, requests) = match self.cluster.as_mut() {
             Some(c) => (c.wallets.take(), c.requests.take()),
             None => (None, None),

@@ -271,8 +271,8 @@ impl Reactor {
             }
             let now = Instant::now();
             self.handle_events(&events, now);
-            if lookup_wait::worth_waiting(self.turn.last_flush) {
-                self.await_lookups(&mut events, now)?;
+            if let Some(grace) = lookup_wait::grace(self.turn.last_flush) {
+                self.await_lookups(&mut events, now, grace)?;
             }
             self.release_durable();
             // The end of the turn's daemon work: one batch per group for all it released.
@@ -320,11 +320,16 @@ impl Reactor {
         self.dispatch_calls(now);
     }
 
-    /// Polls again, for at most [`lookup_wait::GRACE`], while lookups started in this turn are
-    /// unanswered: a daemon usually answers within a millisecond, and the events those answers
-    /// complete then go out in this turn's flush instead of a whole flush later.
-    fn await_lookups(&mut self, events: &mut Events, turn_start: Instant) -> io::Result<()> {
-        let deadline = turn_start + lookup_wait::GRACE;
+    /// Polls again, for at most `grace` ([`lookup_wait`]), while lookups started in this turn
+    /// are unanswered: a daemon usually answers within a millisecond, and the events those
+    /// answers complete then go out in this turn's flush instead of a whole flush later.
+    fn await_lookups(
+        &mut self,
+        events: &mut Events,
+        turn_start: Instant,
+        grace: Duration,
+    ) -> io::Result<()> {
+        let deadline = turn_start + grace;
         loop {
             let now = Instant::now();
             if now >= deadline || !self.daemons.awaiting_answers(turn_start) {
