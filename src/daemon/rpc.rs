@@ -225,16 +225,6 @@ impl<P> RpcPool<P> {
         self.conns.iter().flatten().map(|c| c.calls.len()).sum()
     }
 
-    /// Whether a call queued at or after `since` was sent and is still unanswered.
-    pub fn awaiting_since(&self, since: Instant) -> bool {
-        let from = since + self.timeout;
-        self.conns
-            .iter()
-            .flatten()
-            .flat_map(|c| c.calls.iter())
-            .any(|call| call.deadline >= from)
-    }
-
     /// Calls waiting for a free connection.
     pub fn queued(&self) -> usize {
         self.queue.len()

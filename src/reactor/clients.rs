@@ -419,14 +419,12 @@ impl Reactor {
         self.timers.schedule(at, TimerOwner::Client(id));
     }
 
-    /// Writes every dirty client's queued frames (one vectored write each) and fixes interest;
-    /// returns how many clients were dirty.
-    pub(super) fn flush_dirty(&mut self, now: Instant) -> usize {
+    /// Writes every dirty client's queued frames (one vectored write each) and fixes interest.
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
         // Commits what the turn staged (see `commit`): nothing may be staged while replays
         // refill below.
         self.commit_fanout(now);
         let mut dirty = std::mem::take(&mut self.turn.dirty);
-        let flushed = dirty.len();
         for key in dirty.drain(..) {
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
@@ -464,6 +462,5 @@ impl Reactor {
         if self.turn.dirty.is_empty() {
             self.turn.dirty = dirty; // keep the allocation for the next turn
         }
-        flushed
     }
 }

@@ -166,11 +166,6 @@ impl Daemons {
         self.list.get_mut(i)
     }
 
-    /// Whether a call some daemon's core asked for at or after `since` is still unanswered.
-    pub fn awaiting_answers(&self, since: Instant) -> bool {
-        self.list.iter().any(|d| d.rpc.awaiting_since(since))
-    }
-
     /// Daemon `i` has calls to start before the turn ends.
     fn dispatch_later(&mut self, i: usize) {
         if !self.dispatch_due.contains(&i) {

@@ -36,7 +36,6 @@ mod clients;
 mod cluster;
 mod commit;
 mod daemons;
-mod lookup_wait;
 mod persist;
 mod replay;
 mod source;
@@ -154,8 +153,6 @@ struct TurnWork {
     carry: Vec<usize>,
     /// Replaying clients to flush again next turn (fairness cap reached).
     retry_flush: Vec<usize>,
-    /// How long the last flush that wrote to clients took (see [`lookup_wait`]).
-    last_flush: Duration,
 }
 
 /// What `Reactor::new` needs besides the config.
@@ -271,9 +268,6 @@ impl Reactor {
             }
             let now = Instant::now();
             self.handle_events(&events, now);
-            if let Some(grace) = lookup_wait::grace(self.turn.last_flush) {
-                self.await_lookups(&mut events, now, grace)?;
-            }
             self.release_durable();
             // The end of the turn's daemon work: one batch per group for all it released.
             self.commit_fanout(now);
@@ -284,10 +278,7 @@ impl Reactor {
             for key in std::mem::take(&mut self.turn.retry_flush) {
                 self.mark_dirty(key);
             }
-            let flush_start = Instant::now();
-            if self.flush_dirty(now) > 0 {
-                self.turn.last_flush = flush_start.elapsed();
-            }
+            self.flush_dirty(now);
             self.timers.expired(now, &mut expired);
             for owner in expired.drain(..) {
                 if owner.commits_first() {
@@ -318,30 +309,6 @@ impl Reactor {
             self.daemon_ready(i * daemons::DAEMON_STRIDE, now);
         }
         self.dispatch_calls(now);
-    }
-
-    /// Polls again, for at most `grace` ([`lookup_wait`]), while lookups started in this turn
-    /// are unanswered: a daemon usually answers within a millisecond, and the events those
-    /// answers complete then go out in this turn's flush instead of a whole flush later.
-    fn await_lookups(
-        &mut self,
-        events: &mut Events,
-        turn_start: Instant,
-        grace: Duration,
-    ) -> io::Result<()> {
-        let deadline = turn_start + grace;
-        loop {
-            let now = Instant::now();
-            if now >= deadline || !self.daemons.awaiting_answers(turn_start) {
-                return Ok(());
-            }
-            match self.poll.poll(events, Some(deadline - now)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            self.handle_events(events, Instant::now());
-        }
     }
 
     fn dispatch(&mut self, token: Token, now: Instant) {
