@@ -6,7 +6,7 @@
 //! and a spec that fails validation is rejected so the caller keeps [`ErrorSpec::fallback`].
 
 use super::HttpError;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -36,11 +36,18 @@ pub enum RpcOutcome {
     Error(RpcError),
 }
 
-/// The request body `{"jsonrpc":"2.0","id":id,"method":method,"params":params}`.
+/// The request body `{"id":id,"jsonrpc":"2.0","method":method,"params":params}`, written
+/// straight into one buffer (no intermediate map: one is built per lookup).
 pub fn rpc_body(id: u64, method: &str, params: Value) -> Vec<u8> {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-        .to_string()
-        .into_bytes()
+    use std::io::Write;
+    let mut out = Vec::with_capacity(96 + method.len());
+    // Writing into a Vec cannot fail, nor can serialising a string or a `Value`.
+    let _ = write!(out, "{{\"id\":{id},\"jsonrpc\":\"2.0\",\"method\":");
+    let _ = serde_json::to_writer(&mut out, method);
+    out.extend_from_slice(b",\"params\":");
+    let _ = serde_json::to_writer(&mut out, &params);
+    out.push(b'}');
+    out
 }
 
 /// Decodes a daemon answer: its numeric `id` (`None` for `null`, a string, or absent) and the
@@ -162,6 +169,7 @@ fn parse_exceptions(exceptions: &Map<String, Value>) -> Result<HashMap<i64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rpc_body_is_the_expected_envelope() {
@@ -171,6 +179,9 @@ mod tests {
             v,
             json!({"jsonrpc":"2.0","id":7,"method":"get_request","params":["ab12",{"xpub":"zpub"}]})
         );
+        let quoted = rpc_body(1, "a\"b", json!([]));
+        let v: Value = serde_json::from_slice(&quoted).unwrap();
+        assert_eq!(v["method"], "a\"b", "the method is escaped");
     }
 
     #[test]
