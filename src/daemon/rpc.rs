@@ -10,8 +10,9 @@
 //! one write. Calls queued together (the reactor dispatches once per turn, after every frame of
 //! the turn was read) share writes: an idle kept-alive connection takes at least
 //! [`CALLS_PER_WRITE`] of them (up to `depth`), so a burst of lookups costs a few writes, not one
-//! per call, while a single call still goes out at once on its own connection. Answers come back in request order on each connection (HTTP/1.1), so each answer
-//! completes the oldest call of its connection. Calls beyond the window wait in the queue, in
+//! per call, while a single call still goes out at once on its own connection. Answers come back
+//! in request order on each connection (HTTP/1.1), so each answer completes the oldest call of
+//! its connection. Calls beyond the window wait in the queue, in
 //! order; beyond [`MAX_QUEUED`] a call fails at once with [`CallError::Overloaded`] (the caller
 //! decides what that means: for a lookup, the event goes out with its unknown fields null).
 //!

@@ -380,8 +380,9 @@ impl Reactor {
         for e in &plan.store {
             self.gate.hold(Arc::new(e.to_published()));
         }
-        if let (Some(c), Some(last)) = (self.cluster.as_mut(), plan.store.last()) {
-            c.stored_only_through = last.seq;
+        if let Some(c) = self.cluster.as_mut() {
+            // Reset on every leadership: a later one may start a new epoch at seq 1.
+            c.stored_only_through = plan.store.last().map_or(0, |e| e.seq);
         }
         self.submit_held();
         if self.pipeline.epoch != epoch {
