@@ -386,10 +386,13 @@ fn a_connect_loads_drains_and_reconciles() {
         h.requests(&[request("r1", "w1", 0)]).is_empty(),
         "not connected"
     );
+    assert!(!h.core.catching_up(), "not connected: nothing under way");
     let actions = h.connect();
     assert_eq!(published(&actions), ["status true"]);
     assert_eq!(methods(&actions), ["getinfo", "getbalance", "get_request"]);
+    assert!(h.core.catching_up(), "calls out: catching up");
     let all = h.answer_all(actions, daemon_answers);
+    assert!(!h.core.catching_up(), "every call answered: caught up");
     assert_eq!(
         methods(&all),
         ["getinfo", "getbalance", "get_request", "get_updates"],
