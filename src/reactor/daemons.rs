@@ -125,21 +125,18 @@ impl Daemons {
                 }
             })
             .collect();
-        Daemons {
-            list,
-            carry: Vec::new(),
-            paused: Vec::new(),
-            resolved: crossbeam_channel::unbounded(),
-            actions: Vec::new(),
-            outputs: Vec::new(),
-            dispatch_due: Vec::new(),
-        }
+        Daemons::with(list)
     }
 
     /// No daemon: a cluster follower's (it creates them when it leads).
     pub fn none() -> Daemons {
+        Daemons::with(Vec::new())
+    }
+
+    /// `list` with empty bookkeeping.
+    fn with(list: Vec<Daemon>) -> Daemons {
         Daemons {
-            list: Vec::new(),
+            list,
             carry: Vec::new(),
             paused: Vec::new(),
             resolved: crossbeam_channel::unbounded(),

@@ -348,18 +348,50 @@ fn a_burst_shares_writes_over_idle_kept_alive_connections() {
     }
 }
 
-#[test]
-fn calls_queued_together_leave_in_few_writes_on_kept_alive_connections() {
+/// A pool of `connections` (pipelining `depth`) to an [`echo_daemon`] that holds every answer
+/// after a connection's first until `release` is set; each connection has already answered one
+/// call (purposes `0..connections`), so all are known to be kept alive.
+struct KeptAlive {
+    pool: RpcPool<u32>,
+    poll: Poll,
+    addr: SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The warm-up calls' answers.
+    first: Vec<RpcDone<u32>>,
+}
+
+fn kept_alive(connections: usize, depth: usize) -> KeptAlive {
     let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (addr, accepted) = echo_daemon(None, release.clone());
-    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (4, 8));
-    // One call per connection first, so all four are known to be kept alive (the daemon answers
-    // each connection's first request at once and holds the later ones until released).
-    for purpose in 0..4 {
+    let shape = (connections, depth);
+    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), shape);
+    for purpose in 0..connections as u32 {
         call(&mut pool, purpose);
     }
     let mut poll = Poll::new().unwrap();
-    assert_eq!(run(&mut pool, &mut poll, addr, 4).len(), 4);
+    let (first, _) = run_counting(&mut pool, &mut poll, addr, connections);
+    assert_eq!(first.len(), connections);
+    KeptAlive {
+        pool,
+        poll,
+        addr,
+        accepted,
+        release,
+        first,
+    }
+}
+
+#[test]
+fn calls_queued_together_leave_in_few_writes_on_kept_alive_connections() {
+    let KeptAlive {
+        mut pool,
+        mut poll,
+        addr,
+        accepted,
+        release,
+        ..
+    } = kept_alive(4, 8);
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
     for purpose in 4..12 {
         call(&mut pool, purpose);
@@ -385,15 +417,14 @@ fn calls_queued_together_leave_in_few_writes_on_kept_alive_connections() {
 
 #[test]
 fn calls_beyond_the_connections_are_pipelined_and_each_gets_its_own_answer() {
-    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (addr, accepted) = echo_daemon(None, release.clone());
-    let mut pool = RpcPool::new("127.0.0.1", addr.port(), "", Duration::from_secs(5), (2, 3));
-    // Two calls first, so both connections are known to be kept alive.
-    call(&mut pool, 0);
-    call(&mut pool, 1);
-    let mut poll = Poll::new().unwrap();
-    let (first, _) = run_counting(&mut pool, &mut poll, addr, 2);
-    assert_eq!(first.len(), 2);
+    let KeptAlive {
+        mut pool,
+        mut poll,
+        addr,
+        accepted,
+        release,
+        first,
+    } = kept_alive(2, 3);
     for purpose in 2..20 {
         call(&mut pool, purpose);
     }

@@ -74,6 +74,12 @@ impl World {
     }
 
     /// Everything held becomes durable: released (ring, `last_seq`) and staged.
+    /// The frame size of the oldest event in the ring (every test event has the same size).
+    fn first_frame_len(&self) -> usize {
+        let mut ring = self.pipeline.ring.since(0).expect("the ring holds events");
+        ring.next().expect("one event at least").frame.len()
+    }
+
     fn durable(&mut self) {
         self.gate.submit(|_| true);
         let mut out = Vec::new();
@@ -369,15 +375,7 @@ fn a_replay_that_falls_behind_the_ring() {
         let (_, got) = w.subscribe(Some(0), None);
         assert_eq!(got, json!([4, true]), "{what}");
         // One event per flush: the client reads 1 and 2, then six more are released.
-        let frame = w
-            .pipeline
-            .ring
-            .since(0)
-            .unwrap()
-            .next()
-            .unwrap()
-            .frame
-            .len();
+        let frame = w.first_frame_len();
         assert_eq!(w.flush(frame), Vec::<String>::new());
         assert_eq!(w.flush(frame), Vec::<String>::new());
         assert_eq!(w.got.seqs, [1, 2], "{what}");
@@ -447,15 +445,7 @@ fn events_released_during_a_replay_are_neither_repeated_nor_missed() {
     w.durable();
     let (_, got) = w.subscribe(Some(0), None);
     assert_eq!(got, json!([10, true]));
-    let frame = w
-        .pipeline
-        .ring
-        .since(0)
-        .unwrap()
-        .next()
-        .unwrap()
-        .frame
-        .len();
+    let frame = w.first_frame_len();
     for _ in 0..6 {
         w.flush(2 * frame); // two events per flush
         w.publish(1);
