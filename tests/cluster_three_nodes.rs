@@ -114,22 +114,13 @@ impl Cluster {
         (0..NODES).filter(|i| self.nodes[*i].is_some()).collect()
     }
 
-    /// Every seq in the event log, in order.
-    fn stored_seqs(&self) -> Vec<u64> {
-        let mut client = self.db.client();
-        let rows = client
-            .query("SELECT seq FROM events ORDER BY seq", &[])
-            .expect("read the event log");
-        rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect()
-    }
-
     /// Waits until the event log holds exactly seqs 1 to the highest seq any client read
     /// (nothing lost in the takeover, nothing stored twice — the primary key would refuse it).
     fn assert_event_log_complete(&self, highest_read: u64) {
         let mut stored = Vec::new();
         let what = format!("the event log holds seqs 1..={highest_read}");
         wait_until(deadline(15.0), &what, || {
-            stored = self.stored_seqs();
+            stored = self.db.event_rows().iter().map(|r| r.seq as u64).collect();
             stored.last().is_some_and(|s| *s >= highest_read)
         });
         let highest = stored.last().copied().unwrap_or(0);
