@@ -167,7 +167,7 @@ impl ArgError {
     pub fn new(command: &str, flag: &str, problem: Problem) -> ArgError {
         ArgError {
             command: command.to_string(),
-            flag: shorten(flag),
+            flag: crate::util::shorten(flag),
             problem,
         }
     }
@@ -314,7 +314,10 @@ impl Parsed {
         };
         match text.trim().parse() {
             Ok(n) => Ok(Some(n)),
-            Err(_) => Err(self.invalid(name, format!("{:?} is not a valid number", shorten(text)))),
+            Err(_) => Err(self.invalid(
+                name,
+                format!("{:?} is not a valid number", crate::util::shorten(text)),
+            )),
         }
     }
 
@@ -351,15 +354,6 @@ pub fn options_help(specs: &[OptSpec]) -> String {
         "  -h, --help", "print this help"
     ));
     out
-}
-
-/// An argument shortened for an error message (arguments may be long or hostile).
-fn shorten(arg: &str) -> String {
-    const MAX: usize = 64;
-    match arg.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &arg[..i]),
-        None => arg.to_string(),
-    }
 }
 
 #[cfg(test)]

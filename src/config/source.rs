@@ -100,7 +100,7 @@ impl<'a> Sources<'a> {
                 Some(coin) => format!("unknown flag: {coin} is not in WORKER_COINS"),
                 None => "unknown flag (see --help for the flags)".to_string(),
             };
-            return Err(ConfigError::new(short(&flag.typed), message));
+            return Err(ConfigError::new(crate::util::shorten(&flag.typed), message));
         }
         Ok(())
     }
@@ -114,15 +114,6 @@ fn non_empty(text: &str, source: &str) -> Option<Value> {
         text: text.to_string(),
         source: source.to_string(),
     })
-}
-
-/// An argument shortened for an error message (arguments may be long or hostile).
-fn short(arg: &str) -> String {
-    const MAX: usize = 64;
-    match arg.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &arg[..i]),
-        None => arg.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,9 @@ pub(crate) const MAX_SECONDS: u64 = 86_400;
 
 /// A value shortened and quoted for an error message.
 pub(crate) fn quoted(text: &str) -> String {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{:?}...", &text[..i]),
-        None => format!("{text:?}"),
+    match crate::util::clip(text) {
+        (head, true) => format!("{head:?}..."),
+        (all, false) => format!("{all:?}"),
     }
 }
 
