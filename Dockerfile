@@ -13,6 +13,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY migrations ./migrations
 COPY bench/db_ingest.rs ./bench/db_ingest.rs
 COPY deploy/container ./deploy/container

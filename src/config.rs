@@ -19,6 +19,7 @@ mod values;
 mod vars;
 
 use crate::cli::args::{self, ArgError, Grammar, Parsed};
+pub use cryptoworker_base::coins::{Family, default_family, default_port};
 use source::Sources;
 pub use vars::help_text;
 
@@ -48,18 +49,6 @@ impl From<ArgError> for ConfigError {
     fn from(e: ArgError) -> ConfigError {
         ConfigError::new(&e.flag, e.reason())
     }
-}
-
-/// The protocol family of a coin daemon (docs/daemon.md, "Coin families").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Electrum / Electron Cash: BTC, LTC, GRS, BCH, XRG. `new_transaction` carries only the
-    /// hash and is enriched with `get_transaction`.
-    Btc,
-    /// Block-processor daemons: ETH, BNB, MATIC, TRX. Events carry their fields.
-    Eth,
-    /// Monero: like `Eth` with fewer fields; enriched with `gettransaction`.
-    Xmr,
 }
 
 /// One coin daemon to connect to. `Debug` hides the password.
@@ -235,44 +224,6 @@ impl ConfigError {
             message: message.into(),
         }
     }
-}
-
-impl Family {
-    /// Parses `btc`, `eth` or `xmr`, case-insensitive.
-    pub fn from_name(name: &str) -> Option<Family> {
-        match name.to_ascii_lowercase().as_str() {
-            "btc" => Some(Family::Btc),
-            "eth" => Some(Family::Eth),
-            "xmr" => Some(Family::Xmr),
-            _ => None,
-        }
-    }
-
-    /// The lower-case name accepted by [`Family::from_name`].
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Btc => "btc",
-            Family::Eth => "eth",
-            Family::Xmr => "xmr",
-        }
-    }
-}
-
-/// The default daemon port of a known coin (docs/configuration.md), case-insensitive; `None`
-/// outside the table.
-pub fn default_port(coin: &str) -> Option<u16> {
-    vars::KNOWN_COINS
-        .iter()
-        .find(|(c, _, _)| c.eq_ignore_ascii_case(coin))
-        .map(|(_, port, _)| *port)
-}
-
-/// The family of a known coin (docs/configuration.md), case-insensitive; `None` outside the table.
-pub fn default_family(coin: &str) -> Option<Family> {
-    vars::KNOWN_COINS
-        .iter()
-        .find(|(c, _, _)| c.eq_ignore_ascii_case(coin))
-        .and_then(|(_, _, family)| Family::from_name(family))
 }
 
 impl Config {

@@ -17,8 +17,11 @@
 //! | I/O machines | [`daemon::link`], [`daemon::rpc`], [`server`] (client connection, outbox) |
 //! | fan-out | [`event`] (serialised once), [`fanout`] (index, groups, resume ring) |
 //! | threads | [`db`] (writers, spool, durability, reader), [`cluster`] (elector, stream reader/appender) |
-//! | tools | [`simulate`] (the simulated Bitcart daemon) |
-//! | foundation | [`util`] (rng, backoff), [`logging`], [`metrics`], [`auth`] |
+//! | foundation | [`util`] (backoff; the rng from `cryptoworker-base`), [`logging`], [`metrics`], [`auth`] |
+//!
+//! Two crates of the workspace sit beside this one: `cryptoworker-simulate` (`crates/simulate`),
+//! the simulated Bitcart daemon that the `simulate` and `demo` commands run, and
+//! `cryptoworker-base` (`crates/base`), the coin table and random generator both crates share.
 //!
 //! Nothing on the reactor blocks: other threads (PostgreSQL, Redis, handlers, DNS resolvers, the
 //! signal thread) talk to it through bounded channels and a `mio::Waker`.
@@ -45,7 +48,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reactor;
 pub mod server;
-pub mod simulate;
 pub mod util;
 pub mod worker;
 pub mod ws;

@@ -4,8 +4,8 @@
 //! `start_worker`/`stop_worker`/`get_worker`.
 
 use cryptoworker::config::{CoinConfig, Config, Family};
-use cryptoworker::simulate::{SimConfig, SimHandle};
 use cryptoworker::worker::{self, WorkerHandle};
+use cryptoworker_simulate::{SimConfig, SimHandle};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

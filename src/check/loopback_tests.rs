@@ -5,7 +5,7 @@
 use super::tests::coin;
 use super::*;
 use crate::config::DbConfig;
-use crate::simulate::{SimConfig, SimHandle};
+use cryptoworker_simulate::{SimConfig, SimHandle};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;

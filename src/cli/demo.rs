@@ -4,8 +4,8 @@
 use super::CommandError;
 use super::args::{self, OptSpec};
 use crate::config::{CoinConfig, Config};
-use crate::simulate::{SimConfig, SimHandle};
 use crate::worker::WorkerHandle;
+use cryptoworker_simulate::{SimConfig, SimHandle};
 use std::time::Duration;
 
 const ABOUT: &str = "Usage: cryptoworker demo [OPTIONS]

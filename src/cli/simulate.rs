@@ -6,7 +6,7 @@ use super::CommandError;
 use super::args::{self, ArgError, OptSpec, Parsed};
 use crate::config::Family;
 use crate::config::{default_family, default_port};
-use crate::simulate::{MAX_POLLING_CAP, SimConfig, SimHandle};
+use cryptoworker_simulate::{MAX_POLLING_CAP, SimConfig, SimHandle};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

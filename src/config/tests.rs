@@ -56,18 +56,6 @@ fn empty_environment_gives_the_spec_defaults() {
 }
 
 #[test]
-fn coin_table_ports_and_families() {
-    assert_eq!(default_port("btc"), Some(5000));
-    assert_eq!(default_port("MATIC"), Some(5008));
-    assert_eq!(default_port("XMR"), Some(5011));
-    assert_eq!(default_port("DOGE"), None);
-    assert_eq!(default_family("grs"), Some(Family::Btc));
-    assert_eq!(default_family("TRX"), Some(Family::Eth));
-    assert_eq!(default_family("xmr"), Some(Family::Xmr));
-    assert_eq!(default_family("DOGE"), None);
-}
-
-#[test]
 fn coins_are_case_insensitive_trimmed_and_deduplicated() {
     let c = ok(&[("WORKER_COINS", " eth, btc ,ETH,xmr")], &[]);
     let names: Vec<_> = c.coins.iter().map(|c| c.coin.as_str()).collect();

@@ -5,6 +5,8 @@
 //! applied when a variable is unset (the default text is parsed by the same code as user input),
 //! and the `--help` text. Adding a variable here makes its flag and its help line exist.
 
+use cryptoworker_base::coins::KNOWN_COINS;
+
 /// One process-wide variable.
 pub(crate) struct VarSpec {
     /// Environment variable name, e.g. `WORKER_PORT`.
@@ -286,20 +288,6 @@ pub(crate) const COIN_VARS: &[CoinVarSpec] = &[
         default: "see the port table",
         meaning: "btc, eth or xmr (required for a coin outside the table)",
     },
-];
-
-/// Known coins: symbol, default daemon port, family name (docs/daemon.md, "Coin families").
-pub(crate) const KNOWN_COINS: &[(&str, u16, &str)] = &[
-    ("BTC", 5000, "btc"),
-    ("LTC", 5001, "btc"),
-    ("ETH", 5002, "eth"),
-    ("BCH", 5004, "btc"),
-    ("XRG", 5005, "btc"),
-    ("BNB", 5006, "eth"),
-    ("MATIC", 5008, "eth"),
-    ("TRX", 5009, "eth"),
-    ("GRS", 5010, "btc"),
-    ("XMR", 5011, "xmr"),
 ];
 
 /// The kebab-case flag of a variable name: `WORKER_MAX_CLIENTS` -> `worker-max-clients`.

@@ -2,7 +2,7 @@
 //! in error messages.
 
 pub mod backoff;
-pub mod rng;
+pub use cryptoworker_base::rng;
 
 /// Most characters of outside input quoted in an error message.
 const MAX_QUOTED: usize = 64;

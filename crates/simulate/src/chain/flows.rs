@@ -3,8 +3,8 @@
 //! module. Every update goes through `push`, which drops updates for unloaded wallets.
 
 use super::{Chain, Emit, MAX_MEMPOOL, Request, Tx, split_key, status_str};
-use crate::config::Family;
-use crate::simulate::util;
+use crate::util;
+use cryptoworker_base::coins::Family;
 use serde_json::{Value, json};
 
 impl Chain {

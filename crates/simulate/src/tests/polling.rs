@@ -2,7 +2,7 @@
 //! pushes copied to every loaded wallet, cleared on read, the cap, and the wallet rules.
 
 use super::*;
-use crate::simulate::decode_bench_tx;
+use crate::decode_bench_tx;
 
 /// `get_updates` for the wallet `xpub` names (a key or `{"xpub", "contract"}`).
 fn updates(a: SocketAddr, xpub: Value) -> Vec<Value> {

@@ -15,7 +15,7 @@ use super::shared::Shared;
 use super::spec::{self, RpcError};
 use super::util::{format_amount, parse_amount, unix_secs};
 use super::views;
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use serde_json::{Value, json};
 
 /// Methods of every family.

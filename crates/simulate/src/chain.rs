@@ -17,7 +17,7 @@
 
 use super::polling::{DEFAULT_POLLING_CAP, Polling};
 use super::util::{self, BASE58, BECH32, Rng, URLSAFE};
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -426,7 +426,6 @@ impl Chain {
     }
 }
 
-#[path = "chain_flows.rs"]
 mod flows;
 
 #[cfg(test)]

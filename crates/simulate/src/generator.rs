@@ -12,7 +12,7 @@ use super::chain::split_key;
 use super::hub::Frame;
 use super::shared::Shared;
 use super::util::unix_micros;
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! raw pushes, bench mode, and the close on stop.
 
 use super::*;
-use crate::simulate::decode_bench_tx;
+use crate::decode_bench_tx;
 
 #[test]
 fn wallet_events_flow_only_once_an_rpc_loads_the_wallet() {
@@ -238,7 +238,7 @@ fn bench_mode_encodes_scheduled_time_and_keeps_the_rate() {
         span >= Duration::from_millis(150) && span < Duration::from_secs(2),
         "400 events at 2000/s took {span:?}"
     );
-    let now = crate::simulate::util::unix_micros();
+    let now = crate::util::unix_micros();
     assert!(
         now.abs_diff(got[got.len() - 1].0) < 1_000_000,
         "scheduled times track the clock"

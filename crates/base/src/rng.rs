@@ -1,4 +1,4 @@
-//! The crate's one random generator (splitmix64): fast, small and seedable. Not for secrets.
+//! The project's one random generator (splitmix64): fast, small and seedable. Not for secrets.
 //!
 //! [`Rng::from_os`] seeds from `/dev/urandom` (falling back to the clock, the process id, an
 //! address and a counter) for backoff jitter, epoch suffixes and test names;

@@ -4,8 +4,8 @@
 //! Amounts are integers of the coin's smallest unit (`u128`) everywhere inside the simulator and
 //! become decimal strings only at the edge, so no float ever touches money.
 
-use crate::config::Family;
-pub(crate) use crate::util::rng::Rng;
+use cryptoworker_base::coins::Family;
+pub(crate) use cryptoworker_base::rng::Rng;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Characters of `secrets.token_urlsafe()` output.

@@ -2,7 +2,7 @@
 //! are delayed side by side, not one after another), reset.
 
 use super::*;
-use crate::simulate::Faults;
+use crate::Faults;
 
 #[test]
 fn drop_after_closes_without_a_close_frame() {

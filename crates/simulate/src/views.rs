@@ -3,7 +3,7 @@
 
 use super::chain::{Chain, Request, Tx, split_key, status_str};
 use super::util::format_amount;
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use serde_json::{Value, json};
 
 /// An integer amount as a JSON number when it fits in `u64`, else as a decimal string.
@@ -142,7 +142,7 @@ pub(crate) fn getinfo(chain: &Chain, loaded: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::chain::RequestPatch;
+    use crate::chain::RequestPatch;
 
     #[test]
     fn btc_request_shape_and_confirmations_once_mined() {

@@ -18,7 +18,7 @@ use tungstenite::Utf8Bytes;
 /// Updates kept per loaded wallet unless configured otherwise.
 pub(crate) const DEFAULT_POLLING_CAP: usize = 100;
 /// Largest accepted cap: bounds one queue's memory (entries are a few hundred bytes each).
-pub(crate) const MAX_POLLING_CAP: usize = 100_000;
+pub const MAX_POLLING_CAP: usize = 100_000;
 
 /// The queues of every loaded wallet.
 #[derive(Debug)]

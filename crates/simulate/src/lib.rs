@@ -1,6 +1,6 @@
-//! `cryptoworker simulate`: a simulated Bitcart coin daemon (the protocol of docs/daemon.md),
+//! The simulated Bitcart coin daemon behind `cryptoworker simulate` (the protocol of docs/daemon.md),
 //! used by `demo`, the integration tests and the benchmarks. It runs as its own process
-//! (`cryptoworker simulate`, see `crate::cli`) or embedded ([`SimHandle::start`]).
+//! (`cryptoworker simulate`, the worker crate's command line) or embedded ([`SimHandle::start`]).
 //!
 //! Shape: plain blocking std sockets, one accept thread, one thread per TCP connection (HTTP/1.1
 //! keep-alive; after a `/ws` upgrade the same thread runs the WebSocket session), and one
@@ -42,9 +42,9 @@ mod tests;
 
 pub use faults::{FaultError, Faults};
 pub use generator::decode_bench_tx;
-pub(crate) use polling::MAX_POLLING_CAP;
+pub use polling::MAX_POLLING_CAP;
 
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use shared::Shared;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -99,7 +99,7 @@ impl SimConfig {
             .duration_since(UNIX_EPOCH)
             .map_or(0x5EED, |d| d.as_nanos() as u64);
         SimConfig {
-            family: crate::config::default_family(&coin).unwrap_or(Family::Btc),
+            family: cryptoworker_base::coins::default_family(&coin).unwrap_or(Family::Btc),
             coin,
             host: "127.0.0.1".into(),
             port: 0,

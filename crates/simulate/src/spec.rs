@@ -4,7 +4,7 @@
 //! `electrum_map`, falling back to -32603. That is why "Request not found" is -32003 on the btc
 //! family and -32603 on the eth/xmr families.
 
-use crate::config::Family;
+use cryptoworker_base::coins::Family;
 use serde_json::{Map, Value, json};
 
 /// A JSON-RPC error to answer with.
