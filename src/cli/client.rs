@@ -62,7 +62,7 @@ pub fn run(argv: &[String]) -> Result<(), CommandError> {
         return Ok(());
     };
     let options = options(&parsed)?;
-    stream(&options).map_err(CommandError::Failed)
+    stream(&options)
 }
 
 #[derive(Debug, Default)]
@@ -115,13 +115,14 @@ fn options(parsed: &args::Parsed) -> Result<Options, args::ArgError> {
     })
 }
 
-fn stream(o: &Options) -> Result<(), String> {
+fn stream(o: &Options) -> Result<(), CommandError> {
+    let failed = CommandError::Failed;
     let (mut ws, _) = tungstenite::connect(o.url.as_str())
-        .map_err(|e| format!("cannot connect to {}: {e}", o.url))?;
+        .map_err(|e| failed(format!("cannot connect to {}: {e}", o.url)))?;
     eprintln!("connected to {}", o.url);
     let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
         ws.send(tungstenite::Message::text(v.to_string()))
-            .map_err(|e| e.to_string())
+            .map_err(|e| failed(e.to_string()))
     };
     if let Some(t) = &o.token {
         send(&mut ws, json!({"type": "auth", "token": t}))?;
@@ -142,16 +143,16 @@ fn stream(o: &Options) -> Result<(), String> {
             }
             Ok(tungstenite::Message::Close(f)) => {
                 return match f {
-                    Some(f) => Err(format!(
+                    Some(f) => Err(failed(format!(
                         "worker closed the connection: {} {}",
                         u16::from(f.code),
                         f.reason
-                    )),
-                    None => Err("worker closed the connection".into()),
+                    ))),
+                    None => Err(failed("worker closed the connection".into())),
                 };
             }
             Ok(_) => {}
-            Err(e) => return Err(format!("connection lost: {e}")),
+            Err(e) => return Err(failed(format!("connection lost: {e}"))),
         }
     }
 }

@@ -18,6 +18,7 @@
 use super::redis::{Connection, RedisError, RedisUrl};
 use super::resp::Reply;
 use super::{ClusterConfig, ClusterMessage, Outbox};
+use crate::db::DbError;
 use crate::util::backoff::Backoff;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
@@ -78,10 +79,12 @@ impl Elector {
         database_url: &str,
         lock_key: i64,
         step_down: Arc<AtomicBool>,
-    ) -> Result<Elector, String> {
-        let mut pg: postgres::Config = database_url
-            .parse()
-            .map_err(|e| format!("DATABASE_URL is not a valid connection string: {e}"))?;
+    ) -> Result<Elector, DbError> {
+        let mut pg: postgres::Config = database_url.parse().map_err(|e| {
+            DbError::Config(format!(
+                "DATABASE_URL is not a valid connection string: {e}"
+            ))
+        })?;
         pg.application_name(&format!("cryptoworker-elector {}", cfg.node_id));
         pg.connect_timeout(Duration::from_secs(3));
         pg.tcp_user_timeout(Duration::from_secs(3));

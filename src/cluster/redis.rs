@@ -33,8 +33,8 @@ impl fmt::Debug for RedisUrl {
 }
 
 impl RedisUrl {
-    /// Parses a URL; the error never quotes the password.
-    pub fn parse(url: &str) -> Result<RedisUrl, String> {
+    /// Parses a URL; the error says what is wrong and never quotes the URL (nor its password).
+    pub fn parse(url: &str) -> Result<RedisUrl, &'static str> {
         let rest = url
             .strip_prefix("redis://")
             .ok_or("must start with redis:// (TLS rediss:// is not supported)")?;
@@ -79,7 +79,7 @@ impl RedisUrl {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+fn split_host_port(hostport: &str) -> Result<(String, u16), &'static str> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
         (host, after.strip_prefix(':'))
@@ -90,7 +90,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
         }
     };
     if host.is_empty() {
-        return Err("host is missing".into());
+        return Err("host is missing");
     }
     let port = match port {
         Some(p) => p

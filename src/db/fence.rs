@@ -8,7 +8,7 @@
 //! the stored term equals the term the node leads with, which is never 0 (0 means "not leading").
 //! Outside cluster mode nothing here runs.
 
-use super::error::describe;
+use super::error::{DbError, describe};
 use postgres::error::SqlState;
 use postgres::{Client, Transaction};
 
@@ -22,17 +22,18 @@ const READ_TERM_SQL: &str = "SELECT term FROM cluster_term WHERE id = 1 FOR SHAR
 
 /// Bumps the term on `client`'s session (autocommit) and returns the new term. A database
 /// without the table (an elector may win before any node migrated it) is migrated first.
-pub(crate) fn bump_term(client: &mut Client) -> Result<u64, String> {
+pub(crate) fn bump_term(client: &mut Client) -> Result<u64, DbError> {
     let bump = |c: &mut Client| c.query_one(BUMP_TERM_SQL, &[]).map(|r| r.get::<_, i64>(0));
     let term = match bump(client) {
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
             log::info!("[DB] No cluster_term table yet: applying the migrations first");
-            super::migrate::run(client).map_err(|e| e.to_string())?;
+            super::migrate::run(client)?;
             bump(client)
         }
         other => other,
     };
-    term.map(|t| t.max(0) as u64).map_err(|e| describe(&e))
+    term.map(|t| t.max(0) as u64)
+        .map_err(|e| DbError::Query(describe(&e)))
 }
 
 /// Whether a batch may be written: the node leads with `leading` (0: it does not lead) and the
