@@ -349,7 +349,7 @@ pub fn help_text() -> String {
     out.push_str("\nKnown coins (default port, family):");
     for (i, (coin, port, family)) in KNOWN_COINS.iter().enumerate() {
         let sep = if i % 5 == 0 { "\n  " } else { "  " };
-        out.push_str(&format!("{sep}{coin} {port} {family}"));
+        out.push_str(&format!("{sep}{coin} {port} {}", family.name()));
     }
     out.push('\n');
     out

@@ -35,18 +35,18 @@ impl Family {
     }
 }
 
-/// Known coins: symbol, default daemon port, family name (docs/daemon.md, "Coin families").
-pub const KNOWN_COINS: &[(&str, u16, &str)] = &[
-    ("BTC", 5000, "btc"),
-    ("LTC", 5001, "btc"),
-    ("ETH", 5002, "eth"),
-    ("BCH", 5004, "btc"),
-    ("XRG", 5005, "btc"),
-    ("BNB", 5006, "eth"),
-    ("MATIC", 5008, "eth"),
-    ("TRX", 5009, "eth"),
-    ("GRS", 5010, "btc"),
-    ("XMR", 5011, "xmr"),
+/// Known coins: symbol, default daemon port, family (docs/daemon.md, "Coin families").
+pub const KNOWN_COINS: &[(&str, u16, Family)] = &[
+    ("BTC", 5000, Family::Btc),
+    ("LTC", 5001, Family::Btc),
+    ("ETH", 5002, Family::Eth),
+    ("BCH", 5004, Family::Btc),
+    ("XRG", 5005, Family::Btc),
+    ("BNB", 5006, Family::Eth),
+    ("MATIC", 5008, Family::Eth),
+    ("TRX", 5009, Family::Eth),
+    ("GRS", 5010, Family::Btc),
+    ("XMR", 5011, Family::Xmr),
 ];
 
 /// The default daemon port of a known coin (docs/configuration.md), case-insensitive; `None`
@@ -63,7 +63,7 @@ pub fn default_family(coin: &str) -> Option<Family> {
     KNOWN_COINS
         .iter()
         .find(|(c, _, _)| c.eq_ignore_ascii_case(coin))
-        .and_then(|(_, _, family)| Family::from_name(family))
+        .map(|(_, _, family)| *family)
 }
 
 #[cfg(test)]
