@@ -56,14 +56,7 @@ fn wallet_events_flow_only_once_an_rpc_loads_the_wallet() {
 
 #[test]
 fn eth_block_precedes_its_transaction_and_payment() {
-    let key = "0xAbC_0xdAC";
-    let h = start("ETH", |c| {
-        c.wallets = vec![key.into()];
-        c.preload_wallets = true;
-    });
-    let a = h.addr();
-    let mut sock = ws(a);
-    let wallet = json!({"xpub": "0xAbC", "contract": "0xdAC"});
+    let (h, a, mut sock, wallet) = eth_token_wallet();
     let r = ok(
         a,
         "add_request",
@@ -98,7 +91,7 @@ fn eth_block_precedes_its_transaction_and_payment() {
     );
     assert_eq!(
         (got[1]["wallet"].as_str(), tx["contract"].as_str()),
-        (Some(key), Some("0xdAC"))
+        (Some(ETH_TOKEN_KEY), Some("0xdAC"))
     );
     let pay = &got[2]["updates"][0];
     assert_eq!(

@@ -39,6 +39,21 @@ fn start(coin: &str, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
     SimHandle::start(cfg).expect("simulator starts")
 }
 
+/// The ETH token wallet the flow tests pay into, as `wallets` holds it.
+const ETH_TOKEN_KEY: &str = "0xAbC_0xdAC";
+
+/// An ETH daemon paying into the preloaded [`ETH_TOKEN_KEY`] wallet, a socket on its event link,
+/// and that wallet as RPC params name it.
+fn eth_token_wallet() -> (SimHandle, SocketAddr, Ws, Value) {
+    let h = start("ETH", |c| {
+        c.wallets = vec![ETH_TOKEN_KEY.into()];
+        c.preload_wallets = true;
+    });
+    let a = h.addr();
+    let sock = ws(a);
+    (h, a, sock, json!({"xpub": "0xAbC", "contract": "0xdAC"}))
+}
+
 /// One raw HTTP request on its own connection; returns (status, body).
 fn http(
     addr: SocketAddr,

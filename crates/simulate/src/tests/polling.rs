@@ -78,14 +78,7 @@ fn events_pushed_while_no_socket_is_connected_are_queued() {
 
 #[test]
 fn queued_updates_are_the_pushed_ones_in_push_order() {
-    let key = "0xAbC_0xdAC";
-    let h = start("ETH", |c| {
-        c.wallets = vec![key.into()];
-        c.preload_wallets = true;
-    });
-    let a = h.addr();
-    let mut sock = ws(a);
-    let wallet = json!({"xpub": "0xAbC", "contract": "0xdAC"});
+    let (h, a, mut sock, wallet) = eth_token_wallet();
     let r = ok(a, "add_request", json!({"amount": "25", "xpub": wallet}));
     let id = r["request_id"].as_str().unwrap().to_string();
     ok(
