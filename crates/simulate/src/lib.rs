@@ -1,6 +1,6 @@
-//! The simulated Bitcart coin daemon behind `cryptoworker simulate` (the protocol of docs/daemon.md),
-//! used by `demo`, the integration tests and the benchmarks. It runs as its own process
-//! (`cryptoworker simulate`, the worker crate's command line) or embedded ([`SimHandle::start`]).
+//! A simulated Bitcart coin daemon (the protocol of the repository's docs/daemon.md), used by
+//! `cryptoworker demo`, the integration tests and the benchmarks. It runs as its own process
+//! (`cryptoworker simulate`) or embedded in another program ([`SimHandle::start`]).
 //!
 //! Shape: plain blocking std sockets, one accept thread, one thread per TCP connection (HTTP/1.1
 //! keep-alive; after a `/ws` upgrade the same thread runs the WebSocket session), and one
