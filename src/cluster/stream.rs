@@ -116,7 +116,7 @@ return {n, ''}
 pub struct Target<'a> {
     /// The stream key.
     pub stream: &'a str,
-    /// The leader key (see [`super::Keys::leader`]).
+    /// The leader key (see [`super::ClusterConfig::leader_key`]).
     pub leader_key: &'a str,
     /// This node's id.
     pub node: &'a str,

@@ -7,7 +7,7 @@ pub use cryptoworker_base::rng;
 /// Most characters of outside input quoted in an error message.
 const MAX_QUOTED: usize = 64;
 
-/// `text` cut to [`MAX_QUOTED`] characters, and whether it was cut.
+/// `text` cut to 64 characters (`MAX_QUOTED`), and whether it was cut.
 pub fn clip(text: &str) -> (&str, bool) {
     match text.char_indices().nth(MAX_QUOTED) {
         Some((i, _)) => (&text[..i], true),
