@@ -9,10 +9,10 @@
 mod common;
 
 use common::cluster::{Keys, PrivateRedis, SHARED_REDIS, unique_prefix};
-use common::events::{block, index_of, transaction};
+use common::events::{block, index_of, transaction, tx_hash};
 use common::pg::{TempDir, TestDb};
 use common::{QUIET, Sim, Worker, WorkerBuilder, WsClient, deadline, star_client, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -397,4 +397,97 @@ fn a_leader_that_loses_its_database_session_follows_and_its_clients_go_on() {
     wait_until(deadline(5.0), "node-a names node-b the leader", || {
         a.status()["cluster"]["leader"] == "node-b"
     });
+}
+
+/// What an old leader leaves when it dies between its stream append and its database commit:
+/// seqs in the stream that the event log lacks. The new leader stores them (in order, before
+/// anything it sequences) and does not publish them again: its clients get each once, and it
+/// never appends them twice (Redis would refuse that seq and the node would step down).
+#[test]
+fn a_new_leader_stores_what_the_old_one_appended_but_did_not_store_and_sends_it_once() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let prefix = unique_prefix("takeover");
+    let _keys = Keys::shared(&prefix);
+    let spools = (TempDir::new("takeover-a"), TempDir::new("takeover-b"));
+    let mut a = node(&sim, &db, &prefix, "node-a", &spools.0);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_caught_up(&["btc"], deadline(15.0));
+    let (mut ca, from) = star_client(&a);
+    let (events, last) = read_indexes(&mut ca, from, &emit(&sim, 0..4));
+    wait_until(deadline(10.0), "node-a stored what it sent", || {
+        db.event_rows().last().map(|r| r.seq) == Some(last as i64)
+    });
+    let epoch = db.event_rows()[0].epoch.clone();
+    drop(ca);
+    drop(a); // SIGKILL
+
+    let template = events
+        .iter()
+        .find(|e| e["data"]["event"] == "new_transaction")
+        .map(|e| e["data"].clone())
+        .expect("a new_transaction among the first events");
+    let orphans: Vec<(u64, Value)> = (1..=3)
+        .map(|k| {
+            let mut data = template.clone();
+            data["tx_hash"] = tx_hash(100 + k).into();
+            (last + k, data)
+        })
+        .collect();
+    let mut redis = common::cluster::connect(SHARED_REDIS);
+    let stream = format!("{prefix}events");
+    for (seq, data) in &orphans {
+        let id = format!("{seq}-0");
+        let text = data.to_string();
+        let args = [
+            "XADD",
+            &stream,
+            &id,
+            "e",
+            &epoch,
+            "t",
+            "1765000000.000",
+            "d",
+            &text,
+        ];
+        redis.command(&args).expect("XADD");
+    }
+
+    let mut b = node(&sim, &db, &prefix, "node-b", &spools.1);
+    wait_until(deadline(15.0), "node-b leads", || role(&b) == "leader");
+    b.wait_caught_up(&["btc"], deadline(15.0));
+    wait_until(deadline(10.0), "node-b stored the orphaned seqs", || {
+        db.event_rows()
+            .iter()
+            .filter(|r| r.seq > last as i64)
+            .count()
+            >= orphans.len()
+    });
+    let rows = db.event_rows();
+    for (seq, data) in &orphans {
+        let row = rows.iter().find(|r| r.seq == *seq as i64).expect("stored");
+        assert_eq!((&row.epoch, &row.payload), (&epoch, data), "seq {seq}");
+    }
+
+    let mut cb = b.ws();
+    let resume = json!({"events": ["*"], "since": last, "epoch": epoch});
+    assert_eq!(cb.subscribe(resume, deadline(5.0))["resumed"], true);
+    let want: BTreeSet<u64> = (101..=103).chain(emit(&sim, 4..6)).collect();
+    let (got, end) = read_indexes(&mut cb, last, &want);
+    for (seq, data) in &orphans {
+        let e = got.iter().find(|e| &e["data"] == data).expect("delivered");
+        assert_eq!(common::seq(e), *seq, "under the seq the old leader gave it");
+    }
+    assert_eq!(role(&b), "leader", "no append was refused (no step-down)");
+    assert_eq!(b.metric("cryptoworker_db_fenced_total", &[]), 0.0);
+    let ids: Vec<u64> = cryptoworker::cluster::stream::range(&mut redis, &stream, last, 1000)
+        .expect("XRANGE")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        ids,
+        (last + 1..=end).collect::<Vec<_>>(),
+        "each seq once in the stream"
+    );
 }

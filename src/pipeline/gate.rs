@@ -8,7 +8,9 @@
 //! full) and the current durable seq; the gate keeps order and says what to release.
 //!
 //! Invariants: events leave in seq order; an event is released only after it was accepted by
-//! the database intake and its seq is at or below the durable seq; the gate holds at most
+//! the database intake and its seq is at or below the durable seq; an event held to be stored
+//! only ([`Gate::hold_store_only`]: a new cluster leader storing what the old one had already
+//! published) is stored in the same order but never released; the gate holds at most
 //! [`Gate::limit`] events before the reactor stops reading daemons (back-pressure) — it never
 //! drops one.
 
@@ -19,8 +21,9 @@ use std::sync::Arc;
 /// Sequenced events waiting to become durable.
 #[derive(Debug)]
 pub struct Gate {
-    /// Events in seq order; the first `submitted` of them were accepted by the database intake.
-    held: VecDeque<Arc<Published>>,
+    /// Events in seq order, each with whether it is released once durable (else stored only);
+    /// the first `submitted` of them were accepted by the database intake.
+    held: VecDeque<(Arc<Published>, bool)>,
     submitted: usize,
     /// Held events at which the reactor pauses reading daemon links.
     limit: usize,
@@ -36,15 +39,23 @@ impl Gate {
         }
     }
 
-    /// Holds a newly sequenced event (to be submitted by [`Gate::submit`]).
+    /// Holds a newly sequenced event (to be submitted by [`Gate::submit`], released by
+    /// [`Gate::release`] once durable).
     pub fn hold(&mut self, p: Arc<Published>) {
-        self.held.push_back(p);
+        self.held.push_back((p, true));
+    }
+
+    /// Holds an event to be stored in order with the others but never released: clients already
+    /// had it from elsewhere (the stream, when a new cluster leader stores the old leader's
+    /// published but unstored events).
+    pub fn hold_store_only(&mut self, p: Arc<Published>) {
+        self.held.push_back((p, false));
     }
 
     /// Offers the events not yet accepted to `try_submit`, in order, until it refuses one.
     /// Returns whether every held event is now submitted.
     pub fn submit(&mut self, mut try_submit: impl FnMut(&Arc<Published>) -> bool) -> bool {
-        while let Some(p) = self.held.get(self.submitted) {
+        while let Some((p, _)) = self.held.get(self.submitted) {
             if !try_submit(p) {
                 return false;
             }
@@ -53,11 +64,14 @@ impl Gate {
         true
     }
 
-    /// Moves every submitted event with `seq <= durable` to `out`, in order.
+    /// Moves every submitted event with `seq <= durable` to `out`, in order; store-only events
+    /// leave the gate without going to `out`.
     pub fn release(&mut self, durable: u64, out: &mut Vec<Arc<Published>>) {
-        while self.submitted > 0 && self.held.front().is_some_and(|p| p.seq <= durable) {
-            if let Some(p) = self.held.pop_front() {
-                out.push(p);
+        while self.submitted > 0 && self.held.front().is_some_and(|(p, _)| p.seq <= durable) {
+            if let Some((p, publish)) = self.held.pop_front() {
+                if publish {
+                    out.push(p);
+                }
                 self.submitted -= 1;
             }
         }
@@ -180,6 +194,30 @@ mod tests {
         assert_eq!(accepted, [1, 2, 3]);
         g.release(3, &mut out);
         assert_eq!(seqs(&out), [1, 2, 3]);
+    }
+
+    #[test]
+    fn store_only_events_are_submitted_in_order_and_never_released() {
+        let mut g = Gate::new(100);
+        for seq in 1..=3 {
+            g.hold_store_only(ev(seq));
+        }
+        for seq in 4..=5 {
+            g.hold(ev(seq));
+        }
+        let mut submitted = Vec::new();
+        assert!(g.submit(|p| {
+            submitted.push(p.seq);
+            true
+        }));
+        assert_eq!(submitted, [1, 2, 3, 4, 5], "stored first, in seq order");
+        let mut out = Vec::new();
+        g.release(3, &mut out);
+        assert!(out.is_empty(), "durable, but clients had them already");
+        assert_eq!(g.len(), 2);
+        g.release(5, &mut out);
+        assert_eq!(seqs(&out), [4, 5]);
+        assert!(g.is_empty());
     }
 
     #[test]

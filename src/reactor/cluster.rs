@@ -58,9 +58,6 @@ pub(super) struct ClusterPart {
     /// Leader: the events handed to the appender and not delivered yet, in seq order (their
     /// `Published` is reused when the entry comes back).
     own: VecDeque<Arc<Published>>,
-    /// Leader: the events of the takeover plan (appended by the old leader, not stored) end at
-    /// this seq; they pass the durability gate to be stored in order, but are not appended again.
-    pub stored_only_through: u64,
 }
 
 impl ClusterPart {
@@ -99,7 +96,6 @@ impl ClusterPart {
             requests: None,
             append_refused: 0,
             own: VecDeque::new(),
-            stored_only_through: 0,
         })
     }
 
@@ -376,13 +372,10 @@ impl Reactor {
             db.handle.set_ingesting(true);
         }
         // Through the gate, like the events this leader sequences, so they are stored in order
-        // before any of those and none is dropped on a full intake (the gate holds and retries).
+        // before any of those and none is dropped on a full intake (the gate holds and retries);
+        // store-only: the old leader appended them, every node delivered them from the stream.
         for e in &plan.store {
-            self.gate.hold(Arc::new(e.to_published()));
-        }
-        if let Some(c) = self.cluster.as_mut() {
-            // Reset on every leadership: a later one may start a new epoch at seq 1.
-            c.stored_only_through = plan.store.last().map_or(0, |e| e.seq);
+            self.gate.hold_store_only(Arc::new(e.to_published()));
         }
         self.submit_held();
         if self.pipeline.epoch != epoch {

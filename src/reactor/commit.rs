@@ -78,10 +78,7 @@ impl Reactor {
         }
         let mut out = Vec::new();
         self.gate.release(durable, &mut out);
-        if let Some(c) = &self.cluster {
-            // The takeover's events are stored now; the old leader appended them already.
-            let through = c.stored_only_through;
-            out.retain(|p| p.seq > through);
+        if self.cluster.is_some() {
             self.cluster_append(out, std::time::Instant::now());
         } else {
             for p in out {
