@@ -17,6 +17,7 @@
 //! by the open-request and wallet sets it is given.
 
 use super::catchup::{OpenRequest, Purpose, get_request_call, xpub_param};
+use super::rpc::CallError;
 use crate::config::Family;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -196,7 +197,7 @@ impl Planner {
     }
 
     /// A wallet load answered: drain its queue next, or retry / count the failure.
-    pub fn loaded(&mut self, wallet: &str, result: Result<(), String>) {
+    pub fn loaded(&mut self, wallet: &str, result: Result<(), CallError>) {
         self.finish_call();
         let task = Task::Load(wallet.to_string());
         match result {
@@ -204,19 +205,19 @@ impl Planner {
                 self.summary.wallets_loaded += 1;
                 self.push(Task::Drain(wallet.to_string()));
             }
-            Err(e) => self.failed(task, e),
+            Err(e) => self.failed(task, e.to_string()),
         }
     }
 
     /// A wallet's `get_updates` answered with `recovered` events not delivered before.
-    pub fn drained(&mut self, wallet: &str, result: Result<u64, String>) {
+    pub fn drained(&mut self, wallet: &str, result: Result<u64, CallError>) {
         self.finish_call();
         match result {
             Ok(recovered) => {
                 self.summary.wallets_drained += 1;
                 self.summary.events_recovered += recovered;
             }
-            Err(e) => self.failed(Task::Drain(wallet.to_string()), e),
+            Err(e) => self.failed(Task::Drain(wallet.to_string()), e.to_string()),
         }
     }
 

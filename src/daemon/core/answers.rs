@@ -35,7 +35,7 @@ impl CoinCore {
                 Purpose::LoadWallet(w) => self.wallet_loaded(&w, r.result),
                 Purpose::Drain(w) => match r.result {
                     Ok(list) => recovered.push((w, list)),
-                    Err(e) => self.plan.drained(&w, Err(e.to_string())),
+                    Err(e) => self.plan.drained(&w, Err(e)),
                 },
                 Purpose::GetInfo => synthesized.extend(self.got_info(r.result)),
                 Purpose::Reconcile(id) => {
@@ -95,7 +95,7 @@ impl CoinCore {
     }
 
     fn wallet_loaded(&mut self, wallet: &str, result: Result<Value, CallError>) {
-        let result = result.map(|_| ()).map_err(|e| e.to_string());
+        let result = result.map(|_| ());
         if let Err(e) = &result {
             log::debug!(
                 "[WORKER] Loading {} on {} failed: {e}",

@@ -146,6 +146,43 @@ fn failures_are_retried_then_counted_once_in_the_summary() {
 }
 
 #[test]
+fn a_wallet_whose_load_or_drain_keeps_failing_is_retried_then_given_up() {
+    let mut p = Planner::new(Family::Btc, 1);
+    let wallets = vec!["w1".to_string(), "w2".to_string()];
+    p.connected(&wallets, &Vec::new(), Instant::now());
+    let none = HashMap::new();
+    let mut issued = Vec::new();
+    let (mut w1_loads, mut w2_drains) = (0, 0);
+    while let Some((_, _, purpose)) = p.next_calls(&none).pop() {
+        issued.push(purpose.clone());
+        match purpose {
+            Purpose::LoadWallet(w) if w == "w1" => {
+                w1_loads += 1;
+                p.loaded(&w, Err(CallError::Timeout));
+            }
+            Purpose::LoadWallet(w) => p.loaded(&w, Ok(())),
+            Purpose::Drain(w) => {
+                w2_drains += 1;
+                p.drained(&w, Err(CallError::Transport("connection reset".into())));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        (w1_loads, w2_drains),
+        (MAX_ATTEMPTS, MAX_ATTEMPTS),
+        "{issued:?}"
+    );
+    assert!(
+        !issued.contains(&Purpose::Drain("w1".into())),
+        "a wallet that never loaded is not drained"
+    );
+    let (s, _, _) = p.finished(Instant::now()).expect("finished");
+    assert_eq!((s.wallets_loaded, s.wallets_drained, s.failed), (1, 0, 2));
+    assert_eq!(s.first_error.as_deref(), Some("timed out"));
+}
+
+#[test]
 fn a_disconnect_mid_catch_up_reports_what_was_left_and_plans_nothing() {
     let all = ids(10);
     let reqs: HashMap<String, OpenRequest> = all.iter().map(|id| (id.clone(), req("w"))).collect();
