@@ -1,7 +1,8 @@
 //! Fuzz what the worker does with a daemon's JSON-RPC answer body: `http::jsonrpc::decode_rpc_body`
 //! (every answer goes through it), then each use of a `result`: a lookup's transaction details
 //! (`enrich::Found::from_answer`, `enrich::fill`), a catch-up's `getinfo` (`on_getinfo`), a
-//! payment request (`on_get_request`) and a wallet's `get_updates` list (`decode_updates`).
+//! payment request (`on_get_request`) and a wallet's `get_updates` list (`decode_updates`); and
+//! the same bytes as the daemon's `/spec` answer (`ErrorSpec::parse`, its error-code names).
 //! The first byte picks the protocol family; the rest is the body.
 #![no_main]
 
@@ -10,7 +11,7 @@ use cryptoworker::daemon::catchup::{OpenRequest, on_get_request, on_getinfo};
 use cryptoworker::daemon::decode::decode_updates;
 use cryptoworker::daemon::enrich::{self, Found};
 use cryptoworker::event::{Event, Published};
-use cryptoworker::http::jsonrpc::{RpcOutcome, decode_rpc_body};
+use cryptoworker::http::jsonrpc::{ErrorSpec, RpcError, RpcOutcome, decode_rpc_body};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,14 @@ fuzz_target!(|data: &[u8]| {
         1 => Family::Eth,
         _ => Family::Xmr,
     };
-    let Ok((_id, RpcOutcome::Result(answer))) = decode_rpc_body(body) else {
-        return;
+    if let Ok(spec) = ErrorSpec::parse(body) {
+        let _ = spec.name(-32603);
+        let _ = spec.version();
+    }
+    let answer = match decode_rpc_body(body) {
+        Ok((_, RpcOutcome::Result(answer))) => answer,
+        Ok((_, RpcOutcome::Error(e))) => return check_error(&e),
+        Err(_) => return,
     };
     let coin: Arc<str> = "BTC".into();
 
@@ -49,3 +56,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_updates(updates, Some("wallet"), &coin, family);
     }
 });
+
+/// An error answer: its text and the not-found test work on any code and message.
+fn check_error(e: &RpcError) {
+    let _ = e.to_string();
+    let _ = ErrorSpec::fallback().is_request_not_found(e);
+}
