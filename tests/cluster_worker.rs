@@ -491,3 +491,71 @@ fn a_new_leader_stores_what_the_old_one_appended_but_did_not_store_and_sends_it_
         "each seq once in the stream"
     );
 }
+
+/// A leader replaced while Redis is away holds entries it could not append; once it follows, it
+/// must drop them (the new leader owns the stream, and the event log has them). Before, it
+/// appended them as soon as Redis came back empty (claiming the absent leader key), and the new
+/// leader's next append was refused as deposed or fenced.
+#[test]
+fn a_leader_replaced_during_a_redis_outage_appends_nothing_when_redis_returns() {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let spools = (TempDir::new("stale-a"), TempDir::new("stale-b"));
+    let mut a = node_on(&url, &sim, &db, "cw:", "node-a", &spools.0);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let mut b = node_on(&url, &sim, &db, "cw:", "node-b", &spools.1);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
+    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
+
+    redis.kill();
+    wait_until(deadline(10.0), "node-a sees Redis gone", || {
+        a.metric("cryptoworker_cluster_redis_connected", &[]) == 0.0
+    });
+    let during = emit(&sim, 5..10);
+    let (_, last_a) = read_indexes(&mut ca, last_a, &during);
+    let terminated: bool = db
+        .client()
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'cryptoworker-elector node-a'
+               AND datname = current_database()",
+            &[],
+        )
+        .expect("terminate node-a's elector session")
+        .get(0);
+    assert!(terminated);
+    wait_until(deadline(15.0), "node-b leads", || role(&b) == "leader");
+    wait_until(deadline(5.0), "node-a follows", || role(&a) == "follower");
+    let forgot = a
+        .proc
+        .output
+        .wait_for("entries not appended are dropped", deadline(10.0));
+    assert!(
+        forgot.is_some(),
+        "node-a dropped what it held when it stopped leading"
+    );
+
+    redis.restart();
+    b.wait_connected(&["btc"], deadline(10.0));
+    let after = emit(&sim, 10..15);
+    let both: BTreeSet<u64> = during.union(&after).copied().collect();
+    let (_, end_b) = read_indexes(&mut cb, last_b, &both);
+    let (_, end_a) = read_indexes(&mut ca, last_a, &after);
+    assert_eq!(end_a, end_b, "one sequence on both nodes");
+    assert_eq!(role(&b), "leader", "node-b was never deposed or fenced");
+    assert_eq!(b.status()["cluster"]["leader"], "node-b");
+    let mut conn = common::cluster::connect(&url);
+    let first = cryptoworker::cluster::stream::first_seq(&mut conn, "cw:events").expect("XRANGE");
+    assert!(
+        first.is_some_and(|seq| seq > last_a),
+        "the stream holds only node-b's entries (first {first:?}, node-a led up to {last_a})"
+    );
+}

@@ -34,6 +34,8 @@ pub enum AppendJob {
     Entries(Vec<Entry>),
     /// Plan a takeover of `epoch` whose event log ends at `last_stored`.
     Takeover { epoch: String, last_stored: u64 },
+    /// Drop the backlog: the node stopped leading.
+    Forget,
 }
 
 /// The appender thread's state.
@@ -82,6 +84,16 @@ impl Appender {
                     self.backlog.clear();
                     self.reported = 0;
                     self.takeover(&epoch, last_stored);
+                }
+                Ok(AppendJob::Forget) => {
+                    if !self.backlog.is_empty() {
+                        log::warn!(
+                            "[CLUSTER] Not leading: {} entries not appended are dropped (the event log has them)",
+                            self.backlog.len()
+                        );
+                    }
+                    self.backlog.clear();
+                    self.reported = 0;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,

@@ -173,7 +173,17 @@ impl Elector {
         if !out.nap(GRACE) {
             return false;
         }
-        let (epoch, last_stored) = read_position(client);
+        let (epoch, last_stored) = match read_position(client) {
+            Ok(position) => position,
+            Err(e) => {
+                // Leading from a wrong "last stored" would reuse seqs: give the lock back.
+                log::warn!(
+                    "[CLUSTER] Elector cannot read where the event log ends ({e}); not leading"
+                );
+                out.nap(RETRY);
+                return false;
+            }
+        };
         log::info!(
             "[CLUSTER] Node {} leads (term {term}, epoch {}, last stored seq {last_stored})",
             self.node,
@@ -268,25 +278,20 @@ impl Elector {
     }
 }
 
-/// The database's current epoch and the last seq stored in it; `(None, 0)` when the schema or the
-/// epoch is not there yet.
-fn read_position(client: &mut Client) -> (Option<String>, u64) {
-    let epoch = match client.query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[]) {
-        Ok(row) => row.map(|r| r.get::<_, String>(0)),
-        Err(e) => {
-            log::debug!("[CLUSTER] No epoch in the database yet ({e})");
-            None
-        }
-    };
+/// The database's current epoch and the last seq stored in it; `(None, 0)` when no epoch was
+/// stored yet. Any failed query is an error: the caller must not lead on a guess.
+fn read_position(client: &mut Client) -> Result<(Option<String>, u64), postgres::Error> {
+    let epoch = client
+        .query_opt("SELECT epoch FROM worker_state WHERE id = 1", &[])?
+        .map(|r| r.get::<_, String>(0));
     let Some(epoch) = epoch else {
-        return (None, 0);
+        return Ok((None, 0));
     };
     let last = client
         .query_one(
             "SELECT coalesce(max(seq), 0) FROM events WHERE epoch = $1",
             &[&epoch],
-        )
-        .map(|r| r.get::<_, i64>(0).max(0) as u64)
-        .unwrap_or(0);
-    (Some(epoch), last)
+        )?
+        .get::<_, i64>(0);
+    Ok((Some(epoch), last.max(0) as u64))
 }

@@ -262,6 +262,13 @@ impl ClusterHandle {
         }
     }
 
+    /// Tells the appender to drop what it has not appended yet (this node stopped leading: the
+    /// stream belongs to the next leader). Best effort: a full queue is drained by the next
+    /// takeover, which clears the backlog too.
+    pub fn forget_appends(&self) {
+        let _ = self.appender.try_send(appender::AppendJob::Forget);
+    }
+
     /// Asks the appender for the takeover plan (answer: [`ClusterMessage::Takeover`]).
     pub fn takeover(&self, epoch: &str, last_stored: u64) -> bool {
         let job = appender::AppendJob::Takeover {

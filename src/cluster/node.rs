@@ -83,8 +83,9 @@ impl ClusterNode {
                 });
             }
             ClusterMessage::Role(Role::Follower) => self.stop(out, false),
-            ClusterMessage::Takeover { plan, .. } if self.ingest == Ingest::AwaitingPlan => {
+            ClusterMessage::Takeover { mut plan, .. } if self.ingest == Ingest::AwaitingPlan => {
                 self.ingest = Ingest::Leading;
+                self.continue_after_delivered(&mut plan);
                 out.push(NodeAction::Lead(plan));
             }
             ClusterMessage::Fenced { .. } | ClusterMessage::Deposed { .. } => self.stop(out, true),
@@ -110,6 +111,23 @@ impl ClusterNode {
     /// The [`Action::RetryLater`] timer fired.
     pub fn on_retry(&mut self, out: &mut Vec<NodeAction>) {
         self.run(out, Delivery::on_retry);
+    }
+
+    /// A plan made without the stream (Redis away or emptied) may start at a seq this node's
+    /// clients already got from the old leader; in the same epoch, sequencing continues after
+    /// what was delivered, so no seq reaches clients twice (the skipped ones are logged).
+    fn continue_after_delivered(&self, plan: &mut Takeover) {
+        let delivered_next = self.delivery.next_seq();
+        let same_epoch = !plan.reset_stream && self.delivery.epoch().is_some();
+        if same_epoch && delivered_next > plan.next_seq {
+            log::warn!(
+                "[CLUSTER] This node delivered up to seq {} but the event log and stream end before; continuing after it (seqs {}..={} stay out of the event log)",
+                delivered_next - 1,
+                plan.next_seq,
+                delivered_next - 1
+            );
+            plan.next_seq = delivered_next;
+        }
     }
 
     fn deliver(&mut self, entries: Vec<Entry>, out: &mut Vec<NodeAction>) {
@@ -243,6 +261,26 @@ mod tests {
                 vec![ClusterMessage::Fenced { seq: 1 }],
                 vec![],
                 false,
+            ),
+            (
+                "a plan behind what this node delivered continues after it",
+                vec![
+                    ClusterMessage::Entries(entries(&[1, 2, 3, 4, 5])),
+                    leader(),
+                    takeover(3),
+                ],
+                vec!["D1", "D2", "D3", "D4", "D5", "T", "L6"],
+                true,
+            ),
+            (
+                "a plan ahead of what this node delivered is kept",
+                vec![
+                    ClusterMessage::Entries(entries(&[1])),
+                    leader(),
+                    takeover(3),
+                ],
+                vec!["D1", "T", "L3"],
+                true,
             ),
             (
                 "appended, held and read entries share one order",

@@ -203,6 +203,15 @@ impl Reactor {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        if !c.node.is_leading() {
+            // Sequenced while this node led and stored since: the stream is the new leader's
+            // now, so every node (this one too) gets them from the event log instead.
+            log::debug!(
+                "[CLUSTER] {} stored events not appended: this node no longer leads",
+                durable.len()
+            );
+            return;
+        }
         c.own.extend(durable);
         while c.own.len() > OWN_MAX {
             c.own.pop_front();
@@ -409,6 +418,10 @@ impl Reactor {
     fn cluster_stop_ingest(&mut self) {
         if let Some(c) = self.cluster.as_mut() {
             c.own.clear();
+            if let Some(h) = c.handle() {
+                // What the appender still holds (Redis away) must not reach the stream later.
+                h.forget_appends();
+            }
         }
         if let Some(db) = &self.db {
             db.handle.set_lead_term(0);
