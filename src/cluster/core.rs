@@ -104,6 +104,7 @@ impl Delivery {
             self.seen_top = self.seen_top.max(e.seq);
             if self.fill.is_some() {
                 self.hold(e);
+                self.drain_pending(out);
             } else if e.seq == self.next {
                 self.deliver(e, out);
             } else if e.seq > self.next {
@@ -172,14 +173,19 @@ impl Delivery {
         out.push(Action::Deliver(e));
     }
 
+    /// Buffers a stream entry in seq order (entries may come out of order: the leader's own
+    /// `Held` ones can pass its `Appended` ones); a seq delivered or held already is dropped.
     fn hold(&mut self, e: Entry) {
-        if self.pending.back().is_some_and(|last| e.seq <= last.seq) {
+        if e.seq < self.next {
             return;
         }
+        let Err(at) = self.pending.binary_search_by_key(&e.seq, |p| p.seq) else {
+            return;
+        };
         if self.pending.len() >= PENDING_MAX {
             self.overflowed = true;
         } else {
-            self.pending.push_back(e);
+            self.pending.insert(at, e);
         }
     }
 
@@ -204,14 +210,13 @@ impl Delivery {
         });
     }
 
-    /// Delivers buffered entries that follow on; a hole inside the buffer becomes the new target.
+    /// Delivers buffered entries that follow on (the stream may close a gap before the log
+    /// does); a hole inside the buffer becomes the new target.
     fn drain_pending(&mut self, out: &mut Vec<Action>) {
         while let Some(front) = self.pending.front() {
             if front.seq < self.next {
                 self.pending.pop_front();
-            } else if front.seq == self.next
-                && self.fill.as_ref().is_some_and(|f| f.target <= self.next)
-            {
+            } else if front.seq == self.next {
                 let e = self.pending.pop_front().expect("front exists");
                 self.deliver(e, out);
             } else {

@@ -148,6 +148,18 @@ fn delivery_table() {
             vec!["F(0,1]", "D1", "D2"],
         ),
         (
+            "entries that close the gap from the stream, out of order, are delivered at once",
+            1,
+            vec![Stream(&[1]), Stream(&[4, 5]), Stream(&[3, 2]), Log(&[])],
+            vec!["D1", "F(1,3]", "D2", "D3", "D4", "D5"],
+        ),
+        (
+            "the log's copy of what the stream closed is not delivered again",
+            1,
+            vec![Stream(&[1, 4]), Stream(&[2]), Log(&[2, 3]), Stream(&[5])],
+            vec!["D1", "F(1,3]", "D2", "D3", "D4", "D5"],
+        ),
+        (
             "trimmed behind the position changes nothing",
             10,
             vec![Trimmed(5), Stream(&[10])],
