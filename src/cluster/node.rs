@@ -49,6 +49,8 @@ pub struct ClusterNode {
     pub status: ClusterStatus,
     pub delivery: Delivery,
     ingest: Ingest,
+    /// The epoch of the leadership being taken over (`None`: the database has none yet).
+    lead_epoch: Option<String>,
 }
 
 impl ClusterNode {
@@ -58,6 +60,7 @@ impl ClusterNode {
             status: ClusterStatus::new(cfg),
             delivery: Delivery::new(epoch, next),
             ingest: Ingest::Following,
+            lead_epoch: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl ClusterNode {
                 term,
             }) => {
                 self.ingest = Ingest::AwaitingPlan;
+                self.lead_epoch = epoch.clone();
                 out.push(NodeAction::Takeover {
                     epoch,
                     last_stored,
@@ -118,7 +122,9 @@ impl ClusterNode {
     /// what was delivered, so no seq reaches clients twice (the skipped ones are logged).
     fn continue_after_delivered(&self, plan: &mut Takeover) {
         let delivered_next = self.delivery.next_seq();
-        let same_epoch = !plan.reset_stream && self.delivery.epoch().is_some();
+        let same_epoch = !plan.reset_stream
+            && self.lead_epoch.is_some()
+            && self.delivery.epoch().map(|e| &**e) == self.lead_epoch.as_deref();
         if same_epoch && delivered_next > plan.next_seq {
             log::warn!(
                 "[CLUSTER] This node delivered up to seq {} but the event log and stream end before; continuing after it (seqs {}..={} stay out of the event log)",
@@ -270,6 +276,20 @@ mod tests {
                     takeover(3),
                 ],
                 vec!["D1", "D2", "D3", "D4", "D5", "T", "L6"],
+                true,
+            ),
+            (
+                "what this node delivered in another epoch does not move the plan",
+                vec![
+                    ClusterMessage::Entries(entries(&[1, 2, 3, 4, 5])),
+                    ClusterMessage::Role(Role::Leader {
+                        epoch: Some("newer".into()),
+                        last_stored: 2,
+                        term: 1,
+                    }),
+                    takeover(3),
+                ],
+                vec!["D1", "D2", "D3", "D4", "D5", "T", "L3"],
                 true,
             ),
             (
