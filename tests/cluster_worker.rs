@@ -177,22 +177,18 @@ fn two_nodes_share_one_sequence_and_the_follower_takes_over_within_5s() {
 
 #[test]
 fn a_redis_outage_keeps_the_leaders_clients_served_and_the_follower_catches_up() {
-    let sim = Sim::start("btc", QUIET);
-    let db = TestDb::create();
-    let mut redis = PrivateRedis::start();
-    let url = redis.url();
-    let (spool_a, spool_b) = (TempDir::new("outage-a"), TempDir::new("outage-b"));
-    let mut a = node_on(&url, &sim, &db, "cw:", "node-a", &spool_a);
-    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
-    a.wait_connected(&["btc"], deadline(15.0));
-    let b = node_on(&url, &sim, &db, "cw:", "node-b", &spool_b);
-    wait_until(deadline(15.0), "node-b receiving", || {
-        b.get("/ready").status == 200
-    });
-    let (mut ca, from_a) = star_client(&a);
-    let (mut cb, from_b) = star_client(&b);
-    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
-    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
+    let RedisPair {
+        sim,
+        db: _db,
+        mut redis,
+        a,
+        b,
+        mut ca,
+        mut cb,
+        last_a,
+        last_b,
+        _spools,
+    } = pair_on_private_redis("outage");
 
     redis.kill();
     wait_until(deadline(10.0), "node-b sees Redis gone", || {
@@ -216,6 +212,57 @@ fn a_redis_outage_keeps_the_leaders_clients_served_and_the_follower_catches_up()
     assert_eq!(role(&b), "follower");
 }
 
+/// Ends `node`'s elector session in PostgreSQL (its lock goes with it), as a lost connection would.
+fn cut_elector_session(db: &TestDb, node: &str) {
+    let terminated: bool = db
+        .client()
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'cryptoworker-elector ' || $1
+               AND datname = current_database()",
+            &[&node],
+        )
+        .unwrap_or_else(|e| panic!("terminate {node}'s elector session: {e}"))
+        .get(0);
+    assert!(terminated, "{node}'s elector session was found");
+}
+
+/// Two nodes on a private Redis (key prefix `cw:`), as [`leader_then_follower`] builds them, with
+/// a `"*"` client on each that has read events 0..5 (`last_a`, `last_b`: their last seqs).
+struct RedisPair {
+    sim: Sim,
+    db: TestDb,
+    redis: PrivateRedis,
+    a: Worker,
+    b: Worker,
+    ca: WsClient,
+    cb: WsClient,
+    last_a: u64,
+    last_b: u64,
+    _spools: (TempDir, TempDir),
+}
+
+fn pair_on_private_redis(tag: &str) -> RedisPair {
+    let redis = PrivateRedis::start();
+    let (sim, db, a, b, spools) = start_nodes(&redis.url(), "cw:", tag);
+    let (mut ca, from_a) = star_client(&a);
+    let (mut cb, from_b) = star_client(&b);
+    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
+    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
+    RedisPair {
+        sim,
+        db,
+        redis,
+        a,
+        b,
+        ca,
+        cb,
+        last_a,
+        last_b,
+        _spools: spools,
+    }
+}
+
 /// Two nodes on one simulator, database and key prefix: `a` leads with its daemon connected,
 /// `b` follows and receives the stream. Bind every field (`_keys`, `_spools` too): an unbound
 /// field would be dropped at once, deleting the keys or spool directories under running nodes.
@@ -229,21 +276,9 @@ struct Pair {
 }
 
 fn leader_then_follower(tag: &str) -> Pair {
-    let sim = Sim::start("btc", QUIET);
-    let db = TestDb::create();
     let prefix = unique_prefix(tag);
     let keys = Keys::shared(&prefix);
-    let spools = (
-        TempDir::new(&format!("{tag}-a")),
-        TempDir::new(&format!("{tag}-b")),
-    );
-    let mut a = node(&sim, &db, &prefix, "node-a", &spools.0);
-    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
-    a.wait_connected(&["btc"], deadline(15.0));
-    let b = node(&sim, &db, &prefix, "node-b", &spools.1);
-    wait_until(deadline(15.0), "node-b receiving", || {
-        b.get("/ready").status == 200
-    });
+    let (sim, db, a, b, spools) = start_nodes(SHARED_REDIS, &prefix, tag);
     Pair {
         sim,
         db,
@@ -252,6 +287,29 @@ fn leader_then_follower(tag: &str) -> Pair {
         _keys: keys,
         _spools: spools,
     }
+}
+
+/// A simulator, a fresh database and two nodes on `redis` under `prefix`: `node-a` leads with its
+/// daemon connected, `node-b` receives the stream.
+fn start_nodes(
+    redis: &str,
+    prefix: &str,
+    tag: &str,
+) -> (Sim, TestDb, Worker, Worker, (TempDir, TempDir)) {
+    let sim = Sim::start("btc", QUIET);
+    let db = TestDb::create();
+    let spools = (
+        TempDir::new(&format!("{tag}-a")),
+        TempDir::new(&format!("{tag}-b")),
+    );
+    let mut a = node_on(redis, &sim, &db, prefix, "node-a", &spools.0);
+    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
+    a.wait_connected(&["btc"], deadline(15.0));
+    let b = node_on(redis, &sim, &db, prefix, "node-b", &spools.1);
+    wait_until(deadline(15.0), "node-b receiving", || {
+        b.get("/ready").status == 200
+    });
+    (sim, db, a, b, spools)
 }
 
 #[test]
@@ -367,17 +425,7 @@ fn a_leader_that_loses_its_database_session_follows_and_its_clients_go_on() {
     let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
 
     let cut = Instant::now();
-    let terminated: bool = db
-        .client()
-        .query_one(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'cryptoworker-elector node-a'
-               AND datname = current_database()",
-            &[],
-        )
-        .expect("terminate node-a's elector session")
-        .get(0);
-    assert!(terminated);
+    cut_elector_session(&db, "node-a");
     wait_until(deadline(FAILOVER_LIMIT_S), "node-b leads", || {
         role(&b) == "leader"
     });
@@ -498,22 +546,19 @@ fn a_new_leader_stores_what_the_old_one_appended_but_did_not_store_and_sends_it_
 /// leader's next append was refused as deposed or fenced.
 #[test]
 fn a_leader_replaced_during_a_redis_outage_appends_nothing_when_redis_returns() {
-    let sim = Sim::start("btc", QUIET);
-    let db = TestDb::create();
-    let mut redis = PrivateRedis::start();
+    let RedisPair {
+        sim,
+        db,
+        mut redis,
+        a,
+        mut b,
+        mut ca,
+        mut cb,
+        last_a,
+        last_b,
+        _spools,
+    } = pair_on_private_redis("stale");
     let url = redis.url();
-    let spools = (TempDir::new("stale-a"), TempDir::new("stale-b"));
-    let mut a = node_on(&url, &sim, &db, "cw:", "node-a", &spools.0);
-    wait_until(deadline(15.0), "node-a leads", || role(&a) == "leader");
-    a.wait_connected(&["btc"], deadline(15.0));
-    let mut b = node_on(&url, &sim, &db, "cw:", "node-b", &spools.1);
-    wait_until(deadline(15.0), "node-b receiving", || {
-        b.get("/ready").status == 200
-    });
-    let (mut ca, from_a) = star_client(&a);
-    let (mut cb, from_b) = star_client(&b);
-    let (_, last_a) = read_indexes(&mut ca, from_a, &emit(&sim, 0..5));
-    let (_, last_b) = read_indexes(&mut cb, from_b, &(0..5).collect());
 
     redis.kill();
     wait_until(deadline(10.0), "node-a sees Redis gone", || {
@@ -521,17 +566,7 @@ fn a_leader_replaced_during_a_redis_outage_appends_nothing_when_redis_returns() 
     });
     let during = emit(&sim, 5..10);
     let (_, last_a) = read_indexes(&mut ca, last_a, &during);
-    let terminated: bool = db
-        .client()
-        .query_one(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'cryptoworker-elector node-a'
-               AND datname = current_database()",
-            &[],
-        )
-        .expect("terminate node-a's elector session")
-        .get(0);
-    assert!(terminated);
+    cut_elector_session(&db, "node-a");
     wait_until(deadline(15.0), "node-b leads", || role(&b) == "leader");
     wait_until(deadline(5.0), "node-a follows", || role(&a) == "follower");
     let forgot = a
