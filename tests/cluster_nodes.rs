@@ -367,3 +367,56 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// An append whose answer was lost (a timeout after Redis ran it) is retried; the seqs it put in
+/// are refused as "equal or smaller", but they are this node's own entries: the leader counts them
+/// appended and goes on instead of stepping down. Another node's entry at a seq is a real fence.
+#[test]
+fn a_retried_append_that_already_went_in_is_not_a_fence() {
+    let db = common::pg::TestDb::create();
+    let prefix = unique_prefix("lost-answer");
+    let _keys = Keys::shared(&prefix);
+    let mut a = Node::start(
+        &config(SHARED_REDIS, &prefix, "a", 1000),
+        &db.url,
+        WRITER_LOCK_KEY,
+        0,
+    );
+    a.wait_for("a leads", WAIT, is_leader);
+    let stream_key = format!("{prefix}events");
+    let target = cryptoworker::cluster::stream::Target {
+        stream: &stream_key,
+        leader_key: &format!("{prefix}leader"),
+        node: "a",
+        maxlen: 1000,
+        lease: Duration::from_secs(5),
+    };
+    let mut redis = common::cluster::connect(SHARED_REDIS);
+    // What the lost answer was for: 1 and 2 are in the stream already.
+    cryptoworker::cluster::stream::append(&mut redis, &target, &entries("ep", 1..=2))
+        .expect("the first attempt went in");
+
+    a.handle().append(entries("ep", 1..=4)).expect("queued");
+    a.wait_for("a appended 1..=4", WAIT, |m| match m {
+        ClusterMessage::Appended(e) if e.last().is_some_and(|e| e.seq == 4) => Some(()),
+        ClusterMessage::Fenced { seq } => panic!("own entry {seq} taken for a fence"),
+        _ => None,
+    });
+    let seqs: Vec<u64> = cryptoworker::cluster::stream::range(&mut redis, &stream_key, 0, 100)
+        .expect("XRANGE")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "each seq once");
+
+    // Another node's entry at 5 (a different payload): refused, and a real fence.
+    let mut other = entries("ep", [5]);
+    other[0].payload = r#"{"event":"new_block","coin":"BTC","height":-5}"#.into();
+    cryptoworker::cluster::stream::append(&mut redis, &target, &other).expect("other entry");
+    a.handle().append(entries("ep", 5..=6)).expect("queued");
+    let seq = a.wait_for("a fenced at 5", WAIT, |m| match m {
+        ClusterMessage::Fenced { seq } => Some(*seq),
+        _ => None,
+    });
+    assert_eq!(seq, 5);
+}

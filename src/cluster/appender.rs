@@ -154,6 +154,20 @@ impl Appender {
                     self.backlog.drain(..n);
                     self.report_appended(&batch);
                 }
+                Err(StreamError::Fenced { appended, seq }) => {
+                    // A refused seq may be this node's own entry from an append whose answer was
+                    // lost (a timeout, a reset): the same entry is in, so it is appended.
+                    let done = appended + already_in(conn, &self.stream, &batch[appended..]);
+                    if done == appended {
+                        return self.failed(StreamError::Fenced { appended, seq }, batch);
+                    }
+                    log::info!(
+                        "[CLUSTER] {} entries were already in the stream (an earlier answer was lost)",
+                        done - appended
+                    );
+                    self.backlog.drain(..done);
+                    self.report_appended(&batch[..done]);
+                }
                 Err(e) => return self.failed(e, batch),
             }
         }
@@ -292,4 +306,20 @@ fn unreported<'a>(reported: &mut u64, entries: impl Iterator<Item = &'a Entry>) 
         *reported = last.seq;
     }
     fresh
+}
+
+/// How many of `refused` (ascending) the stream already holds as they are — the same seq, epoch
+/// and payload, from the first one on; 0 when it holds something else there (another node's
+/// entries: a real fence) or cannot be read.
+fn already_in(conn: &mut Connection, stream: &str, refused: &[Entry]) -> usize {
+    let Some(first) = refused.first() else {
+        return 0;
+    };
+    let Ok(held) = stream::range(conn, stream, first.seq.saturating_sub(1), refused.len()) else {
+        return 0;
+    };
+    held.iter()
+        .zip(refused)
+        .take_while(|(h, r)| h.seq == r.seq && h.epoch == r.epoch && h.payload == r.payload)
+        .count()
 }
