@@ -24,6 +24,17 @@ fn entries(epoch: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<Entry> {
         .collect()
 }
 
+/// A cluster node named `name` on `redis` under `prefix` and `db`'s database, the writer lock as
+/// its election lock, delivering from the stream's start.
+fn node_on(redis: &str, prefix: &str, name: &str, maxlen: u64, db: &common::pg::TestDb) -> Node {
+    Node::start(
+        &config(redis, prefix, name, maxlen),
+        &db.url,
+        WRITER_LOCK_KEY,
+        0,
+    )
+}
+
 fn is_leader(m: &ClusterMessage) -> Option<Role> {
     match m {
         ClusterMessage::Role(r @ Role::Leader { .. }) => Some(r.clone()),
@@ -64,12 +75,7 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
     let db = database_with_two_events();
     let prefix = unique_prefix("failover");
     let _keys = Keys::shared(&prefix);
-    let mut a = Node::start(
-        &config(SHARED_REDIS, &prefix, "a", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut a = node_on(SHARED_REDIS, &prefix, "a", 1000, &db);
     let role = a.wait_for("a leads", WAIT, is_leader);
     let want = |term| Role::Leader {
         epoch: Some("ep-t".into()),
@@ -81,12 +87,7 @@ fn one_leader_then_failover_within_5s_when_its_session_is_killed() {
         want(1),
         "the first election bumps the fencing term to 1"
     );
-    let mut b = Node::start(
-        &config(SHARED_REDIS, &prefix, "b", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut b = node_on(SHARED_REDIS, &prefix, "b", 1000, &db);
     b.wait_for("b shows a as leader", WAIT, |m| {
         (m == &ClusterMessage::LeaderName(Some("a".into()))).then_some(())
     });
@@ -164,12 +165,7 @@ fn a_follower_behind_the_trimmed_stream_is_told_to_fill_from_the_log() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("behind");
     let _keys = Keys::shared(&prefix);
-    let mut a = Node::start(
-        &config(SHARED_REDIS, &prefix, "a", 100),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut a = node_on(SHARED_REDIS, &prefix, "a", 100, &db);
     a.wait_for("a leads", WAIT, is_leader);
     for chunk in (1..=1000u64).collect::<Vec<_>>().chunks(100) {
         a.handle()
@@ -180,12 +176,7 @@ fn a_follower_behind_the_trimmed_stream_is_told_to_fill_from_the_log() {
         ClusterMessage::Appended(e) if e.last().map(|e| e.seq) == Some(1000) => Some(()),
         _ => None,
     });
-    let mut b = Node::start(
-        &config(SHARED_REDIS, &prefix, "b", 100),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut b = node_on(SHARED_REDIS, &prefix, "b", 100, &db);
     let first = b.wait_for("trimmed", WAIT, |m| match m {
         ClusterMessage::Trimmed { first } => Some(*first),
         _ => None,
@@ -211,19 +202,9 @@ fn a_redis_outage_leaves_the_leader_serving_and_followers_catch_up_without_gap()
     let mut redis = PrivateRedis::start();
     let url = redis.url();
     let prefix = unique_prefix("outage");
-    let mut a = Node::start(
-        &config(&url, &prefix, "a", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut a = node_on(&url, &prefix, "a", 1000, &db);
     a.wait_for("a leads", WAIT, is_leader);
-    let mut b = Node::start(
-        &config(&url, &prefix, "b", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut b = node_on(&url, &prefix, "b", 1000, &db);
     b.wait_for("b's reader", WAIT, |m| {
         (m == &ClusterMessage::RedisLink { up: true }).then_some(())
     });
@@ -267,19 +248,9 @@ fn a_leader_that_steps_down_hands_over_to_a_follower() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("stepdown");
     let _keys = Keys::shared(&prefix);
-    let mut a = Node::start(
-        &config(SHARED_REDIS, &prefix, "a", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut a = node_on(SHARED_REDIS, &prefix, "a", 1000, &db);
     a.wait_for("a leads", WAIT, is_leader);
-    let mut b = Node::start(
-        &config(SHARED_REDIS, &prefix, "b", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut b = node_on(SHARED_REDIS, &prefix, "b", 1000, &db);
     b.wait_for("b follows a", WAIT, |m| {
         (m == &ClusterMessage::LeaderName(Some("a".into()))).then_some(())
     });
@@ -340,12 +311,7 @@ fn a_sigkilled_leader_is_replaced_within_5s() {
             .and_then(|r| r.text().map(str::to_string))
             == Some("child".into())
     });
-    let mut b = Node::start(
-        &config(SHARED_REDIS, &prefix, "b", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut b = node_on(SHARED_REDIS, &prefix, "b", 1000, &db);
     b.wait_for("b shows the child as leader", WAIT, |m| {
         (m == &ClusterMessage::LeaderName(Some("child".into()))).then_some(())
     });
@@ -376,12 +342,7 @@ fn a_retried_append_that_already_went_in_is_not_a_fence() {
     let db = common::pg::TestDb::create();
     let prefix = unique_prefix("lost-answer");
     let _keys = Keys::shared(&prefix);
-    let mut a = Node::start(
-        &config(SHARED_REDIS, &prefix, "a", 1000),
-        &db.url,
-        WRITER_LOCK_KEY,
-        0,
-    );
+    let mut a = node_on(SHARED_REDIS, &prefix, "a", 1000, &db);
     a.wait_for("a leads", WAIT, is_leader);
     let stream_key = format!("{prefix}events");
     let target = cryptoworker::cluster::stream::Target {
